@@ -1,0 +1,3 @@
+"""cassetted: songs on request for the rooms of a home, driven over MQTT."""
+
+__version__ = "0.1.0"

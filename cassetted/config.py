@@ -1,0 +1,232 @@
+"""Configuration: a TOML file overlaid by CASSETTED_* environment variables.
+
+Precedence, highest first: environment (`CASSETTED_MQTT__PORT=1884`), the TOML file
+(`--config`, `$CASSETTED_CONFIG`, `/etc/cassetted/cassetted.toml`, `./config/cassetted.toml`),
+then the defaults below. Unknown keys and invalid values are errors reported all at once in
+one line naming each key — never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from cassetted.lyrics.settings import LyricsSettings
+from cassetted.schemas import ROOM_ID_PATTERN, Genre, Mood
+
+SYSTEM_CONFIG = Path("/etc/cassetted/cassetted.toml")
+LOCAL_CONFIG = Path("config/cassetted.toml")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line naming the key(s)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = Field(None, description="Default: cassetted-<hostname>-<base_topic>")
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    base_topic: str = Field("cassetted", pattern=r"^[^#+\s]+$")
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+\s]+$")
+    tls: bool = False
+    ca_certs: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    tls_insecure: bool = False
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+    @field_validator("base_topic", "discovery_prefix")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.strip("/")
+
+
+class StorageSettings(_Section):
+    database_url: SecretStr | None = Field(
+        None, description="postgresql://user:pass@host:5432/db; empty = SQLite in state_dir")
+    library_dir: Path | None = Field(None, description="Empty = <state_dir>/library")
+
+
+class GenerationSettings(_Section):
+    max_concurrent: int = Field(1, ge=1, le=16)
+    engine: str = "builtin"
+    format: Literal["flac", "ogg", "mp3", "wav"] = "flac"
+    sample_rate: int = Field(44100, ge=8000, le=96000)
+    default_duration_s: float = Field(120, ge=10, le=600)
+    default_genre: Genre | None = Field(None, description="Empty = chosen from the prompt or at random")
+    default_mood: Mood | None = None
+    language: str = Field("en", pattern=r"^[a-z]{2}$")
+    max_pending: int = Field(1000, ge=1, description="Requests beyond this are refused (queue_full)")
+
+
+class MpdSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(6600, ge=1, le=65535)
+    password: SecretStr | None = None
+    music_dir: Path | None = None
+
+
+class RoomSettings(_Section):
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    output: Literal["mpd", "snapcast", "local", "homeassistant", "none"] = "none"
+    child_safe: bool = False
+    default_genre: Genre | None = None
+    default_mood: Mood | None = None
+    mpd: MpdSettings | None = None
+    snapcast_group: str | None = None
+
+
+class SnapcastSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1705, ge=1, le=65535)
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= sets $STATE_DIRECTORY (colon-separated when several).
+    systemd = os.environ.get("STATE_DIRECTORY")
+    if systemd:
+        return Path(systemd.split(":")[0])
+    return Path.home() / ".local" / "share" / "cassetted"
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Rooms are tables keyed by their id (public contract)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CASSETTED_", env_nested_delimiter="__", extra="forbid",
+    )
+
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    lyrics: LyricsSettings = Field(default_factory=LyricsSettings)
+    rooms: dict[str, RoomSettings] = Field(default_factory=dict)
+    snapcast: SnapcastSettings = Field(default_factory=SnapcastSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("rooms")
+    @classmethod
+    def _room_ids(cls, rooms: dict[str, RoomSettings]) -> dict[str, RoomSettings]:
+        import re
+
+        for room_id in rooms:
+            if not re.fullmatch(ROOM_ID_PATTERN, room_id):
+                raise ValueError(f"room id {room_id!r} must be lowercase letters, digits, _")
+        return rooms
+
+    @property
+    def library_dir(self) -> Path:
+        return self.storage.library_dir or self.state_dir / "library"
+
+    # Set by load(): the file the settings came from, for `doctor` and logs.
+    _source_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _TOML_FILE is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_TOML_FILE))
+        return tuple(sources)
+
+
+_TOML_FILE: Path | None = None
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The file to read: --config, $CASSETTED_CONFIG, the system file, the local file."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    env = os.environ.get("CASSETTED_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"CASSETTED_CONFIG={path} does not exist")
+        return path
+    for candidate in (SYSTEM_CONFIG, LOCAL_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _key_of(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(root)"
+
+
+def _hint(loc: tuple[Any, ...]) -> str:
+    """'did you mean' for an unknown key, found among the fields of its section."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        annotation = field.annotation
+        model = next((a for a in getattr(annotation, "__args__", ()) if hasattr(a, "model_fields")),
+                     annotation)
+    names = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """All problems in one line: `mqtt.port: Input should be ...; foo: unknown key`."""
+    parts = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        if item["type"] == "extra_forbidden":
+            parts.append(f"{_key_of(loc)}: unknown key{_hint(loc)}")
+        else:
+            parts.append(f"{_key_of(loc)}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def load(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings or raise ConfigError with a one-line message."""
+    global _TOML_FILE
+    path = find_config_file(config_file)
+    _TOML_FILE = path
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{where}: {format_validation_error(error)}") from None
+    except (OSError, ValueError) as error:  # unreadable or malformed TOML
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    finally:
+        _TOML_FILE = None
+    settings._source_file = path
+    return settings

@@ -1,0 +1,71 @@
+"""Errors that survive the wire: each class carries the code used in MQTT error replies."""
+
+from __future__ import annotations
+
+from cassetted.schemas import ErrorInfo
+
+
+class CassettedError(Exception):
+    """Base of every error a command can be answered with. Messages never hold secrets."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(code=self.code, message=self.message, field=self.field)
+
+
+class InvalidJson(CassettedError):
+    code = "invalid_json"
+
+
+class InvalidPayload(CassettedError):
+    code = "invalid_payload"
+
+
+class PayloadTooLarge(CassettedError):
+    code = "payload_too_large"
+
+
+class UnknownRoom(CassettedError):
+    code = "unknown_room"
+
+
+class UnknownJob(CassettedError):
+    code = "unknown_job"
+
+
+class UnknownSong(CassettedError):
+    code = "unknown_song"
+
+
+class UnknownEngine(CassettedError):
+    code = "unknown_engine"
+
+
+class UnknownProvider(CassettedError):
+    code = "unknown_provider"
+
+
+class QueueFull(CassettedError):
+    code = "queue_full"
+
+
+class InvalidState(CassettedError):
+    code = "invalid_state"
+
+
+class Unsupported(CassettedError):
+    code = "unsupported"
+
+
+class GenerationFailed(CassettedError):
+    code = "generation_failed"
+
+
+class Interrupted(CassettedError):
+    code = "interrupted"

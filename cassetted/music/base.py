@@ -1,0 +1,47 @@
+"""The music engine interface: a SongSpec in, audio out.
+
+An engine never touches MQTT, the store or files: the pipeline hands it a fully resolved
+spec (lyrics included) and a progress callback, and gets float32 stereo audio back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from cassetted.schemas import SongSpec
+
+# progress(fraction 0..1, optional note) — called from the engine's thread.
+ProgressCallback = Callable[[float, str | None], None]
+
+
+class Cancelled(Exception):
+    """Raised inside an engine (by its progress callback) when the job was cancelled."""
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Float32 samples shaped (frames, 2) in -1..1, plus the sample rate."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[0] / self.sample_rate
+
+
+class MusicEngine(Protocol):
+    """What every engine MUST provide.
+
+    `name` identifies it in requests (`engine`) and in the Song row. `generate` MUST be
+    deterministic for a given spec (including `spec.seed`), MUST return exactly
+    `round(spec.duration_s * sample_rate)` frames of stereo float32, and SHOULD call
+    `progress` often enough that a job's ETA stays meaningful. It runs in a worker thread.
+    """
+
+    name: str
+
+    def generate(self, spec: SongSpec, progress: ProgressCallback) -> Audio: ...

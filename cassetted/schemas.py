@@ -1,0 +1,307 @@
+"""Pydantic models of every MQTT payload: the single source of truth of the contract.
+
+Inbound commands are validated here (and nowhere else); outbound state and events are
+built from these models so that `cassetted schemas` and the checked-in `mqtt_schemas/`
+describe exactly what goes over the wire.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GENRES: tuple[str, ...] = (
+    "rock", "pop", "jazz", "electronic", "classical", "hip-hop", "country", "ambient",
+)
+MOODS: tuple[str, ...] = ("uplifting", "relaxing", "energetic", "melancholic")
+TIME_SIGNATURES: tuple[str, ...] = ("2/4", "3/4", "4/4", "6/8")
+
+Genre = Literal["rock", "pop", "jazz", "electronic", "classical", "hip-hop", "country", "ambient"]
+Mood = Literal["uplifting", "relaxing", "energetic", "melancholic"]
+TimeSignature = Literal["2/4", "3/4", "4/4", "6/8"]
+
+MIN_DURATION_S = 10
+MAX_DURATION_S = 600
+MIN_BPM = 30
+MAX_BPM = 300
+MAX_LYRICS_CHARS = 4096  # ACE-Step's limit; the built-in engine keeps the same bound
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+KEY_PATTERN = r"^[A-G](#|b)? (major|minor)$"
+ROOM_ID_PATTERN = r"^[a-z0-9_]{1,64}$"
+
+RequestId = Annotated[str, Field(min_length=1, max_length=128)]
+ReplyTopic = Annotated[
+    str,
+    Field(min_length=1, max_length=256, pattern=r"^[^#+\x00]+$",
+          description="v3.1.1 clients: topic the reply is published on (no wildcards)."),
+]
+
+
+class _Command(BaseModel):
+    """Every inbound command: unknown fields are refused so typos get a clear error."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    request_id: RequestId | None = Field(
+        None, description="Echoed in the reply; for song/create also the idempotency key.")
+    reply_to: ReplyTopic | None = None
+
+
+class SongRequest(_Command):
+    """`<base>/song/create`: what a person asked for. Empty fields are chosen by the daemon."""
+
+    prompt: str = Field("", max_length=2000, description="Free text: theme, style, wishes.")
+    genre: Genre | None = None
+    mood: Mood | None = None
+    bpm: int | None = Field(None, ge=MIN_BPM, le=MAX_BPM)
+    key: str | None = Field(None, pattern=KEY_PATTERN, description='e.g. "A minor", "F# major"')
+    time_signature: TimeSignature | None = None
+    duration_s: float | None = Field(None, ge=MIN_DURATION_S, le=MAX_DURATION_S)
+    language: str | None = Field(None, pattern=r"^[a-z]{2}$", description="ISO 639-1 vocal language")
+    lyrics: str | None = Field(None, max_length=MAX_LYRICS_CHARS,
+                               description="Ready-made lyrics; skips the lyrics provider.")
+    instrumental: bool = False
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    room: str | None = Field(None, pattern=ROOM_ID_PATTERN)
+    party: bool = False
+    child_safe: bool = False
+    user: str | None = Field(None, max_length=64)
+    engine: str | None = Field(None, max_length=32)
+    lyrics_provider: str | None = Field(None, max_length=32)
+
+
+class VoiceCommand(_Command):
+    """`<base>/voice`: free speech, parsed into a SongRequest by the intent parser."""
+
+    text: str = Field(min_length=1, max_length=1000)
+    room: str | None = Field(None, pattern=ROOM_ID_PATTERN)
+    site_id: str | None = Field(None, max_length=64)
+    user: str | None = Field(None, max_length=64)
+
+
+class JobCancel(_Command):
+    """`<base>/job/<id>/cancel`: the payload may be empty (`{}`)."""
+
+
+class RoomCommand(_Command):
+    """`<base>/room/<room>/set`."""
+
+    action: Literal[
+        "play", "pause", "stop", "next", "previous", "volume", "seek",
+        "play_song", "play_playlist", "add", "remove", "clear", "shuffle",
+    ]
+    song_id: str | None = Field(None, max_length=64)
+    volume: int | None = Field(None, ge=0, le=100)
+    position_s: float | None = Field(None, ge=0)
+
+
+class PartyCommand(_Command):
+    """`<base>/party/set`."""
+
+    action: Literal["start", "stop"]
+    rooms: list[Annotated[str, Field(pattern=ROOM_ID_PATTERN)]] | Literal["all"] = "all"
+    song_id: str | None = Field(None, max_length=64)
+    playlist: str | None = Field(None, max_length=128)
+
+
+class VoteCommand(_Command):
+    """`<base>/song/<id>/vote`: +1, -1, or 0 to take a vote back."""
+
+    vote: Literal[-1, 0, 1]
+    user: str | None = Field(None, max_length=64)
+
+
+class LibraryQuery(_Command):
+    """`<base>/library/query`: filters, sorting and paging; answered on the reply topic."""
+
+    genre: Genre | None = None
+    mood: Mood | None = None
+    room: str | None = Field(None, pattern=ROOM_ID_PATTERN)
+    user: str | None = Field(None, max_length=64)
+    text: str | None = Field(None, max_length=200)
+    sort: Literal["newest", "oldest", "title", "duration"] = "newest"
+    page: int = Field(1, ge=1)
+    page_size: int = Field(20, ge=1, le=100)
+
+
+# --------------------------------------------------------------------------- resolved spec
+
+
+class SongSpec(BaseModel):
+    """A request with every musical choice made: what engines and lyric writers receive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = ""
+    genre: Genre
+    mood: Mood
+    bpm: int = Field(ge=MIN_BPM, le=MAX_BPM)
+    key: str = Field(pattern=KEY_PATTERN)
+    time_signature: TimeSignature = "4/4"
+    duration_s: float = Field(ge=MIN_DURATION_S, le=MAX_DURATION_S)
+    language: str = "en"
+    instrumental: bool = False
+    seed: int = Field(ge=0, le=2**32 - 1)
+    child_safe: bool = False
+    title: str = ""
+    lyrics: str = Field("", max_length=MAX_LYRICS_CHARS)
+    style: str = Field("", description="Short caption for the music engine: instruments, feel.")
+
+    @property
+    def tonic(self) -> str:
+        return self.key.split()[0]
+
+    @property
+    def is_minor(self) -> bool:
+        return self.key.endswith("minor")
+
+
+# --------------------------------------------------------------------------- outbound
+
+
+class JobState(str, Enum):
+    queued = "queued"
+    writing_lyrics = "writing_lyrics"
+    composing = "composing"
+    encoding = "encoding"
+    ready = "ready"
+    playing = "playing"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.done, JobState.failed, JobState.cancelled)
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. invalid_payload, unknown_room.")
+    message: str
+    field: str | None = None
+
+
+class Reply(BaseModel):
+    """The answer to every command, on the MQTT v5 response topic or the `reply_to` topic."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ok: bool
+    request_id: str | None = None
+    error: ErrorInfo | None = None
+    job_id: str | None = None
+    state: JobState | None = None
+    duplicate: bool | None = Field(None, description="True when request_id matched an existing job.")
+
+
+class JobEvent(BaseModel):
+    """`<base>/job/<id>`: published at every state transition (and on progress)."""
+
+    job_id: str
+    request_id: str | None = None
+    state: JobState
+    progress: float = Field(ge=0.0, le=1.0)
+    eta_s: float | None = Field(None, ge=0.0)
+    song_id: str | None = None
+    room: str | None = None
+    file: str | None = None
+    error: ErrorInfo | None = None
+    ts: float = Field(description="Unix time of the transition.")
+
+
+class QueueState(BaseModel):
+    """`<base>/queue` (retained)."""
+
+    pending: int = Field(ge=0)
+    running: list[str] = Field(default_factory=list, description="Ids of the jobs in progress.")
+    max_concurrent: int = Field(ge=1)
+
+
+class SongInfo(BaseModel):
+    """`<base>/song/latest` (retained) and library query results."""
+
+    id: str
+    title: str
+    prompt: str
+    lyrics: str
+    genre: Genre
+    mood: Mood
+    bpm: int
+    key: str
+    time_signature: str
+    duration_s: float
+    language: str
+    instrumental: bool
+    seed: int
+    room: str | None = None
+    user: str | None = None
+    engine: str
+    lyrics_provider: str
+    file: str
+    format: str
+    url: str | None = None
+    created_at: float
+
+
+class RoomState(BaseModel):
+    """`<base>/room/<room>/state` (retained)."""
+
+    room: str
+    name: str
+    state: Literal["playing", "paused", "idle", "unavailable"]
+    song: SongInfo | None = None
+    volume: int | None = Field(None, ge=0, le=100)
+    party: bool = False
+    output: str
+
+
+class Event(BaseModel):
+    """`<base>/event`: things that happened, for automations."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal[
+        "song_ready", "song_started", "song_finished", "party_started", "party_stopped", "error",
+    ]
+    ts: float
+    job_id: str | None = None
+    song_id: str | None = None
+    room: str | None = None
+    error: ErrorInfo | None = None
+
+
+class LibraryPage(Reply):
+    """The reply to a library query."""
+
+    total: int = 0
+    page: int = 1
+    page_size: int = 20
+    songs: list[SongInfo] = Field(default_factory=list)
+
+
+# Every payload by the name its JSON Schema file carries: drives `cassetted schemas`.
+PAYLOADS: dict[str, type[BaseModel]] = {
+    "song_create": SongRequest,
+    "voice": VoiceCommand,
+    "job_cancel": JobCancel,
+    "room_set": RoomCommand,
+    "party_set": PartyCommand,
+    "song_vote": VoteCommand,
+    "library_query": LibraryQuery,
+    "reply": Reply,
+    "library_page": LibraryPage,
+    "job_event": JobEvent,
+    "queue_state": QueueState,
+    "song_info": SongInfo,
+    "room_state": RoomState,
+    "event": Event,
+    "song_spec": SongSpec,
+}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """One JSON Schema per payload, keyed by file stem."""
+    return {name: model.model_json_schema() for name, model in PAYLOADS.items()}

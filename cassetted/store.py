@@ -1,0 +1,204 @@
+"""Persistence with peewee: SQLite (WAL) in the state directory, or PostgreSQL by URL.
+
+Schema changes migrate forward with numbered steps (see MIGRATIONS): the database records
+the last step applied in `schema_version`, and `open_database` applies the missing ones in
+order inside a transaction. A step is a function of a peewee `SchemaMigrator`, so the same
+step runs on SQLite and PostgreSQL. Never edit a released step; append a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+import peewee as pw
+from playhouse.migrate import SchemaMigrator
+
+log = logging.getLogger(__name__)
+
+database = pw.DatabaseProxy()
+
+
+def new_id() -> str:
+    """Short, URL-safe, collision-free ids for jobs and songs."""
+    return uuid.uuid4().hex[:16]
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Song(BaseModel):
+    """One finished song: every parameter it was made with, its lyrics and its file."""
+
+    id = pw.CharField(primary_key=True, max_length=32, default=new_id)
+    title = pw.CharField(max_length=200)
+    prompt = pw.TextField(default="")
+    lyrics = pw.TextField(default="")
+    style = pw.TextField(default="")
+    genre = pw.CharField(max_length=32, index=True)
+    mood = pw.CharField(max_length=32, index=True)
+    bpm = pw.IntegerField()
+    key = pw.CharField(max_length=16)
+    time_signature = pw.CharField(max_length=8)
+    duration_s = pw.DoubleField()
+    language = pw.CharField(max_length=8)
+    instrumental = pw.BooleanField(default=False)
+    seed = pw.BigIntegerField()
+    child_safe = pw.BooleanField(default=False)
+    room = pw.CharField(max_length=64, null=True, index=True)
+    user = pw.CharField(max_length=64, null=True, index=True)
+    engine = pw.CharField(max_length=32)
+    lyrics_provider = pw.CharField(max_length=32)
+    file = pw.CharField(max_length=512, help_text="Path relative to the library directory")
+    format = pw.CharField(max_length=8)
+    # Unguessable token for media URLs: knowing a song id is not enough to fetch it.
+    url_token = pw.CharField(max_length=64, unique=True, default=lambda: secrets.token_urlsafe(24))
+    created_at = pw.DoubleField(default=time.time, index=True)
+
+
+class Job(BaseModel):
+    """A request on its way to becoming a song. Survives restarts: the queue is this table."""
+
+    id = pw.CharField(primary_key=True, max_length=32, default=new_id)
+    request_id = pw.CharField(max_length=128, null=True, unique=True)
+    request = pw.TextField(help_text="The validated SongRequest as JSON")
+    state = pw.CharField(max_length=32, index=True)
+    progress = pw.FloatField(default=0.0)
+    attempts = pw.IntegerField(default=0)
+    error_code = pw.CharField(max_length=64, null=True)
+    error_message = pw.TextField(null=True)
+    song = pw.ForeignKeyField(Song, null=True, backref="jobs", on_delete="SET NULL")
+    created_at = pw.DoubleField(default=time.time, index=True)
+    started_at = pw.DoubleField(null=True)
+    finished_at = pw.DoubleField(null=True)
+    updated_at = pw.DoubleField(default=time.time)
+
+
+class Credential(BaseModel):
+    """An API key or token, Fernet-encrypted. `owner` NULL means the household default."""
+
+    id = pw.AutoField()
+    owner = pw.CharField(max_length=64, null=True)
+    provider = pw.CharField(max_length=32)
+    secret = pw.BlobField()
+    created_at = pw.DoubleField(default=time.time)
+
+    class Meta:
+        indexes = ((("owner", "provider"), True),)
+
+
+class Vote(BaseModel):
+    """One person's +1/-1 on a song; 0 is stored as no row."""
+
+    id = pw.AutoField()
+    song = pw.ForeignKeyField(Song, backref="votes", on_delete="CASCADE")
+    user = pw.CharField(max_length=64)
+    value = pw.SmallIntegerField()
+    created_at = pw.DoubleField(default=time.time)
+
+    class Meta:
+        indexes = ((("song", "user"), True),)
+
+
+class SchemaVersion(BaseModel):
+    version = pw.IntegerField()
+
+
+MODELS: list[type[BaseModel]] = [Song, Job, Vote, Credential]
+
+# Step N brings the schema from version N-1 to N. Step 1 is the initial create_tables.
+Migration = Callable[[SchemaMigrator], None]
+MIGRATIONS: list[Migration] = []
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+
+def _connect(url: str | None, state_dir: Path) -> pw.Database:
+    if url:
+        from playhouse.db_url import connect
+
+        return connect(url)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return pw.SqliteDatabase(
+        str(state_dir / "cassetted.db"),
+        pragmas={
+            "journal_mode": "wal",
+            "synchronous": "normal",   # durable across process crashes with WAL
+            "foreign_keys": 1,
+            "busy_timeout": 5000,
+        },
+        check_same_thread=False,
+    )
+
+
+def open_database(url: str | None, state_dir: Path) -> pw.Database:
+    """Connect, create or migrate the schema, and bind the models. Returns the database."""
+    db = _connect(url, state_dir)
+    database.initialize(db)
+    db.connect(reuse_if_open=True)
+    with db.atomic():
+        if not db.table_exists(SchemaVersion._meta.table_name):
+            db.create_tables([*MODELS, SchemaVersion])
+            SchemaVersion.create(version=SCHEMA_VERSION)
+            log.info("database created at schema version %d", SCHEMA_VERSION)
+        else:
+            row = SchemaVersion.get()
+            if row.version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"database schema {row.version} is newer than this cassetted ({SCHEMA_VERSION})")
+            migrator = SchemaMigrator.from_database(db)
+            for step in range(row.version, SCHEMA_VERSION):
+                log.info("migrating database schema %d -> %d", step, step + 1)
+                MIGRATIONS[step - 1](migrator)
+            if row.version != SCHEMA_VERSION:
+                row.version = SCHEMA_VERSION
+                row.save()
+    return db
+
+
+def describe(url: str | None, state_dir: Path) -> str:
+    """Where the data lives, without credentials (for logs)."""
+    if url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        return f"{parts.scheme}://{host}:{parts.port or ''}{parts.path}"
+    return str(state_dir / "cassetted.db")
+
+
+class Store:
+    """The database, owned by one thread: asyncio code awaits `call`, never blocks on I/O.
+
+    A single thread gives a single connection (peewee keeps one per thread) and serialises
+    writes, so SQLite never reports "database is locked" to ourselves.
+    """
+
+    def __init__(self, url: str | None, state_dir: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._url = url
+        self._state_dir = state_dir
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self.db: pw.Database | None = None
+
+    async def open(self) -> None:
+        self.db = await self.call(open_database, self._url, self._state_dir)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def close(self) -> None:
+        if self.db is not None:
+            await self.call(self.db.close)
+        self._executor.shutdown(wait=True)
