@@ -1,0 +1,133 @@
+"""The daemon: wires store, job runner and MQTT together; starts in order, stops in reverse.
+
+Start: store (open, migrate) -> job runner (recover interrupted jobs, start workers) ->
+MQTT link (connect, retry forever) -> READY=1 to systemd once the broker answered.
+Stop (SIGTERM/SIGINT): runner (running jobs go back to the queue) -> `offline` -> store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from cassetted import __version__, intake, sdnotify
+from cassetted.config import Settings
+from cassetted.credentials import CredentialStore
+from cassetted.jobs import JobRunner
+from cassetted.lyrics.service import LyricsService
+from cassetted.mqtt.client import MqttLink
+from cassetted.mqtt.commands import Commands
+from cassetted.mqtt.publisher import MqttPublisher
+from cassetted.mqtt.router import Router
+from cassetted.music import EngineRegistry
+from cassetted.pipeline import Pipeline
+from cassetted.store import Store, describe
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """Owns every long-lived part and the tasks that run them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        url = settings.storage.database_url
+        self._db_url = url.get_secret_value() if url else None
+        self.store = Store(self._db_url, settings.state_dir)
+        self.engines = EngineRegistry(settings.generation.engine, settings.generation.sample_rate)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        settings = self.settings
+        started = time.monotonic()
+        log.info("cassetted %s starting; state in %s", __version__, settings.state_dir)
+        settings.library_dir.mkdir(parents=True, exist_ok=True)
+
+        await self.store.open()
+        log.info("store ready: %s", describe(self._db_url, settings.state_dir))
+
+        router: Router
+        link = MqttLink(settings.mqtt, on_message=lambda m: router.dispatch(m),
+                        subscriptions=lambda: router.subscriptions(),
+                        on_connect=lambda: publisher.republish())
+        router = Router(settings.mqtt.base_topic, link.publish)
+        publisher = MqttPublisher(settings.mqtt.base_topic, link.publish)
+        lyrics = LyricsService(settings, CredentialStore.open(settings.state_dir))
+        runner = JobRunner(
+            self.store, settings, Pipeline(settings.library_dir, settings.generation.format),
+            engine_for=self.engines.get, lyrics_for=lyrics.writer_for, listener=publisher,
+            read_prompt=intake.read_prompt,
+        )
+        Commands(settings, self.store, runner,
+                 parse_voice=lambda command: intake.voice_request(command, settings.rooms),
+                 ).register(router)
+
+        await runner.start()
+        self._spawn(link.run(), "mqtt")
+        try:
+            await self._wait_online(link, started)
+            await self._stop.wait()
+        finally:
+            log.info("stopping")
+            sdnotify.notify("STOPPING=1")
+            await runner.stop()
+            await link.flush()
+            await link.goodbye()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.store.close()
+            log.info("stopped")
+
+    async def _wait_online(self, link: MqttLink, started: float) -> None:
+        """READY=1 once store and broker are up; then keep the watchdog fed."""
+        online = asyncio.create_task(link.connected.wait())
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({online, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not online.done():
+            online.cancel()
+            return
+        log.info("online after %.2f s", time.monotonic() - started)
+        sdnotify.notify("READY=1")
+        interval = sdnotify.watchdog_interval_s()
+        if interval:
+            self._spawn(self._watchdog(interval), "watchdog")
+
+    async def _watchdog(self, interval: float) -> None:
+        # The loop answering at all is the liveness we vouch for.
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def _spawn(self, coro, name: str) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s died: %r", task.get_name(), task.exception())
+            self._stop.set()
+
+
+def run(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT. Returns the process exit status."""
+
+    async def main() -> None:
+        daemon = Daemon(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.request_stop)
+        await daemon.run()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0

@@ -1,0 +1,403 @@
+"""The persistent job queue and its workers.
+
+The queue is the `job` table: a request becomes a row before it is acknowledged, workers
+claim rows in arrival order, and every state change is written before it is announced. A
+process that dies mid-job leaves the row in a running state; `recover()` on the next start
+puts it back in the queue (or fails it explicitly after too many attempts). Nothing is
+ever silently dropped.
+
+Data flows one way: MQTT intake -> `submit` -> rows -> workers -> pipeline -> listener.
+The listener (the MQTT publisher in the daemon) only hears about changes; it never calls in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+from cassetted import errors, spec as spec_module
+from cassetted.config import Settings
+from cassetted.music.base import Cancelled, MusicEngine
+from cassetted.pipeline import LyricsWriter, Pipeline, Produced
+from cassetted.schemas import ErrorInfo, JobEvent, JobState, QueueState, SongInfo, SongRequest
+from cassetted.store import Job, Song, Store, new_id
+
+log = logging.getLogger(__name__)
+
+RUNNING_STATES = (JobState.writing_lyrics, JobState.composing, JobState.encoding)
+MAX_ATTEMPTS = 3
+_PROGRESS_STEP = 0.05     # publish progress at least every 5 % ...
+_PROGRESS_INTERVAL_S = 2  # ... or every 2 s, whichever comes first
+
+
+class JobListener(Protocol):
+    """Who hears about jobs. Methods are called on the event loop and MUST NOT block."""
+
+    def job_changed(self, event: JobEvent) -> None: ...
+    def queue_changed(self, state: QueueState) -> None: ...
+    def song_ready(self, song: SongInfo, job_id: str) -> None: ...
+
+
+EngineFor = Callable[[str | None], MusicEngine]
+LyricsFor = Callable[[SongRequest], LyricsWriter]
+
+
+def song_info(song: Song, library_dir: Path, url: str | None = None) -> SongInfo:
+    """The public view of a Song row (with the file's absolute path)."""
+    return SongInfo(
+        id=song.id, title=song.title, prompt=song.prompt, lyrics=song.lyrics, genre=song.genre,
+        mood=song.mood, bpm=song.bpm, key=song.key, time_signature=song.time_signature,
+        duration_s=song.duration_s, language=song.language, instrumental=song.instrumental,
+        seed=song.seed, room=song.room, user=song.user, engine=song.engine,
+        lyrics_provider=song.lyrics_provider, file=str(library_dir / song.file), format=song.format, url=url,
+        created_at=song.created_at,
+    )
+
+
+def _event(job: Job, **extra: object) -> JobEvent:
+    error = (ErrorInfo(code=job.error_code, message=job.error_message or "")
+             if job.error_code else None)
+    values: dict[str, object] = dict(
+        job_id=job.id, request_id=job.request_id, state=JobState(job.state),
+        progress=job.progress, song_id=job.song_id, error=error, ts=time.time(),
+    )
+    values.update(extra)
+    return JobEvent(**values)
+
+
+@dataclass
+class _Running:
+    """In-memory view of a job being produced (the row holds the durable part)."""
+
+    job: Job
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+    expected_s: float = 60.0
+    last_published: float = 0.0
+    last_progress: float = 0.0
+
+
+# ----------------------------------------------------------------- store-thread operations
+# Plain functions run on the store's single thread; they hold the queue's invariants.
+
+
+def _find_by_request_id(request_id: str) -> Job | None:
+    return Job.get_or_none(Job.request_id == request_id)
+
+
+def _insert(request: SongRequest, max_pending: int) -> tuple[Job, bool]:
+    if request.request_id:
+        existing = _find_by_request_id(request.request_id)
+        if existing is not None:
+            return existing, True
+    if Job.select().where(Job.state == JobState.queued.value).count() >= max_pending:
+        raise errors.QueueFull(f"{max_pending} requests are already waiting; try again later")
+    job = Job.create(
+        id=new_id(), request_id=request.request_id,
+        request=request.model_dump_json(exclude={"reply_to"}),
+        state=JobState.queued.value, progress=0.0,
+    )
+    return job, False
+
+
+def _claim_next() -> Job | None:
+    """Take the oldest queued job; the conditional update keeps two workers off one row."""
+    candidates = (Job.select().where(Job.state == JobState.queued.value)
+                  .order_by(Job.created_at, Job.id).limit(5))
+    for job in candidates:
+        now = time.time()
+        claimed = (Job.update(state=JobState.writing_lyrics.value, started_at=now, updated_at=now,
+                              progress=0.0, attempts=Job.attempts + 1)
+                   .where((Job.id == job.id) & (Job.state == JobState.queued.value)).execute())
+        if claimed:
+            return Job.get_by_id(job.id)
+    return None
+
+
+def _set(job_id: str, **fields: object) -> Job:
+    fields["updated_at"] = time.time()
+    Job.update(**fields).where(Job.id == job_id).execute()
+    return Job.get_by_id(job_id)
+
+
+def _cancel_if_queued(job_id: str) -> Job | None:
+    now = time.time()
+    changed = (Job.update(state=JobState.cancelled.value, finished_at=now, updated_at=now)
+               .where((Job.id == job_id) & (Job.state == JobState.queued.value)).execute())
+    return Job.get_by_id(job_id) if changed else None
+
+
+def _queue_counts() -> int:
+    return Job.select().where(Job.state == JobState.queued.value).count()
+
+
+def _recover() -> list[Job]:
+    """Put interrupted jobs back in the queue; fail those interrupted too often."""
+    touched = []
+    now = time.time()
+    for job in Job.select().where(Job.state.in_([s.value for s in RUNNING_STATES])):
+        if job.attempts >= MAX_ATTEMPTS:
+            job.state, job.error_code = JobState.failed.value, errors.Interrupted.code
+            job.error_message = f"interrupted {job.attempts} times; giving up"
+            job.finished_at = now
+        else:
+            job.state, job.progress = JobState.queued.value, 0.0
+        job.updated_at = now
+        job.save()
+        touched.append(job)
+    # A song that was ready has its file and row: the job only owes its final state.
+    for job in Job.select().where(Job.state.in_([JobState.ready.value, JobState.playing.value])):
+        job.state, job.finished_at, job.updated_at = JobState.done.value, now, now
+        job.save()
+        touched.append(job)
+    return touched
+
+
+def _store_song(job_id: str, song_id: str, produced: Produced,
+                request: SongRequest) -> tuple[Job, Song]:
+    spec = produced.spec
+    song = Song.create(
+        id=song_id, title=spec.title, prompt=spec.prompt, lyrics=spec.lyrics, style=spec.style,
+        genre=spec.genre, mood=spec.mood, bpm=spec.bpm, key=spec.key,
+        time_signature=spec.time_signature, duration_s=spec.duration_s, language=spec.language,
+        instrumental=spec.instrumental, seed=spec.seed, child_safe=spec.child_safe,
+        room=request.room, user=request.user, engine=produced.engine,
+        lyrics_provider=produced.lyrics_provider, file=produced.relative_file,
+        format=produced.format,
+    )
+    job = _set(job_id, state=JobState.ready.value, progress=1.0, song=song.id)
+    return job, song
+
+
+# ----------------------------------------------------------------------------- the runner
+
+
+class JobRunner:
+    """Owns the queue: intake, workers, cancellation, recovery and progress reporting."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        pipeline: Pipeline,
+        engine_for: EngineFor,
+        lyrics_for: LyricsFor,
+        listener: JobListener,
+        read_prompt: spec_module.PromptReader = spec_module._no_reading,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._pipeline = pipeline
+        self._engine_for = engine_for
+        self._lyrics_for = lyrics_for
+        self._listener = listener
+        self._read_prompt = read_prompt
+        self._concurrency = settings.generation.max_concurrent
+        self._threads = ThreadPoolExecutor(self._concurrency, thread_name_prefix="job")
+        self._wakeup = asyncio.Event()
+        self._running: dict[str, _Running] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._pending = 0
+        # Seconds of production per second of audio, learned per engine (EWMA).
+        self._rtf: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        for job in await self._store.call(_recover):
+            log.warning("job %s was interrupted; now %s", job.id, job.state)
+            self._listener.job_changed(_event(job))
+        await self._refresh_queue()
+        self._workers = [asyncio.create_task(self._worker(i), name=f"job-worker-{i}")
+                         for i in range(self._concurrency)]
+
+    async def stop(self) -> None:
+        """Stop workers; a job in production is put back in the queue for the next start."""
+        interrupted = list(self._running)
+        for running in self._running.values():
+            running.cancel.set()
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for job_id in interrupted:
+            # Not an interruption by a crash: give the attempt back.
+            await self._store.call(_set, job_id, state=JobState.queued.value, progress=0.0,
+                                   attempts=Job.attempts - 1)
+        self._running.clear()
+        self._threads.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------------ intake
+
+    async def submit(self, request: SongRequest) -> tuple[Job, bool]:
+        """Queue a request (or find the job its request_id already made)."""
+        self._check_names(request)
+        if request.seed is None:
+            request = request.model_copy(update={"seed": spec_module.new_seed()})
+        job, duplicate = await self._store.call(
+            _insert, request, self._settings.generation.max_pending)
+        if not duplicate:
+            self._pending += 1
+            self._listener.job_changed(_event(job, eta_s=self._queued_eta()))
+            self._publish_queue()
+            self._wakeup.set()
+        return job, duplicate
+
+    def _check_names(self, request: SongRequest) -> None:
+        if request.room is not None and request.room not in self._settings.rooms:
+            known = ", ".join(sorted(self._settings.rooms)) or "none configured"
+            raise errors.UnknownRoom(f"unknown room {request.room!r} (rooms: {known})", "room")
+        if request.engine is not None:
+            self._engine_for(request.engine)  # raises UnknownEngine
+        providers = self._settings.lyrics.provider_names
+        if request.lyrics_provider is not None and request.lyrics_provider not in providers:
+            raise errors.UnknownProvider(
+                f"unknown lyrics provider {request.lyrics_provider!r} "
+                f"(providers: {', '.join(providers)})", "lyrics_provider")
+
+    async def cancel(self, job_id: str) -> Job:
+        job = await self._store.call(Job.get_or_none, Job.id == job_id)
+        if job is None:
+            raise errors.UnknownJob(f"no job {job_id!r}", "job_id")
+        if JobState(job.state).terminal:
+            raise errors.InvalidState(f"job {job_id} is already {job.state}")
+        cancelled = await self._store.call(_cancel_if_queued, job_id)
+        if cancelled is not None:
+            self._pending -= 1
+            self._listener.job_changed(_event(cancelled))
+            self._publish_queue()
+            return cancelled
+        running = self._running.get(job_id)
+        if running is not None:
+            running.cancel.set()  # the worker announces `cancelled` when production stops
+        return job
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._store.call(Job.get_or_none, Job.id == job_id)
+
+    # ------------------------------------------------------------------ workers
+
+    async def _worker(self, index: int) -> None:
+        while True:
+            job = await self._store.call(_claim_next)
+            if job is None:
+                self._wakeup.clear()
+                # Re-check after clearing so a submit between claim and clear is not missed.
+                job = await self._store.call(_claim_next)
+                if job is None:
+                    await self._wakeup.wait()
+                    continue
+            self._wakeup.set()  # let an idle sibling look for more work
+            await self._run(job)
+
+    async def _run(self, job: Job) -> None:
+        request = SongRequest.model_validate_json(job.request)
+        room = self._settings.rooms.get(request.room) if request.room else None
+        running = _Running(job=job)
+        self._running[job.id] = running
+        self._pending = max(0, self._pending - 1)
+        self._publish_queue()
+        loop = asyncio.get_running_loop()
+        updates: asyncio.Queue[tuple[JobState, float] | None] = asyncio.Queue()
+        try:
+            spec = spec_module.resolve(request, self._settings.generation, room, self._read_prompt)
+            engine = self._engine_for(request.engine)
+            running.expected_s = round(spec.duration_s * self._rtf.get(engine.name, 0.1) + 1.0, 2)
+            song_id = new_id()
+            self._listener.job_changed(_event(job, eta_s=running.expected_s))
+            running.last_published = time.monotonic()
+            writer = self._lyrics_for(request)
+
+            def report(state: JobState, fraction: float) -> None:  # worker thread
+                loop.call_soon_threadsafe(updates.put_nowait, (state, fraction))
+
+            consumer = asyncio.create_task(self._follow(running, updates))
+            started = time.monotonic()
+            try:
+                produced = await loop.run_in_executor(
+                    self._threads, self._pipeline.run, song_id, spec, writer, engine, report,
+                    running.cancel)
+            finally:
+                updates.put_nowait(None)
+                await consumer
+            self._learn(engine.name, (time.monotonic() - started) / spec.duration_s)
+            job, song = await self._store.call(_store_song, job.id, song_id, produced, request)
+            info = song_info(song, self._settings.library_dir)
+            self._listener.job_changed(_event(job, file=info.file, room=song.room))
+            self._listener.song_ready(info, job.id)
+            job = await self._store.call(_set, job.id, state=JobState.done.value,
+                                         finished_at=time.time())
+            self._listener.job_changed(_event(job, file=info.file, room=song.room))
+        except Cancelled:
+            job = await self._store.call(_set, job.id, state=JobState.cancelled.value,
+                                         finished_at=time.time())
+            self._listener.job_changed(_event(job))
+        except asyncio.CancelledError:
+            raise  # daemon stopping: stop() puts the job back in the queue
+        except errors.CassettedError as error:
+            await self._fail(job, error)
+        except Exception as error:  # noqa: BLE001 - a job boundary: fail this job, keep serving
+            log.exception("job %s failed", job.id)
+            await self._fail(job, errors.GenerationFailed(f"{type(error).__name__}: {error}"[:300]))
+        finally:
+            self._running.pop(job.id, None)
+            self._publish_queue()
+
+    async def _fail(self, job: Job, error: errors.CassettedError) -> None:
+        log.error("job %s failed: %s %s", job.id, error.code, error.message)
+        job = await self._store.call(_set, job.id, state=JobState.failed.value,
+                                     error_code=error.code, error_message=error.message,
+                                     finished_at=time.time())
+        self._listener.job_changed(_event(job))
+
+    async def _follow(self, running: _Running, updates: asyncio.Queue[tuple[JobState, float] | None]) -> None:
+        """Turn the pipeline's reports into rows and events: transitions always, progress throttled."""
+        state = JobState(running.job.state)
+        while (update := await updates.get()) is not None:
+            new_state, fraction = update
+            now = time.monotonic()
+            changed = new_state != state
+            due = (fraction - running.last_progress >= _PROGRESS_STEP
+                   or now - running.last_published >= _PROGRESS_INTERVAL_S)
+            if not (changed or due):
+                continue
+            state = new_state
+            running.job = await self._store.call(_set, running.job.id, state=state.value,
+                                                 progress=round(fraction, 4))
+            running.last_progress, running.last_published = fraction, now
+            self._listener.job_changed(_event(running.job, eta_s=self._eta(running, fraction)))
+
+    # ------------------------------------------------------------------ estimates
+
+    def _eta(self, running: _Running, fraction: float) -> float:
+        elapsed = time.monotonic() - running.started
+        if fraction >= 0.15:
+            return round(max(0.0, elapsed * (1 - fraction) / fraction), 2)
+        return round(max(0.0, running.expected_s - elapsed), 2)
+
+    def _learn(self, engine: str, rtf: float) -> None:
+        old = self._rtf.get(engine)
+        self._rtf[engine] = rtf if old is None else 0.7 * old + 0.3 * rtf
+
+    def _queued_eta(self) -> float:
+        """Rough wait: the work ahead shared by the workers (default song length assumed)."""
+        per_song = self._settings.generation.default_duration_s * (
+            max(self._rtf.values()) if self._rtf else 0.1) + 1.0
+        ahead = self._pending + len(self._running)
+        return round(per_song * ahead / self._concurrency + per_song, 2)
+
+    # ------------------------------------------------------------------ queue state
+
+    async def _refresh_queue(self) -> None:
+        self._pending = await self._store.call(_queue_counts)
+        self._publish_queue()
+
+    def _publish_queue(self) -> None:
+        self._listener.queue_changed(QueueState(
+            pending=self._pending, running=sorted(self._running),
+            max_concurrent=self._concurrency))

@@ -1,0 +1,24 @@
+"""How the daemon and the CLI get a lyrics writer for one request.
+
+The chain is built per request because it depends on who asked (their keys, never another
+user's) and on the provider the request prefers; providers themselves are cheap to build.
+"""
+
+from __future__ import annotations
+
+from cassetted.config import Settings
+from cassetted.credentials import CredentialStore
+from cassetted.lyrics.chain import build_chain
+from cassetted.pipeline import LyricsWriter
+from cassetted.schemas import SongRequest
+
+
+class LyricsService:
+    def __init__(self, settings: Settings, credentials: CredentialStore | None) -> None:
+        self._settings = settings.lyrics
+        self._credentials = credentials
+
+    def writer_for(self, request: SongRequest) -> LyricsWriter:
+        chain = build_chain(self._settings, self._credentials, request.user,
+                            request.lyrics_provider)
+        return chain.write

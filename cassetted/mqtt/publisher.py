@@ -1,0 +1,44 @@
+"""Job and library events onto MQTT topics: the daemon's JobListener.
+
+Retained topics (queue, latest song) are remembered and re-sent on every connection, so a
+broker restarted without persistence still shows the current state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from cassetted.schemas import Event, JobEvent, QueueState, SongInfo
+
+Publish = Callable[..., None]
+
+
+class MqttPublisher:
+    """Implements cassetted.jobs.JobListener by publishing through the MQTT link."""
+
+    def __init__(self, base_topic: str, publish: Publish) -> None:
+        self._base = base_topic
+        self._publish = publish
+        self._retained: dict[str, str] = {}
+
+    def _retain(self, topic: str, payload: str) -> None:
+        self._retained[topic] = payload
+        self._publish(topic, payload, retain=True)
+
+    def republish(self) -> None:
+        """Called on (re)connection."""
+        for topic, payload in self._retained.items():
+            self._publish(topic, payload, retain=True)
+
+    def job_changed(self, event: JobEvent) -> None:
+        self._publish(f"{self._base}/job/{event.job_id}", event.model_dump_json(exclude_none=True))
+
+    def queue_changed(self, state: QueueState) -> None:
+        self._retain(f"{self._base}/queue", state.model_dump_json())
+
+    def song_ready(self, song: SongInfo, job_id: str) -> None:
+        self._retain(f"{self._base}/song/latest", song.model_dump_json())
+        event = Event(type="song_ready", ts=time.time(), job_id=job_id, song_id=song.id,
+                      room=song.room, title=song.title, file=song.file)
+        self._publish(f"{self._base}/event", event.model_dump_json(exclude_none=True))

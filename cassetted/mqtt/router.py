@@ -1,0 +1,149 @@
+"""One topic router: match, size-check, decode, validate, dispatch, answer.
+
+Every command topic is a Route with the pydantic model that validates it; the handler
+receives a validated model and the values of the `+` wildcards, and returns a Reply. The
+router owns the whole error path, so every command is answered the same way:
+`{"ok": false, "error": {"code", "message", "field"}}` on the MQTT v5 response topic, or on
+the `reply_to` topic of the payload, or else on `<base>/reply`; an `error` event follows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import aiomqtt
+from pydantic import BaseModel, ValidationError
+
+from cassetted import errors
+from cassetted.mqtt.client import response_target
+from cassetted.schemas import MAX_PAYLOAD_BYTES, Event, Reply
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[..., None]
+CommandHandler = Callable[[list[str], Any], Awaitable[Reply]]
+RawHandler = Callable[[list[str], bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    filter: str
+    model: type[BaseModel] | None
+    handler: CommandHandler | RawHandler
+
+
+def match(filter_: str, topic: str) -> list[str] | None:
+    """The values of the `+` (and `#`) wildcards if `topic` matches `filter_`, else None."""
+    f_levels, t_levels = filter_.split("/"), topic.split("/")
+    params: list[str] = []
+    for i, level in enumerate(f_levels):
+        if level == "#":
+            params.append("/".join(t_levels[i:]))
+            return params
+        if i >= len(t_levels):
+            return None
+        if level == "+":
+            params.append(t_levels[i])
+        elif level != t_levels[i]:
+            return None
+    return params if len(f_levels) == len(t_levels) else None
+
+
+def _field_of(error: ValidationError) -> tuple[str | None, str]:
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or None
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    return field, f"{field}: {message}" if field else message
+
+
+class Router:
+    """Dispatch table of command routes (answered) and raw routes (external protocols)."""
+
+    def __init__(self, base_topic: str, publish: Publish) -> None:
+        self.base = base_topic
+        self._publish = publish
+        self._routes: list[Route] = []
+
+    def command(self, relative: str, model: type[BaseModel], handler: CommandHandler) -> None:
+        """A command under the base topic, validated by `model` and always answered."""
+        self._routes.append(Route(f"{self.base}/{relative}", model, handler))
+
+    def raw(self, filter_: str, handler: RawHandler) -> None:
+        """A foreign topic (Hermes, Home Assistant status): bytes in, the handler answers."""
+        self._routes.append(Route(filter_, None, handler))
+
+    def subscriptions(self) -> list[str]:
+        return [route.filter for route in self._routes]
+
+    async def dispatch(self, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        for route in self._routes:
+            params = match(route.filter, topic)
+            if params is not None:
+                break
+        else:
+            log.debug("no route for %s", topic)
+            return
+        payload = message.payload if isinstance(message.payload, bytes) else str(
+            message.payload or "").encode()
+        if route.model is None:
+            try:
+                await route.handler(params, payload)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - a foreign message must never stop the daemon
+                log.exception("handler for %s failed", topic)
+            return
+        response_topic, correlation = response_target(message)
+        await self._command(route, params, payload, topic, response_topic, correlation)
+
+    async def _command(self, route: Route, params: list[str], payload: bytes, topic: str,
+                       response_topic: str | None, correlation: bytes | None) -> None:
+        data: Any = None
+        try:
+            if len(payload) > MAX_PAYLOAD_BYTES:
+                raise errors.PayloadTooLarge(
+                    f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+            try:
+                data = json.loads(payload or b"{}")
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise errors.InvalidJson(f"payload is not valid JSON: {error}") from None
+            if not isinstance(data, dict):
+                raise errors.InvalidPayload("payload must be a JSON object")
+            try:
+                model = route.model.model_validate(data)  # type: ignore[union-attr]
+            except ValidationError as error:
+                field, message = _field_of(error)
+                raise errors.InvalidPayload(message, field) from None
+            reply = await route.handler(params, model)  # type: ignore[arg-type]
+        except errors.CassettedError as error:
+            reply = Reply(ok=False, error=error.info())
+        except Exception:  # noqa: BLE001 - the command boundary: answer, log, keep serving
+            log.exception("command on %s failed", topic)
+            reply = Reply(ok=False, error=errors.CassettedError("internal error").info())
+        self._answer(reply, data, topic, response_topic, correlation)
+
+    def _answer(self, reply: Reply, data: Any, topic: str, response_topic: str | None,
+                correlation: bytes | None) -> None:
+        given = data if isinstance(data, dict) else {}
+        if reply.request_id is None and isinstance(given.get("request_id"), str):
+            reply.request_id = given["request_id"][:128]
+        target = response_topic or _reply_to(given) or f"{self.base}/reply"
+        body = reply.model_dump_json(exclude_none=True)
+        self._publish(target, body, correlation_data=correlation)
+        if not reply.ok and reply.error is not None:
+            log.info("rejected %s: %s %s", topic, reply.error.code, reply.error.message)
+            event = Event(type="error", ts=time.time(), error=reply.error, topic=topic,
+                          request_id=reply.request_id)
+            self._publish(f"{self.base}/event", event.model_dump_json(exclude_none=True))
+
+
+def _reply_to(data: dict[str, Any]) -> str | None:
+    value = data.get("reply_to")
+    if isinstance(value, str) and value and len(value) <= 256 and not set(value) & {"#", "+", "\0"}:
+        return value
+    return None

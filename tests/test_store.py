@@ -1,0 +1,94 @@
+"""The store and the queue's invariants on SQLite and on the machine's PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cassetted import jobs, store
+from cassetted.schemas import JobState, SongRequest
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path):
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    database = store.open_database(url, tmp_path)
+    yield database
+    database.close()
+
+
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    database = store.open_database(None, tmp_path)
+    assert database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert (tmp_path / "cassetted.db").is_file()
+
+
+def test_schema_version_recorded_and_reopen_keeps_rows(tmp_path: Path) -> None:
+    store.open_database(None, tmp_path)
+    assert store.SchemaVersion.get().version == store.SCHEMA_VERSION
+    store.Job.create(request="{}", state="queued")
+    store.open_database(None, tmp_path)
+    assert store.Job.select().count() == 1 and store.SchemaVersion.select().count() == 1
+
+
+def test_insert_is_idempotent_per_request_id(db) -> None:
+    request = SongRequest(prompt="x", request_id="r1", seed=1)
+    first, dup1 = jobs._insert(request, max_pending=10)
+    second, dup2 = jobs._insert(request, max_pending=10)
+    assert (dup1, dup2) == (False, True) and first.id == second.id
+    assert store.Job.select().count() == 1
+
+
+def test_queue_full(db) -> None:
+    for i in range(3):
+        jobs._insert(SongRequest(prompt=str(i), seed=i), max_pending=3)
+    with pytest.raises(Exception) as info:
+        jobs._insert(SongRequest(prompt="one too many", seed=9), max_pending=3)
+    assert getattr(info.value, "code", "") == "queue_full"
+
+
+def test_claim_in_arrival_order_and_only_once(db) -> None:
+    made = [jobs._insert(SongRequest(prompt=str(i), seed=i), 10)[0] for i in range(3)]
+    claimed = [jobs._claim_next() for _ in range(3)]
+    assert [j.id for j in claimed] == [j.id for j in made]
+    assert all(j.state == JobState.writing_lyrics.value and j.attempts == 1 for j in claimed)
+    assert jobs._claim_next() is None
+
+
+def test_recover_requeues_then_gives_up(db) -> None:
+    job, _ = jobs._insert(SongRequest(prompt="x", seed=1), 10)
+    for attempt in range(1, jobs.MAX_ATTEMPTS + 1):
+        claimed = jobs._claim_next()
+        assert claimed.id == job.id and claimed.attempts == attempt
+        jobs._set(job.id, state=JobState.composing.value)
+        jobs._recover()
+    final = store.Job.get_by_id(job.id)
+    assert final.state == JobState.failed.value and final.error_code == "interrupted"
+
+
+def test_recover_finishes_ready_jobs(db) -> None:
+    job, _ = jobs._insert(SongRequest(prompt="x", seed=1), 10)
+    jobs._set(job.id, state=JobState.ready.value)
+    jobs._recover()
+    assert store.Job.get_by_id(job.id).state == JobState.done.value
+
+
+def test_cancel_only_while_queued(db) -> None:
+    a, _ = jobs._insert(SongRequest(prompt="a", seed=1), 10)
+    b, _ = jobs._insert(SongRequest(prompt="b", seed=2), 10)
+    jobs._claim_next()
+    assert jobs._cancel_if_queued(a.id) is None  # already running
+    assert jobs._cancel_if_queued(b.id).state == JobState.cancelled.value
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    store.open_database(None, tmp_path)
+    store.SchemaVersion.update(version=store.SCHEMA_VERSION + 1).execute()
+    with pytest.raises(RuntimeError, match="newer"):
+        store.open_database(None, tmp_path)
+
+
+def test_describe_hides_password() -> None:
+    text = store.describe("postgresql://u:hunter2@db.local:5432/music", Path("/x"))
+    assert "hunter2" not in text and "db.local" in text
