@@ -59,8 +59,9 @@ def main() -> None:
     job_ids: list[str] = []
 
     def on_message(client, userdata, msg):  # noqa: ANN001
-        if msg.topic == f"{base}/status" and msg.payload == b"online":
-            online.set()
+        if msg.topic == f"{base}/status":
+            if msg.payload == b"online":
+                online.set()
             return
         now = time.perf_counter()
         data = json.loads(msg.payload)

@@ -2,4 +2,6 @@
 
 from cassetted.cli import main
 
-raise SystemExit(main())
+# The guard matters: worker processes are spawned, and spawn re-imports the main module.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,19 +11,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 
 from cassetted import __version__, intake, sdnotify
 from cassetted.config import Settings
-from cassetted.credentials import CredentialStore
 from cassetted.jobs import JobRunner
-from cassetted.lyrics.service import LyricsService
 from cassetted.mqtt.client import MqttLink
 from cassetted.mqtt.commands import Commands
 from cassetted.mqtt.publisher import MqttPublisher
 from cassetted.mqtt.router import Router
-from cassetted.music import EngineRegistry
-from cassetted.pipeline import Pipeline
 from cassetted.store import Store, describe
 
 log = logging.getLogger(__name__)
@@ -37,7 +34,6 @@ class Daemon:
         url = settings.storage.database_url
         self._db_url = url.get_secret_value() if url else None
         self.store = Store(self._db_url, settings.state_dir)
-        self.engines = EngineRegistry(settings.generation.engine, settings.generation.sample_rate)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -59,12 +55,7 @@ class Daemon:
                         on_connect=lambda: publisher.republish())
         router = Router(settings.mqtt.base_topic, link.publish)
         publisher = MqttPublisher(settings.mqtt.base_topic, link.publish)
-        lyrics = LyricsService(settings, CredentialStore.open(settings.state_dir))
-        runner = JobRunner(
-            self.store, settings, Pipeline(settings.library_dir, settings.generation.format),
-            engine_for=self.engines.get, lyrics_for=lyrics.writer_for, listener=publisher,
-            read_prompt=intake.read_prompt,
-        )
+        runner = JobRunner(self.store, settings, listener=publisher, read_prompt=intake.read_prompt)
         Commands(settings, self.store, runner,
                  parse_voice=lambda command: intake.voice_request(command, settings.rooms),
                  ).register(router)
@@ -122,6 +113,10 @@ def run(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit status."""
 
     async def main() -> None:
+        # CPU-bound production threads hold the GIL; a waiting event loop gets it back only
+        # after the switch interval (5 ms by default), which would cap intake at ~200
+        # requests/s while a song renders. 0.5 ms keeps replies prompt at negligible cost.
+        sys.setswitchinterval(0.0005)
         daemon = Daemon(settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

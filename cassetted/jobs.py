@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from cassetted import errors, spec as spec_module
 from cassetted.config import Settings
-from cassetted.music.base import Cancelled, MusicEngine
-from cassetted.pipeline import LyricsWriter, Pipeline, Produced
+from cassetted.music import ENGINES
+from cassetted.music.base import Cancelled
+from cassetted.pipeline import Produced
 from cassetted.schemas import ErrorInfo, JobEvent, JobState, QueueState, SongInfo, SongRequest
 from cassetted.store import Job, Song, Store, new_id
+from cassetted.worker import WorkerProcess
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ class JobListener(Protocol):
     def job_changed(self, event: JobEvent) -> None: ...
     def queue_changed(self, state: QueueState) -> None: ...
     def song_ready(self, song: SongInfo, job_id: str) -> None: ...
-
-
-EngineFor = Callable[[str | None], MusicEngine]
-LyricsFor = Callable[[SongRequest], LyricsWriter]
 
 
 def song_info(song: Song, library_dir: Path, url: str | None = None) -> SongInfo:
@@ -76,7 +72,7 @@ class _Running:
     """In-memory view of a job being produced (the row holds the durable part)."""
 
     job: Job
-    cancel: threading.Event = field(default_factory=threading.Event)
+    worker: WorkerProcess
     started: float = field(default_factory=time.monotonic)
     expected_s: float = 60.0
     last_published: float = 0.0
@@ -185,21 +181,15 @@ class JobRunner:
         self,
         store: Store,
         settings: Settings,
-        pipeline: Pipeline,
-        engine_for: EngineFor,
-        lyrics_for: LyricsFor,
         listener: JobListener,
         read_prompt: spec_module.PromptReader = spec_module._no_reading,
     ) -> None:
         self._store = store
         self._settings = settings
-        self._pipeline = pipeline
-        self._engine_for = engine_for
-        self._lyrics_for = lyrics_for
         self._listener = listener
         self._read_prompt = read_prompt
         self._concurrency = settings.generation.max_concurrent
-        self._threads = ThreadPoolExecutor(self._concurrency, thread_name_prefix="job")
+        self._processes = [WorkerProcess(settings, i) for i in range(self._concurrency)]
         self._wakeup = asyncio.Event()
         self._running: dict[str, _Running] = {}
         self._workers: list[asyncio.Task[None]] = []
@@ -214,14 +204,12 @@ class JobRunner:
             log.warning("job %s was interrupted; now %s", job.id, job.state)
             self._listener.job_changed(_event(job))
         await self._refresh_queue()
-        self._workers = [asyncio.create_task(self._worker(i), name=f"job-worker-{i}")
-                         for i in range(self._concurrency)]
+        self._workers = [asyncio.create_task(self._worker(process), name=f"job-worker-{i}")
+                         for i, process in enumerate(self._processes)]
 
     async def stop(self) -> None:
         """Stop workers; a job in production is put back in the queue for the next start."""
         interrupted = list(self._running)
-        for running in self._running.values():
-            running.cancel.set()
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -230,7 +218,7 @@ class JobRunner:
             await self._store.call(_set, job_id, state=JobState.queued.value, progress=0.0,
                                    attempts=Job.attempts - 1)
         self._running.clear()
-        self._threads.shutdown(wait=True, cancel_futures=True)
+        await asyncio.gather(*(process.stop() for process in self._processes))
 
     # ------------------------------------------------------------------ intake
 
@@ -252,8 +240,9 @@ class JobRunner:
         if request.room is not None and request.room not in self._settings.rooms:
             known = ", ".join(sorted(self._settings.rooms)) or "none configured"
             raise errors.UnknownRoom(f"unknown room {request.room!r} (rooms: {known})", "room")
-        if request.engine is not None:
-            self._engine_for(request.engine)  # raises UnknownEngine
+        if request.engine is not None and request.engine not in ENGINES:
+            raise errors.UnknownEngine(
+                f"unknown engine {request.engine!r} (engines: {', '.join(ENGINES)})", "engine")
         providers = self._settings.lyrics.provider_names
         if request.lyrics_provider is not None and request.lyrics_provider not in providers:
             raise errors.UnknownProvider(
@@ -274,7 +263,7 @@ class JobRunner:
             return cancelled
         running = self._running.get(job_id)
         if running is not None:
-            running.cancel.set()  # the worker announces `cancelled` when production stops
+            running.worker.cancel()  # the worker announces `cancelled` when production stops
         return job
 
     async def get(self, job_id: str) -> Job | None:
@@ -282,7 +271,8 @@ class JobRunner:
 
     # ------------------------------------------------------------------ workers
 
-    async def _worker(self, index: int) -> None:
+    async def _worker(self, process: WorkerProcess) -> None:
+        await process.start()  # here, not in start(): the daemon goes online meanwhile
         while True:
             job = await self._store.call(_claim_next)
             if job is None:
@@ -293,39 +283,35 @@ class JobRunner:
                     await self._wakeup.wait()
                     continue
             self._wakeup.set()  # let an idle sibling look for more work
-            await self._run(job)
+            await self._run(job, process)
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, process: WorkerProcess) -> None:
         request = SongRequest.model_validate_json(job.request)
         room = self._settings.rooms.get(request.room) if request.room else None
-        running = _Running(job=job)
+        running = _Running(job=job, worker=process)
         self._running[job.id] = running
         self._pending = max(0, self._pending - 1)
         self._publish_queue()
-        loop = asyncio.get_running_loop()
         updates: asyncio.Queue[tuple[JobState, float] | None] = asyncio.Queue()
         try:
             spec = spec_module.resolve(request, self._settings.generation, room, self._read_prompt)
-            engine = self._engine_for(request.engine)
-            running.expected_s = round(spec.duration_s * self._rtf.get(engine.name, 0.1) + 1.0, 2)
+            engine = request.engine or self._settings.generation.engine
+            running.expected_s = round(spec.duration_s * self._rtf.get(engine, 0.1) + 1.0, 2)
             song_id = new_id()
             self._listener.job_changed(_event(job, eta_s=running.expected_s))
             running.last_published = time.monotonic()
-            writer = self._lyrics_for(request)
 
-            def report(state: JobState, fraction: float) -> None:  # worker thread
-                loop.call_soon_threadsafe(updates.put_nowait, (state, fraction))
+            def report(state: JobState, fraction: float) -> None:
+                updates.put_nowait((state, fraction))
 
             consumer = asyncio.create_task(self._follow(running, updates))
             started = time.monotonic()
             try:
-                produced = await loop.run_in_executor(
-                    self._threads, self._pipeline.run, song_id, spec, writer, engine, report,
-                    running.cancel)
+                produced = await process.produce(song_id, spec, request, report)
             finally:
                 updates.put_nowait(None)
                 await consumer
-            self._learn(engine.name, (time.monotonic() - started) / spec.duration_s)
+            self._learn(engine, (time.monotonic() - started) / spec.duration_s)
             job, song = await self._store.call(_store_song, job.id, song_id, produced, request)
             info = song_info(song, self._settings.library_dir)
             self._listener.job_changed(_event(job, file=info.file, room=song.room))

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cassetted import audio
 from cassetted.lyrics.base import LyricsResult
-from cassetted.music.base import Cancelled, MusicEngine
+from cassetted.music.base import Audio, Cancelled, MusicEngine
 from cassetted.schemas import JobState, SongSpec
 
 # report(state, overall progress 0..1)
@@ -39,6 +38,14 @@ class Produced:
     format: str
 
 
+def _audio():  # type: ignore[no-untyped-def]
+    """cassetted.audio, imported on first use: it pulls in SciPy (seconds), which only the
+    processes that produce songs need, not the daemon's event loop."""
+    from cassetted import audio
+
+    return audio
+
+
 def slugify(text: str, limit: int = 48) -> str:
     """A file-name-safe rendering of a title (ASCII, lowercase, dashes)."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
@@ -52,7 +59,7 @@ def produce(
     engine: MusicEngine,
     report: Reporter,
     cancel: threading.Event,
-) -> tuple[SongSpec, audio.Audio, str]:
+) -> tuple[SongSpec, Audio, str]:
     """Lyrics then music then loudness: the finished spec, the audio, who wrote the lyrics."""
 
     def checkpoint(state: JobState, fraction: float) -> None:
@@ -75,11 +82,12 @@ def produce(
     song = engine.generate(
         spec, lambda f, _note=None: checkpoint(JobState.composing, _LYRICS_END + span * f))
     checkpoint(JobState.encoding, _MUSIC_END)
-    return spec, audio.normalize_loudness(song), written.provider
+    return spec, _audio().normalize_loudness(song), written.provider
 
 
-def save(song: audio.Audio, spec: SongSpec, path: Path, fmt: str) -> Path:
+def save(song: Audio, spec: SongSpec, path: Path, fmt: str) -> Path:
     """Encode and tag the file that players will read."""
+    audio = _audio()
     return audio.encode(song, path, fmt, audio.Tags(
         title=spec.title, genre=spec.genre, lyrics=spec.lyrics, bpm=spec.bpm, key=spec.key,
         comment=spec.prompt, date=time.strftime("%Y-%m-%d"),
@@ -104,7 +112,7 @@ class Pipeline:
     ) -> Produced:
         spec, song, provider = produce(spec, write_lyrics, engine, report, cancel)
         report(JobState.encoding, 0.95)
-        relative = Path(f"{slugify(spec.title)}-{song_id}{audio.FORMATS[self.format]}")
+        relative = Path(f"{slugify(spec.title)}-{song_id}{_audio().FORMATS[self.format]}")
         save(song, spec, self.library_dir / relative, self.format)
         report(JobState.encoding, 1.0)
         return Produced(spec=spec, lyrics_provider=provider, engine=engine.name,

@@ -26,6 +26,7 @@ from cassetted.config import MqttSettings
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 10_000
+MAX_IN_FLIGHT = 100         # QoS 1 messages awaiting their PUBACK at once
 SESSION_EXPIRY_S = 3600  # the broker keeps our QoS 1 commands this long while we are away
 
 MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
@@ -125,14 +126,37 @@ class MqttLink:
                              properties=properties)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            while self._outbox:
-                # Remove only once sent: a message in flight when the link drops is re-sent.
-                await self._send(client, self._outbox[0])
-                if self._outbox:
-                    self._outbox.popleft()
-            self._outbox_ready.clear()
+        """Hand queued messages to the client in order, many awaiting their PUBACK at once.
+
+        Awaiting each QoS 1 acknowledgement before sending the next would cap the daemon at
+        one broker round trip per message; paho keeps the order on the wire.
+        """
+        in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        pending: set[asyncio.Task[None]] = set()
+
+        async def send(item: Outgoing) -> None:
+            try:
+                await self._send(client, item)
+            except (aiomqtt.MqttError, asyncio.CancelledError):
+                self._outbox.appendleft(item)  # the connection dropped: send it next time
+            finally:
+                in_flight.release()
+
+        try:
+            while True:
+                await self._outbox_ready.wait()
+                while self._outbox:
+                    await in_flight.acquire()
+                    if not self._outbox:
+                        in_flight.release()
+                        break
+                    task = asyncio.create_task(send(self._outbox.popleft()))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                self._outbox_ready.clear()
+        finally:
+            for task in pending:
+                task.cancel()
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait (bounded) until the outbox is empty: used before a clean shutdown."""
