@@ -34,6 +34,7 @@ RUNNING_STATES = (JobState.writing_lyrics, JobState.composing, JobState.encoding
 MAX_ATTEMPTS = 3
 _PROGRESS_STEP = 0.05     # publish progress at least every 5 % ...
 _PROGRESS_INTERVAL_S = 2  # ... or every 2 s, whichever comes first
+_INTAKE_BATCH = 200       # requests written per transaction at most
 
 
 class JobListener(Protocol):
@@ -100,6 +101,19 @@ def _insert(request: SongRequest, max_pending: int) -> tuple[Job, bool]:
         state=JobState.queued.value, progress=0.0,
     )
     return job, False
+
+
+def _insert_batch(requests: list[SongRequest],
+                  max_pending: int) -> list[tuple[Job, bool] | errors.CassettedError]:
+    """Several requests in one transaction: one commit instead of one per request."""
+    results: list[tuple[Job, bool] | errors.CassettedError] = []
+    with Job._meta.database.atomic():
+        for request in requests:
+            try:
+                results.append(_insert(request, max_pending))
+            except errors.CassettedError as error:
+                results.append(error)
+    return results
 
 
 def _claim_next() -> Job | None:
@@ -194,6 +208,8 @@ class JobRunner:
         self._running: dict[str, _Running] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._pending = 0
+        self._intake: list[tuple[SongRequest, asyncio.Future[tuple[Job, bool]]]] = []
+        self._intake_task: asyncio.Task[None] | None = None
         # Seconds of production per second of audio, learned per engine (EWMA).
         self._rtf: dict[str, float] = {}
 
@@ -223,18 +239,44 @@ class JobRunner:
     # ------------------------------------------------------------------ intake
 
     async def submit(self, request: SongRequest) -> tuple[Job, bool]:
-        """Queue a request (or find the job its request_id already made)."""
+        """Queue a request (or find the job its request_id already made).
+
+        Requests arriving together are written in one transaction (see `_write_intake`);
+        they keep their arrival order.
+        """
         self._check_names(request)
         if request.seed is None:
             request = request.model_copy(update={"seed": spec_module.new_seed()})
-        job, duplicate = await self._store.call(
-            _insert, request, self._settings.generation.max_pending)
-        if not duplicate:
-            self._pending += 1
-            self._listener.job_changed(_event(job, eta_s=self._queued_eta()))
+        future: asyncio.Future[tuple[Job, bool]] = asyncio.get_running_loop().create_future()
+        self._intake.append((request, future))
+        if self._intake_task is None or self._intake_task.done():
+            self._intake_task = asyncio.create_task(self._write_intake(), name="job-intake")
+        return await future
+
+    async def _write_intake(self) -> None:
+        while self._intake:
+            batch, self._intake = self._intake[:_INTAKE_BATCH], self._intake[_INTAKE_BATCH:]
+            try:
+                results = await self._store.call(
+                    _insert_batch, [request for request, _ in batch],
+                    self._settings.generation.max_pending)
+            except Exception as error:  # noqa: BLE001 - every waiting request gets the error
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results):
+                if isinstance(result, errors.CassettedError):
+                    future.set_exception(result)
+                    continue
+                job, duplicate = result
+                if not duplicate:
+                    self._pending += 1
+                    self._listener.job_changed(_event(job, eta_s=self._queued_eta()))
+                if not future.done():
+                    future.set_result(result)
             self._publish_queue()
             self._wakeup.set()
-        return job, duplicate
 
     def _check_names(self, request: SongRequest) -> None:
         if request.room is not None and request.room not in self._settings.rooms:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 10_000
 MAX_IN_FLIGHT = 100         # QoS 1 messages awaiting their PUBACK at once
+MAX_HANDLING = 500          # inbound messages being handled at once
 SESSION_EXPIRY_S = 3600  # the broker keeps our QoS 1 commands this long while we are away
 
 MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
@@ -74,7 +75,7 @@ def make_client(settings: MqttSettings, *, identifier: str | None = None,
             kwargs["clean_start"] = False
     else:
         kwargs["clean_session"] = not persistent
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         settings.host,
         settings.port,
         username=settings.username,
@@ -86,8 +87,12 @@ def make_client(settings: MqttSettings, *, identifier: str | None = None,
         tls_params=tls_params,
         tls_insecure=settings.tls_insecure if settings.tls else None,
         timeout=10,
+        max_inflight_messages=MAX_IN_FLIGHT,
         **kwargs,
     )
+    # We keep up to MAX_IN_FLIGHT publishes pending on purpose; aiomqtt would warn past 10.
+    client.pending_calls_threshold = MAX_IN_FLIGHT
+    return client
 
 
 class MqttLink:
@@ -102,6 +107,7 @@ class MqttLink:
         self._on_connect = on_connect
         self._outbox: collections.deque[Outgoing] = collections.deque(maxlen=OUTBOX_LIMIT)
         self._outbox_ready = asyncio.Event()
+        self._handling = asyncio.Semaphore(MAX_HANDLING)
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self.v5 = settings.protocol == "5"
@@ -188,9 +194,15 @@ class MqttLink:
                     self.connected.set()
                     self._outbox_ready.set()
                     sender = asyncio.create_task(self._drain(client), name="mqtt-sender")
+                    handlers: set[asyncio.Task[None]] = set()
                     try:
                         async for message in client.messages:
-                            await self._on_message(message)
+                            # Concurrent handlers, started in arrival order, so a slow
+                            # command never holds up the next; bounded for back-pressure.
+                            await self._handling.acquire()
+                            task = asyncio.create_task(self._handle(message))
+                            handlers.add(task)
+                            task.add_done_callback(handlers.discard)
                         raise aiomqtt.MqttError("message stream ended")
                     finally:
                         sender.cancel()
@@ -202,6 +214,12 @@ class MqttLink:
                             self._settings.host, self._settings.port, error, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self._settings.reconnect_max_s)
+
+    async def _handle(self, message: aiomqtt.Message) -> None:
+        try:
+            await self._on_message(message)
+        finally:
+            self._handling.release()
 
     async def goodbye(self) -> None:
         """Say `offline` ourselves on a clean stop (the will covers crashes)."""
