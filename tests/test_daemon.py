@@ -237,3 +237,55 @@ def test_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "mqtt.port" in lines[0]
+
+
+def test_broker_restart_restores_subscriptions(daemon_factory, base_topic: str,
+                                               tmp_path: Path) -> None:
+    port = free_port()
+    broker = start_mosquitto(port, tmp_path)
+    daemon = daemon_factory(port=port).start()
+    try:
+        probe = MqttProbe(BROKER_HOST, port, base_topic)
+        probe.wait_online()
+        probe.close()
+        broker.terminate()
+        broker.wait(10)
+        time.sleep(1.0)
+        broker = start_mosquitto(port, tmp_path)  # no persistence: subscriptions are gone
+        probe = MqttProbe(BROKER_HOST, port, base_topic)
+        try:
+            probe.wait_online(timeout=30)
+            reply = probe.command("song/create", {"duration_s": 10}, timeout=30)
+            assert reply["ok"] and probe.wait_job(reply["job_id"])["state"] == "done"
+        finally:
+            probe.close()
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+        broker.terminate()
+        broker.wait(10)
+
+
+def test_mqtt_311_daemon(daemon_factory, probe: MqttProbe) -> None:
+    daemon_factory(CASSETTED_MQTT__PROTOCOL="3.1.1").start()
+    probe.wait_online()
+    probe.publish("song/create", {"duration_s": 10, "request_id": "v3", "reply_to": f"{probe.base}/r"})
+    reply = probe.wait(lambda m: m.topic == f"{probe.base}/r").json()
+    assert reply["ok"] and probe.wait_job(reply["job_id"])["state"] == "done"
+
+
+def test_postgresql_store_end_to_end(daemon_factory, probe: MqttProbe, pg_url: str) -> None:
+    daemon_factory(CASSETTED_STORAGE__DATABASE_URL=pg_url).start()
+    probe.wait_online()
+    reply = probe.command("song/create", {"prompt": "stored in postgres", "duration_s": 10,
+                                          "genre": "rock"})
+    final = probe.wait_job(reply["job_id"])
+    assert final["state"] == "done" and Path(final["file"]).is_file()
+    page = probe.command("library/query", {"genre": "rock"})
+    assert page["total"] == 1 and page["songs"][0]["id"] == final["song_id"]
+    import psycopg2
+
+    with psycopg2.connect(pg_url.split("?")[0], options=pg_url.split("options=")[1]
+                          .replace("%3D", "=")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT genre, state FROM song JOIN job ON job.song_id = song.id")
+        assert cur.fetchall() == [("rock", "done")]
