@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +102,48 @@ class SnapcastSettings(_Section):
     port: int = Field(1705, ge=1, le=65535)
 
 
+class VoiceSettings(_Section):
+    """`[voice]`: how spoken requests (`<base>/voice`, Hermes) become SongRequests."""
+
+    site_rooms: dict[str, str] = Field(
+        default_factory=dict,
+        description="Satellite/site id -> room id, for requests that name no room.")
+    default_room: str | None = Field(
+        None, pattern=ROOM_ID_PATTERN, description="Room for requests with no room and no site.")
+    llm_fallback: bool = Field(
+        False, description="Ask the lyrics LLM when the rules find neither genre nor mood.")
+
+    @field_validator("site_rooms")
+    @classmethod
+    def _site_room_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        for site, room in value.items():
+            if not re.fullmatch(ROOM_ID_PATTERN, room):
+                raise ValueError(f"site {site!r}: room id {room!r} must be lowercase letters, digits, _")
+        return value
+
+
+DEFAULT_HERMES_INTENTS: tuple[str, ...] = ("cassetted:CreateSong", "CreateSong")
+_TOPIC_SAFE = re.compile(r"^[^#+/\x00]{1,128}$")
+
+
+class HermesSettings(_Section):
+    """`[hermes]`: the Rhasspy/Hermes bridge (rooms of satellites come from [voice].site_rooms)."""
+
+    enabled: bool = False
+    topic_prefix: str = Field("hermes", pattern=r"^[^#+\s]+$")
+    intents: list[str] = Field(default_factory=lambda: list(DEFAULT_HERMES_INTENTS), min_length=1)
+    announce_ready: bool = Field(True, description="Say 'Your song ... is ready' on the satellite")
+    tts_lang: str | None = Field(None, max_length=16, description="'lang' of hermes/tts/say")
+
+    @field_validator("intents")
+    @classmethod
+    def _topic_safe(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _TOPIC_SAFE.match(name):
+                raise ValueError(f"intent name {name!r} cannot be part of an MQTT topic")
+        return names
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -127,13 +170,13 @@ class Settings(BaseSettings):
     lyrics: LyricsSettings = Field(default_factory=LyricsSettings)
     rooms: dict[str, RoomSettings] = Field(default_factory=dict)
     snapcast: SnapcastSettings = Field(default_factory=SnapcastSettings)
+    voice: VoiceSettings = Field(default_factory=VoiceSettings)
+    hermes: HermesSettings = Field(default_factory=HermesSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("rooms")
     @classmethod
     def _room_ids(cls, rooms: dict[str, RoomSettings]) -> dict[str, RoomSettings]:
-        import re
-
         for room_id in rooms:
             if not re.fullmatch(ROOM_ID_PATTERN, room_id):
                 raise ValueError(f"room id {room_id!r} must be lowercase letters, digits, _")

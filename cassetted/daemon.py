@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -16,11 +17,13 @@ import time
 
 from cassetted import __version__, intake, sdnotify
 from cassetted.config import Settings
-from cassetted.jobs import JobRunner
+from cassetted.jobs import FanOut, JobListener, JobRunner
+from cassetted.mqtt.hermes import HermesAdapter
 from cassetted.mqtt.client import MqttLink
 from cassetted.mqtt.commands import Commands
 from cassetted.mqtt.publisher import MqttPublisher
 from cassetted.mqtt.router import Router
+from cassetted.schemas import JobEvent, QueueState, SongInfo
 from cassetted.store import Store, describe
 
 log = logging.getLogger(__name__)
@@ -55,10 +58,21 @@ class Daemon:
                         on_connect=lambda: publisher.republish())
         router = Router(settings.mqtt.base_topic, link.publish)
         publisher = MqttPublisher(settings.mqtt.base_topic, link.publish)
-        runner = JobRunner(self.store, settings, listener=publisher, read_prompt=intake.read_prompt)
-        Commands(settings, self.store, runner,
-                 parse_voice=lambda command: intake.voice_request(command, settings.rooms),
-                 ).register(router)
+        listeners: list[JobListener] = [publisher]
+        commands: Commands
+        if settings.hermes.enabled:
+            hermes = HermesAdapter.from_settings(
+                settings.hermes, settings.rooms, settings.voice.site_rooms,
+                publish=lambda topic, payload: link.publish(topic, json.dumps(payload)),
+                submit=lambda request: commands.submit(request))
+            for topic in hermes.subscriptions():
+                router.raw(topic, hermes.handle)
+            listeners.append(_HermesAnnouncer(hermes))
+        runner = JobRunner(self.store, settings, listener=FanOut(*listeners),
+                           read_prompt=intake.read_prompt)
+        commands = Commands(settings, self.store, runner,
+                            parse_voice=lambda command: intake.voice_request(command, settings))
+        commands.register(router)
 
         await runner.start()
         self._spawn(link.run(), "mqtt")
@@ -107,6 +121,25 @@ class Daemon:
         if not task.cancelled() and task.exception() is not None:
             log.error("task %s died: %r", task.get_name(), task.exception())
             self._stop.set()
+
+
+class _HermesAnnouncer:
+    """A JobListener that has the Hermes adapter say "your song is ready" on the satellite."""
+
+    def __init__(self, adapter: HermesAdapter) -> None:
+        self._adapter = adapter
+        self._tasks: set[asyncio.Task[bool]] = set()
+
+    def job_changed(self, event: JobEvent) -> None:
+        pass
+
+    def queue_changed(self, state: QueueState) -> None:
+        pass
+
+    def song_ready(self, song: SongInfo, job_id: str) -> None:
+        task = asyncio.create_task(self._adapter.on_song_ready(job_id, song.title))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def run(settings: Settings) -> int:

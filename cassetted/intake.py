@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from cassetted import intent
-from cassetted.config import RoomSettings
+from cassetted.config import Settings
 from cassetted.schemas import SongRequest, VoiceCommand
 
 
@@ -15,10 +13,14 @@ def read_prompt(prompt: str) -> tuple[str | None, str | None]:
     return parsed.request.genre, parsed.request.mood
 
 
-def voice_request(command: VoiceCommand,
-                  rooms: Mapping[str, RoomSettings]) -> tuple[SongRequest, list[str]]:
-    """A voice command as a request: the utterance speaks first, the payload's room fills in."""
-    parsed = intent.parse(command.text, rooms, default_room=command.room)
+def voice_request(command: VoiceCommand, settings: Settings) -> tuple[SongRequest, list[str]]:
+    """A voice command as a request. The room: what the utterance says, else the payload's
+    room, else the room of the satellite that heard it, else the configured default."""
+    rooms = settings.rooms
+    default_room = (command.room
+                    or intent.room_for_site(command.site_id, rooms, settings.voice.site_rooms)
+                    or settings.voice.default_room)
+    parsed = intent.parse(command.text, rooms, default_room=default_room)
     request = parsed.request.model_copy(update={
         "user": command.user, "request_id": command.request_id,
     })

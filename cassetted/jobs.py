@@ -45,6 +45,25 @@ class JobListener(Protocol):
     def song_ready(self, song: SongInfo, job_id: str) -> None: ...
 
 
+class FanOut:
+    """Several listeners heard as one, in the order given."""
+
+    def __init__(self, *listeners: JobListener) -> None:
+        self._listeners = listeners
+
+    def job_changed(self, event: JobEvent) -> None:
+        for listener in self._listeners:
+            listener.job_changed(event)
+
+    def queue_changed(self, state: QueueState) -> None:
+        for listener in self._listeners:
+            listener.queue_changed(state)
+
+    def song_ready(self, song: SongInfo, job_id: str) -> None:
+        for listener in self._listeners:
+            listener.song_ready(song, job_id)
+
+
 def song_info(song: Song, library_dir: Path, url: str | None = None) -> SongInfo:
     """The public view of a Song row (with the file's absolute path)."""
     return SongInfo(

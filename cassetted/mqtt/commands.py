@@ -20,7 +20,7 @@ from cassetted.schemas import (
 )
 from cassetted.store import Song, Store, Vote
 
-# text, room hint -> a SongRequest plus warnings (the intent parser)
+# a voice command -> a SongRequest plus warnings (the intent parser)
 VoiceParser = Callable[[VoiceCommand], tuple[SongRequest, list[str]]]
 
 _SORTS = {
@@ -84,12 +84,22 @@ class Commands:
     async def voice(self, params: list[str], command: VoiceCommand) -> Reply:
         if self._parse_voice is None:
             raise errors.Unsupported("voice parsing is not available")
+        if command.room is not None:
+            self._room(command.room)
         request, warnings = self._parse_voice(command)
         job, duplicate = await self._runner.submit(request)
         return Reply(ok=True, request_id=command.request_id, job_id=job.id,
                      state=JobState(job.state), duplicate=duplicate,
                      request=request.model_dump(exclude_none=True, exclude={"reply_to"}),
                      warnings=warnings)
+
+    async def submit(self, request: SongRequest) -> dict:
+        """`create_song` for adapters that speak another protocol (Hermes): a plain dict."""
+        try:
+            reply = await self.create_song([], request)
+        except errors.CassettedError as error:
+            reply = Reply(ok=False, request_id=request.request_id, error=error.info())
+        return reply.model_dump(mode="json", exclude_none=True)
 
     async def cancel_job(self, params: list[str], command: JobCancel) -> Reply:
         job = await self._runner.cancel(params[0])

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[..., None]
 CommandHandler = Callable[[list[str], Any], Awaitable[Reply]]
-RawHandler = Callable[[list[str], bytes], Awaitable[None]]
+RawHandler = Callable[[str, bytes], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ class Router:
         self._routes.append(Route(f"{self.base}/{relative}", model, handler))
 
     def raw(self, filter_: str, handler: RawHandler) -> None:
-        """A foreign topic (Hermes, Home Assistant status): bytes in, the handler answers."""
+        """A foreign topic (Hermes, Home Assistant status): topic and bytes in; the handler
+        speaks that protocol's own replies."""
         self._routes.append(Route(filter_, None, handler))
 
     def subscriptions(self) -> list[str]:
@@ -94,7 +95,7 @@ class Router:
             message.payload or "").encode()
         if route.model is None:
             try:
-                await route.handler(params, payload)  # type: ignore[arg-type]
+                await route.handler(topic, payload)  # type: ignore[arg-type]
             except Exception:  # noqa: BLE001 - a foreign message must never stop the daemon
                 log.exception("handler for %s failed", topic)
             return

@@ -1,0 +1,1 @@
+"""Everything that speaks MQTT: the connection, the router, commands, events, Hermes."""
