@@ -67,5 +67,9 @@ class GenerationFailed(CassettedError):
     code = "generation_failed"
 
 
+class LyricsFailed(CassettedError):
+    code = "lyrics_failed"
+
+
 class Interrupted(CassettedError):
     code = "interrupted"

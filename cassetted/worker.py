@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from cassetted import errors
 from cassetted.config import Settings
+from cassetted.lyrics.base import LyricsError
 from cassetted.music.base import Cancelled
 from cassetted.pipeline import Produced
 from cassetted.schemas import JobState, SongRequest, SongSpec
@@ -82,6 +83,9 @@ def _child_main(conn: Connection, settings: Settings) -> None:
             conn.send(("cancelled",))
         except errors.CassettedError as error:
             conn.send(("error", error.code, error.message))
+        except LyricsError as error:  # every provider of the chain failed; each said why
+            log.warning("no lyrics for song %s: %s", song_id, error)
+            conn.send(("error", errors.LyricsFailed.code, str(error)[:300]))
         except Exception as error:  # noqa: BLE001 - report any failure of this job, serve the next
             log.exception("production of song %s failed", song_id)
             conn.send(("error", errors.GenerationFailed.code,

@@ -101,7 +101,8 @@ def test_example_config_is_valid_and_complete() -> None:
     settings = config.load(example)
     text = example.read_text()
     for section, model in [("mqtt", config.MqttSettings), ("storage", config.StorageSettings),
-                           ("generation", config.GenerationSettings)]:
+                           ("generation", config.GenerationSettings),
+                           ("voice", config.VoiceSettings), ("hermes", config.HermesSettings)]:
         for name in model.model_fields:
             assert f"{name} =" in text or f"# {name} =" in text, f"{section}.{name} undocumented"
     assert settings.rooms

@@ -1,10 +1,18 @@
 """Lyrics from an Ollama server through the official `ollama` client (optional extra,
-imported when a song is written so the daemon runs without it)."""
+imported when a song is written so the daemon runs without it).
+
+Non-streamed (one JSON body) or streamed (`stream = true`: NDJSON, one ChatResponse a line,
+the last with `"done": true`); `timeout_s` bounds the whole request either way, not only
+each read, so a server that trickles bytes still hands the turn to the next provider.
+Error messages name the HTTP status, never the server's error text: a proxy in front of
+Ollama may echo the Authorization header in it.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from cassetted.lyrics._llm import build_messages, parse_reply
 from cassetted.lyrics.base import LyricsError, LyricsResult
@@ -41,19 +49,59 @@ class OllamaLyrics:
         key = self._api_key()
         headers = {"Authorization": f"Bearer {key.reveal()}"} if key is not None else None
         options = {"temperature": self.settings.temperature, "seed": spec.seed}
+        timeout = self.settings.timeout_s
+        deadline = time.monotonic() + timeout
         try:
-            with ollama.Client(host=self.settings.host, timeout=self.settings.timeout_s,
+            with ollama.Client(host=self.settings.host, timeout=timeout,
                                headers=headers) as client:
-                response = client.chat(
+                reply = client.chat(
                     model=self.settings.model, messages=build_messages(spec), format="json",
-                    options=options, stream=False, keep_alive=self.settings.keep_alive)
+                    options=options, stream=self.settings.stream,
+                    keep_alive=self.settings.keep_alive)
+                if self.settings.stream:
+                    content = _collect_stream(reply, deadline, timeout)
+                else:
+                    content = _content(reply)
+            if time.monotonic() > deadline:
+                raise LyricsError(f"ollama: timed out after {timeout:g} s")
+        except LyricsError:
+            raise
         except httpx.TimeoutException:
-            raise LyricsError(f"ollama: timed out after {self.settings.timeout_s:g} s") from None
+            raise LyricsError(f"ollama: timed out after {timeout:g} s") from None
         except ollama.ResponseError as error:
+            if error.status_code < 0:  # an {"error": ...} line inside a 200 stream
+                raise LyricsError("ollama: the server reported an error mid-stream") from None
             raise LyricsError(f"ollama: HTTP {error.status_code}") from None
         except ConnectionError:
             raise LyricsError(f"ollama: cannot reach {self.settings.host}") from None
-        except (httpx.HTTPError, ValueError, OSError) as error:
+        except (httpx.HTTPError, OSError) as error:
             raise LyricsError(f"ollama: request failed ({type(error).__name__})") from None
-        content = (response.message.content or "") if response.message else ""
+        except Exception as error:  # noqa: BLE001 - malformed body: not JSON, wrong shape
+            raise LyricsError(f"ollama: malformed response ({type(error).__name__})") from None
         return parse_reply(content, spec, self.name)
+
+
+def _content(response: Any) -> str:
+    message = getattr(response, "message", None)
+    return (message.content or "") if message is not None else ""
+
+
+def _collect_stream(parts: Iterable[Any], deadline: float, timeout: float) -> str:
+    """The message pieces of an NDJSON stream, joined; it must end with `done`."""
+    pieces: list[str] = []
+    done = False
+    try:
+        for part in parts:
+            if time.monotonic() > deadline:
+                raise LyricsError(f"ollama: timed out after {timeout:g} s while streaming")
+            pieces.append(_content(part))
+            if getattr(part, "done", False):
+                done = True
+                break
+    finally:
+        close = getattr(parts, "close", None)
+        if close is not None:
+            close()  # leave the stream's `with` now, not at garbage collection
+    if not done:
+        raise LyricsError("ollama: the stream ended before it was done")
+    return "".join(pieces)

@@ -75,7 +75,7 @@ class OpenAICompatibleLyrics:
                 return self._read(response, deadline)
         except urllib.error.HTTPError as error:
             status = error.code
-            detail = _error_code(error)
+            detail = _error_code(error, key.reveal() if key is not None else None)
             error.close()
             if status == 400 and json_mode and "response_format" in detail:
                 log.info("%s: endpoint rejects response_format; retrying without", self.name)
@@ -131,9 +131,10 @@ def _sse_content(lines: Any, deadline: float, name: str) -> Iterator[str]:
             yield piece
 
 
-def _error_code(error: urllib.error.HTTPError) -> str:
+def _error_code(error: urllib.error.HTTPError, secret: str | None = None) -> str:
     """The short machine code of an error body (`invalid_api_key`), never the message:
-    some services echo part of the key in it."""
+    some services echo part of the key in it. A code that is (part of) the key sent, as a
+    key of only letters, digits and underscores could be, is dropped too."""
     try:
         body = json.loads(error.read(4096).decode("utf-8", "replace"))
         detail = body.get("error") if isinstance(body, dict) else None
@@ -142,6 +143,8 @@ def _error_code(error: urllib.error.HTTPError) -> str:
             for field in ("code", "type", "param"):
                 value = detail.get(field)
                 if isinstance(value, str) and value.replace("_", "").isalnum() and len(value) < 40:
+                    if secret and (secret in value or (len(value) >= 6 and value in secret)):
+                        continue
                     parts.append(value)
         return " ".join(parts)
     except Exception:

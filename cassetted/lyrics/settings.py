@@ -26,6 +26,8 @@ class OllamaSettings(_Section):
     temperature: float = Field(0.8, ge=0.0, le=2.0, description="Sampling temperature.")
     timeout_s: float = Field(60.0, gt=0, le=600, description="Whole-request limit in seconds.")
     keep_alive: str | None = Field(None, description='How long Ollama keeps the model loaded, e.g. "10m".')
+    stream: bool = Field(False, description="Ask for a streamed (NDJSON) reply; `timeout_s` then "
+                                            "bounds the whole stream, not just each read.")
 
 
 class OpenAISettings(_Section):
@@ -64,7 +66,13 @@ class LyricsSettings(_Section):
     [lyrics.endpoints.comet]          # any OpenAI-compatible endpoint, named by its table
     base_url = "https://api.cometapi.com/v1"
     model = "gpt-4o-mini"
+
+    [lyrics.user_providers]           # who prefers which provider (before the chain)
+    anna = "comet"
     ```
+
+    The order for one song: the request's `lyrics_provider`, then the requesting user's entry
+    in `user_providers`, then `chain` (and `builtin` last when `fallback_to_builtin`).
     """
 
     chain: list[str] = Field(
@@ -77,6 +85,11 @@ class LyricsSettings(_Section):
     endpoints: dict[str, OpenAISettings] = Field(
         default_factory=dict,
         description="More OpenAI-compatible endpoints by name (comet, lmstudio, vllm, ...).")
+    user_providers: dict[str, str] = Field(
+        default_factory=dict,
+        description="User name -> the provider tried first for that user's songs (builtin, "
+                    "ollama, openai or an endpoint name). A request's own `lyrics_provider` "
+                    "still goes before it; the configured chain follows.")
 
     @field_validator("endpoints")
     @classmethod
@@ -93,6 +106,11 @@ class LyricsSettings(_Section):
         unknown = [name for name in self.chain if name not in self.provider_names]
         if unknown:
             raise ValueError(f"chain: unknown provider(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(self.provider_names)}")
+        wrong = [f"{user} = {name!r}" for user, name in self.user_providers.items()
+                 if name not in self.provider_names]
+        if wrong:
+            raise ValueError(f"user_providers: unknown provider in {', '.join(wrong)}; "
                              f"known: {', '.join(self.provider_names)}")
         return self
 

@@ -54,7 +54,8 @@ class Reply:
     status: int = 200
     body: bytes | list[bytes] = b""
     content_type: str = "application/json"
-    delay_s: float = 0.0
+    delay_s: float = 0.0         # before the status line
+    chunk_delay_s: float = 0.0   # before each piece of a streamed (list) body
 
 
 @dataclass
@@ -99,6 +100,8 @@ def fake_server() -> Iterator[FakeServer]:
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
                     for piece in reply.body:
+                        if reply.chunk_delay_s:
+                            time.sleep(reply.chunk_delay_s)
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                         self.wfile.flush()
                     self.wfile.write(b"0\r\n\r\n")

@@ -1,10 +1,9 @@
 """`cassetted keys`: parsed by the real argparse tree `register` builds, handlers called
-directly; the subprocess test runs once cli.py can import all its plugins."""
+directly, and once through `python -m cassetted` as a subprocess."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import os
 import subprocess
@@ -91,16 +90,25 @@ def test_wrong_key_reports_without_secret(monkeypatch, config, tmp_path, capsys)
     assert "cannot decrypt" in err and SECRET not in err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cassetted.parse_cli") is None,
-                    reason="cli.py's plugins are not all in place yet")
 def test_python_m_cassetted_keys(config, tmp_path):
+    """The real entry point: `python -m cassetted keys ...` through cli.py's full parser."""
     env = {k: v for k, v in os.environ.items() if k not in (ENV_KEY, "CASSETTED_STATE_DIR")}
 
     def cli(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "cassetted", "keys", *argv, "--config", str(config)],
                               input=stdin, capture_output=True, text=True, env=env, timeout=60)
 
-    assert cli("set", "openai", "--user", "alice", stdin=SECRET + "\n").returncode == 0
+    stored = cli("set", "openai", "--user", "alice", stdin=SECRET + "\n")
+    assert stored.returncode == 0, stored.stderr
+    assert "stored openai key for user alice" in stored.stdout
     listed = cli("list")
-    assert listed.returncode == 0 and "alice" in listed.stdout and SECRET not in listed.stdout
-    assert cli("delete", "openai", "--user", "alice").returncode == 0
+    assert listed.returncode == 0, listed.stderr
+    assert "openai" in listed.stdout and "alice" in listed.stdout
+    for output in (stored.stdout, stored.stderr, listed.stdout, listed.stderr):
+        assert SECRET not in output and SECRET[:8] not in output
+    open_database(None, tmp_path / "state")
+    assert CredentialStore.open(tmp_path / "state").get("openai", "alice").reveal() == SECRET
+    deleted = cli("delete", "openai", "--user", "alice")
+    assert deleted.returncode == 0, deleted.stderr
+    assert cli("list").stdout.strip() == "no keys stored"
+    assert cli("delete", "openai", "--user", "alice").returncode == 1

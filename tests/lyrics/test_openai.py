@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
+from cassetted.credentials import Secret
 from cassetted.lyrics.base import LyricsError
+from cassetted.lyrics.chain import build_chain
 from cassetted.lyrics.openai import OpenAICompatibleLyrics
-from cassetted.lyrics.settings import OpenAISettings
+from cassetted.lyrics.settings import LyricsSettings, OpenAISettings
 
 from .conftest import GOOD_LYRICS, Reply, chat_json, make_spec, song_json
 
@@ -136,3 +139,99 @@ def test_refusal_inside_json_is_a_refusal(fake_server):
     fake_server.respond = lambda path, body: Reply(body=json.dumps(chat_json(refusal)).encode())
     with pytest.raises(LyricsError, match="refusal"):
         provider(fake_server).write(make_spec())
+
+
+# ------------------------------------------------------------------ rate limits, keys, malformed
+
+
+def error_body(message: str, type_: str, code: str | None = None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": type_, "param": None,
+                                 "code": code}}).encode()
+
+
+def keyed(server, key: str, **settings) -> OpenAICompatibleLyrics:
+    values = dict(base_url=server.url + "/v1", model="test-model", timeout_s=1.0)
+    values.update(settings)
+    return OpenAICompatibleLyrics(OpenAISettings(**values), name="openai",
+                                  api_key=lambda: Secret(key))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_rate_limited(fake_server, stream):
+    fake_server.respond = lambda path, body: Reply(429, error_body(
+        "Rate limit reached for requests", "requests", "rate_limit_exceeded"))
+    with pytest.raises(LyricsError, match=r"HTTP 429 \(rate_limit_exceeded requests\)"):
+        provider(fake_server, stream=stream).write(make_spec())
+
+
+def test_wrong_key_is_a_401_without_the_key(fake_server):
+    key = "sk-proj-WRONG-4f9Qm2LrTz81PXk"
+    fake_server.respond = lambda path, body: Reply(401, error_body(
+        f"Incorrect API key provided: {key}. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.", "invalid_request_error",
+        "invalid_api_key"))
+    writer = keyed(fake_server, key)
+    with pytest.raises(LyricsError) as caught:
+        writer.write(make_spec())
+    message = str(caught.value)
+    assert message == "openai: HTTP 401 (invalid_api_key invalid_request_error)"
+    assert key not in message and key not in repr(writer)
+    assert fake_server.requests[0].headers["authorization"] == f"Bearer {key}"
+
+
+def test_key_echoed_as_an_error_code_is_dropped(fake_server):
+    """A key of letters, digits and underscores looks like a code; it is still not shown."""
+    key = "sk_live_4f9Qm2LrTz81PXkA"
+
+    def respond(path, body):
+        sent = fake_server.requests[-1].headers.get("authorization", "")
+        bare = sent.removeprefix("Bearer ")
+        return Reply(500, json.dumps({"error": {"message": sent, "type": bare,
+                                                "code": bare[3:20], "param": "auth"}}).encode())
+
+    fake_server.respond = respond
+    with pytest.raises(LyricsError) as caught:
+        keyed(fake_server, key).write(make_spec())
+    assert str(caught.value) == "openai: HTTP 500 (auth)"
+    assert key not in str(caught.value) and key[3:20] not in str(caught.value)
+
+
+@pytest.mark.parametrize("reply, reason", [
+    (Reply(body=b'{"id": "chatcmpl-1", "choices": [{"message": {"role": "assis'),
+     "not a chat-completions"),  # cut off
+    (Reply(body=b'{"choices": []}'), "not a chat-completions"),
+    (Reply(body=b"[1, 2, 3]"), "not a chat-completions"),
+    (Reply(body=b'{"choices": [{"index": 0}]}'), "not a chat-completions"),
+    (Reply(body=b'{"choices": [{"message": {"role": "assistant", "content": null}}]}'), "empty"),
+    (Reply(body=b"\xff\xfe\x00garbage"), "not a chat-completions"),
+    (Reply(body=[b"data: {not json}\n\n", b"data: [DONE]\n\n"], content_type="text/event-stream"),
+     "empty"),
+    (Reply(body=sse(song_json()[:30], song_json()[30:60], done=False),
+           content_type="text/event-stream"), "not JSON"),  # stream cut off mid-reply
+], ids=["truncated", "no-choices", "list", "no-message", "null-content", "binary", "sse-garbage",
+        "sse-cut-off"])
+def test_malformed_bodies(fake_server, reply, reason):
+    fake_server.respond = lambda path, body: reply
+    with pytest.raises(LyricsError, match=reason):
+        provider(fake_server).write(make_spec())
+
+
+def test_stream_slower_than_the_whole_request_limit_times_out(fake_server):
+    text = song_json()
+    pieces = [text[i:i + 20] for i in range(0, len(text), 20)]
+    fake_server.respond = lambda path, body: Reply(body=sse(*pieces), chunk_delay_s=0.25,
+                                                   content_type="text/event-stream")
+    started = time.monotonic()
+    with pytest.raises(LyricsError, match="timed out"):
+        provider(fake_server, stream=True, timeout_s=1.0).write(make_spec())
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("status", [401, 429, 500])
+def test_chain_falls_back_on_http_errors(fake_server, status):
+    fake_server.respond = lambda path, body: Reply(status, error_body("nope", "error", "some_code"))
+    settings = LyricsSettings(chain=["openai"], openai={"base_url": fake_server.url + "/v1",
+                                                       "timeout_s": 1.0})
+    result = build_chain(settings).write(make_spec())
+    assert result.provider == "builtin"
+    assert result.notes[0] == f"openai skipped: openai: HTTP {status} (some_code error)"
