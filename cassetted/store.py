@@ -110,11 +110,24 @@ class Vote(BaseModel):
         indexes = ((("song", "user"), True),)
 
 
+class PlaylistEntry(BaseModel):
+    """One song in a room's ordered playlist (a room's songs are added as they are made)."""
+
+    id = pw.AutoField()
+    room = pw.CharField(max_length=64, index=True)
+    position = pw.IntegerField()
+    song = pw.ForeignKeyField(Song, backref="playlist_entries", on_delete="CASCADE")
+    added_at = pw.DoubleField(default=time.time)
+
+    class Meta:
+        indexes = ((("room", "position"), True),)
+
+
 class SchemaVersion(BaseModel):
     version = pw.IntegerField()
 
 
-MODELS: list[type[BaseModel]] = [Song, Job, Vote, Credential]
+MODELS: list[type[BaseModel]] = [Song, Job, Vote, Credential, PlaylistEntry]
 
 # Step N brings the schema from version N-1 to N. Step 1 is the initial create_tables.
 Migration = Callable[[SchemaMigrator], None]
