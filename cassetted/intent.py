@@ -10,6 +10,11 @@ The parse works on one normalised copy of the text in a few linear passes of pre
 regular expressions (no nested quantifiers), so it stays well under a millisecond and
 cannot be made to hang by hostile input; input is capped at MAX_INPUT_CHARS.
 
+Before the passes, a spelling pass reads a word that is one edit away from a genre, mood
+or room word as that word ("electonic", "relaxin", "in the kichen"); real English words
+are never changed (`_intent_lexicon.TYPO_PROTECTED`), and `ParsedIntent.corrections` says
+what was read differently.
+
 Order of the passes, and why:
 1. "strong" phrases that cannot be mistaken (room after a preposition, bpm, duration,
    key, instrumental, language after "in", party mode, child-safe, occasion);
@@ -29,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from cassetted import _intent_lexicon as lex
 from cassetted.config import RoomSettings
@@ -41,7 +46,6 @@ from cassetted.schemas import (
     MIN_BPM,
     MIN_DURATION_S,
     MOODS,
-    ROOM_ID_PATTERN,
     SongRequest,
 )
 
@@ -54,28 +58,6 @@ FIELDS: tuple[str, ...] = (
 )
 
 LlmParser = Callable[[str], Mapping[str, Any]]
-
-
-class VoiceSettings(BaseModel):
-    """`[voice]`: how spoken requests (`<base>/voice`, Hermes) become SongRequests."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    site_rooms: dict[str, str] = Field(
-        default_factory=dict,
-        description="Satellite/site id → room id, for requests that name no room.")
-    default_room: str | None = Field(
-        None, pattern=ROOM_ID_PATTERN, description="Room for requests with no room and no site.")
-    llm_fallback: bool = Field(
-        False, description="Ask the lyrics LLM when the rules find neither genre nor mood.")
-
-    @field_validator("site_rooms")
-    @classmethod
-    def _room_ids(cls, value: dict[str, str]) -> dict[str, str]:
-        for site, room in value.items():
-            if not re.fullmatch(ROOM_ID_PATTERN, room):
-                raise ValueError(f"site {site!r}: room id {room!r} must be lowercase letters, digits, _")
-        return value
 
 
 @dataclass
@@ -91,6 +73,7 @@ class ParsedIntent:
     warnings: list[str] = field(default_factory=list)
     evidence: dict[str, str] = field(default_factory=dict)
     unknown_room: str | None = None
+    corrections: dict[str, str] = field(default_factory=dict)
 
     @property
     def given(self) -> frozenset[str]:
@@ -126,7 +109,7 @@ _BPM_RE = re.compile(
     rf"(?P<t>{_NUM})(?!\s*(?:bpm|b\.p\.m|beats?|hours?|minutes?|mins?|seconds?|secs?)\b)(?!\w)"
 )
 _DURATION_RE = re.compile(
-    r"(?<![\w.,])(?:(?P<pre>for|lasting|of|about|around|roughly|approximately|under|"
+    r"(?<![\w.,:])(?:(?P<pre>for|lasting|of|about|around|roughly|approximately|under|"
     r"exactly|in|within|after|every|per|beats?)\s+)?"
     rf"(?P<n>{_NUM}|half\s+an?|half|an?)(?P<half>\s+and\s+an?\s+half)?[\s\-]*"
     r"(?P<u>hours?|hrs?|minutes?|mins?|seconds?|secs?)(?!\w)"
@@ -135,6 +118,13 @@ _DURATION_RE = re.compile(
     r"(?:\s+long)?"
 )
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0}
+# "2:30 long", "for 1:45", "3:00 minutes": minutes and seconds as a clock shows them; "at 7:30"
+# is a time of day.
+_CLOCK_DURATION_RE = re.compile(
+    r"(?<![\w:.,])(?:(?P<pre>for|lasting|of|about|around|roughly|approximately|exactly|at|in|"
+    r"by|until|till|from|to)\s+)?(?P<m>\d{1,2}):(?P<s>[0-5]\d)(?![\w:])"
+    r"(?P<u>\s*(?:minutes?|mins?)(?!\w))?(?P<long>\s+long(?!\w))?"
+)
 
 _KEY_RE = re.compile(
     r"(?<!\w)(?P<pre>(?:in\s+)?(?:the\s+)?key\s+of\s+|in\s+)?"
@@ -147,15 +137,15 @@ _INSTRUMENTAL_RE = re.compile(
     r"(?P<yes>(?:with\s+)?(?:no|zero)[\s\-]+(?:vocals?|lyrics|singing|singers?|voices?|words|vox)"
     r"|without\s+(?:any\s+)?(?:vocals?|lyrics|singing|a\s+singer|voices?|words)"
     r"|(?:just|only)\s+(?:the\s+)?(?:music|instruments)|music\s+only|instrumental(?:ly)?)"
-    rf"|(?P<no>with\s+(?:some\s+|a\s+|the\s+|(?:{'|'.join(lex.LANGUAGES)})\s+)?"
-    r"(?:vocals?|lyrics|singing|a\s+singer|words|a\s+voice)"
+    rf"|(?P<no>with\s+(?:some\s+|an?\s+|the\s+)?(?:(?:{'|'.join(lex.LANGUAGES)}|female|male|"
+    r"lead|backing|live|real)\s+)?(?:vocals?|vocalists?|lyrics|singing|singers?|words|voices?)"
     r"|(?:sung|vocal)\s+(?:version|song|track))"
     r")(?!\w)"
 )
 
 _LANG_ALT = "|".join(sorted(lex.LANGUAGES, key=len, reverse=True))
 _LANGUAGE_STRONG_RE = re.compile(
-    rf"(?<!\w)(?:(?:sung|sing|singing|sang|lyrics|words|vocals|written)\s+)?in\s+(?:the\s+)?"
+    rf"(?<!\w)(?:(?:sung|sing|singing|sang|lyrics|words|vocals|written)\s+)?(?:in|en|auf)\s+(?:the\s+)?"
     rf"(?P<a>{_LANG_ALT})(?:\s+language)?(?!\w)"
     rf"|(?<!\w)(?P<b>{_LANG_ALT})[\s\-]+(?:lyrics|vocals|words|language|singing|text)(?!\w)"
 )
@@ -183,7 +173,7 @@ _CHILD_RE = re.compile(
 _OCCASION_RE = re.compile(
     r"(?<!\w)for\s+(?P<o>(?:my|our|the|a|an|his|her|their)\s+(?:[\w']+\s+){0,3}?"
     r"(?:birthday|anniversary|wedding|graduation|christmas|holidays?|party|celebration|"
-    r"retirement))(?!\w)"
+    r"retirement)(?:\s+(?:anniversary|party|celebration|dinner|bash))?)(?!\w)"
 )
 
 _TOPIC_RE = re.compile(
@@ -309,10 +299,13 @@ def resolve_language(word: str) -> str | None:
 
 
 def parse_duration(text: str) -> float | None:
-    """'two minutes', '90 s', '1.5 min', '120' (seconds) → seconds, unchecked against limits."""
+    """'two minutes', '90 s', '1.5 min', '2:30', '120' (seconds) → seconds, unchecked against limits."""
     low = _normalize(str(text))[0].lower().strip()
     if re.fullmatch(r"\d{1,6}(?:[.,]\d{1,3})?\s*(?:s|sec|secs|seconds?)?", low):
         return parse_number(re.sub(r"[a-z\s]+$", "", low))
+    clock = re.fullmatch(r"(\d{1,2}):([0-5]\d)(?:\s*(?:min|mins|minutes?))?", low)
+    if clock:
+        return int(clock[1]) * 60.0 + int(clock[2])
     match = _DURATION_RE.search(low)
     return _duration_of(match) if match else None
 
@@ -335,6 +328,131 @@ def _duration_of(match: re.Match[str]) -> float | None:
     return seconds
 
 
+# --------------------------------------------------------------------------- spelling
+
+_TYPO_MIN_LEN = 4
+_TYPO_MAX_LEN = 16  # longer than any word of the lexicon, plus a typo
+_TYPO_WORD_RE = re.compile(rf"(?<![\w'])[a-z]{{{_TYPO_MIN_LEN},{_TYPO_MAX_LEN}}}(?![\w'])")
+_ROOM_CONTEXT_RE = re.compile(rf"(?:^|\s){_PREP}(?:\s+{_DET})?\s+$|(?:^|\s){_DET}\s+$")
+_SENTENCE_START_RE = re.compile(r"(?:^|[.!?:,;]\s*)$")
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether b is a with one letter missing, added, changed, or two neighbours swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long_[i]:
+        i += 1
+    return short[i:] == long_[i + 1:]
+
+
+class _Speller:
+    """Words one edit from a target word, found through an index of single deletions."""
+
+    def __init__(self, targets: Mapping[str, Any]) -> None:
+        self.targets = dict(targets)  # word → what it stands for (same meaning: not ambiguous)
+        self.index: dict[str, list[str]] = {}
+        for word in self.targets:
+            for probe in {word, *(word[:i] + word[i + 1:] for i in range(len(word)))}:
+                self.index.setdefault(probe, []).append(word)
+
+    def near(self, token: str) -> set[str]:
+        """The target words one edit from token."""
+        return {word for probe in {token, *(token[:i] + token[i + 1:] for i in range(len(token)))}
+                for word in self.index.get(probe, ()) if _one_edit(token, word)}
+
+    def suggest(self, token: str) -> str | None:
+        """The target word one edit from token, if exactly one meaning is that close."""
+        found = self.near(token)
+        if not found or len({self.targets[w] for w in found}) > 1:
+            return None
+        return min(found, key=lambda w: (abs(len(w) - len(token)), w))
+
+
+def _lexicon_targets() -> dict[str, Any]:
+    targets: dict[str, Any] = {}
+    for name, table in (("genre", lex.GENRE_WORDS), ("mood", lex.MOOD_WORDS), ("hint", lex.MOOD_HINTS)):
+        for phrase, value in table.items():
+            words = phrase.split(" ")
+            if len(words) == 1 and len(phrase) >= _TYPO_MIN_LEN and phrase.isalpha():
+                targets.setdefault(phrase, (name, value))
+            else:  # a word of "string quartet", "heavy metal": itself
+                for word in words:
+                    if len(word) >= _TYPO_MIN_LEN + 1 and word.isalpha():
+                        targets.setdefault(word, word)
+    return targets
+
+
+_LEXICON_SPELLER = _Speller(_lexicon_targets())
+_SHORT_WORDS = frozenset(w for table in (lex.GENRE_WORDS, lex.MOOD_WORDS)
+                         for w in table if len(w) == _TYPO_MIN_LEN - 1 and w.isalpha())
+# "somthing" is something misspelt, not "soothing": a word as close to a common word of
+# requests as to a genre or mood word is left alone.
+_COMMON_SPELLER = _Speller({w: w for w in lex.COMMON_REQUEST_WORDS})
+_KNOWN_WORDS = frozenset({
+    *lex.TYPO_PROTECTED, *_LEXICON_SPELLER.targets, *lex.LANGUAGES, *lex.NUMBER_WORDS,
+    *lex.SCALE_WORDS, *lex.ROOM_NAME_WORDS, *lex.COMMON_REQUEST_WORDS,
+    *(w for phrase in lex.COMMON_ROOM_WORDS for w in phrase.split(" ")),
+})
+
+
+def _doubled_short_word(token: str) -> str | None:
+    """'sadd', 'popp' → 'sad', 'pop': a three-letter genre or mood word with a letter typed twice."""
+    if len(token) != _TYPO_MIN_LEN:
+        return None
+    for i in range(len(token) - 1):
+        if token[i] == token[i + 1] and token[:i] + token[i + 1:] in _SHORT_WORDS:
+            return token[:i] + token[i + 1:]
+    return None
+
+
+def _spell(text: str, low: str, room_speller: _Speller) -> tuple[str, dict[str, str]]:
+    """text with each word one edit from a genre, mood or room word read as that word.
+
+    Left alone: known words (English words one edit from such a word included), words of
+    fewer than four letters, a capitalised word inside a sentence (a name: "my dog Rokc"),
+    and room words except after a preposition or determiner ("in the kichen").
+    """
+    corrections: dict[str, str] = {}
+    pieces: list[str] = []
+    last = 0
+    shouting = not any(c.islower() for c in text)
+    lexicon_word: dict[str, str | None] = {}  # a repeated word is looked up once
+    for m in _TYPO_WORD_RE.finditer(low):
+        token = m.group()
+        if token in _KNOWN_WORDS or token in room_speller.targets:
+            continue
+        start, end = m.span()
+        if (text[start].isupper() and not shouting
+                and not _SENTENCE_START_RE.search(text, max(0, start - 3), start)):
+            continue
+        word = None
+        if room_speller.targets:
+            before = low[max(0, start - 24):start]
+            if _ROOM_CONTEXT_RE.search(before) or before.rstrip().rpartition(" ")[2] in room_speller.targets:
+                word = room_speller.suggest(token)  # "for the loung" is the lounge, not "long"
+        if word is None:
+            if token not in lexicon_word:
+                word = _LEXICON_SPELLER.suggest(token) or _doubled_short_word(token)
+                lexicon_word[token] = None if word is None or _COMMON_SPELLER.near(token) else word
+            word = lexicon_word[token]
+        if word is None:
+            continue
+        corrections[text[start:end]] = word
+        pieces += [text[last:start], word.upper() if shouting else word]
+        last = end
+    if not corrections:
+        return text, corrections
+    pieces.append(text[last:])
+    return "".join(pieces), corrections
+
+
 # --------------------------------------------------------------------------- rooms
 
 
@@ -344,6 +462,7 @@ class _RoomMatcher:
 
     pattern: re.Pattern[str] | None
     group_rooms: dict[str, str]
+    speller: _Speller
 
     def room_of(self, match: re.Match[str]) -> str:
         """The room id of whichever phrase group matched."""
@@ -366,7 +485,10 @@ def _token_pattern(word: str) -> str:
         forms.add(bare[:-1])
     for form in list(forms):
         forms.update(lex.ROOM_WORD_SYNONYMS.get(form, ()))
-    alternation = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+    # "bed room" and "bath room" are how speech-to-text often writes a bedroom
+    alternation = "|".join(
+        re.escape(f[:-4]) + r"[\s\-]?room" if len(f) > 6 and f.endswith("room") else re.escape(f)
+        for f in sorted(forms, key=len, reverse=True))
     return rf"(?:{alternation})(?:'s|s'|es|s|')?"
 
 
@@ -376,11 +498,13 @@ def _room_matcher(rooms: Mapping[str, RoomSettings]) -> _RoomMatcher:
     if cached is not None:
         return cached
     phrases: dict[tuple[str, ...], str] = {}
+    room_words: set[str] = set()
     for rid, room in rooms.items():
         for phrase in (rid, room.name, *room.aliases):
             words = _room_words(phrase)
             if words:
                 phrases.setdefault(tuple(words), rid)
+                room_words.update(w for w in words if len(w) >= _TYPO_MIN_LEN and w.isalpha())
     alternatives, group_rooms = [], {}
     for index, (words, rid) in enumerate(sorted(phrases.items(), key=lambda p: -len(" ".join(p[0])))):
         group_rooms[f"r{index}"] = rid
@@ -391,7 +515,7 @@ def _room_matcher(rooms: Mapping[str, RoomSettings]) -> _RoomMatcher:
             rf"(?<![\w'])(?:(?P<prep>{_PREP})\s+(?:{_DET}\s+)?|(?:{_DET})\s+)?"
             rf"(?:{'|'.join(alternatives)})(?:\s+speakers?)?(?!\w)"
         )
-    matcher = _RoomMatcher(pattern, group_rooms)
+    matcher = _RoomMatcher(pattern, group_rooms, _Speller({w: w for w in sorted(room_words)}))
     if len(_ROOM_CACHE) >= _ROOM_CACHE_MAX:
         _ROOM_CACHE.clear()
     _ROOM_CACHE[signature] = matcher
@@ -471,6 +595,9 @@ class _Parse:
         self.text, cut = _normalize(text)
         self.low = _lower_aligned(self.text)
         self.rooms = rooms
+        self.text, self.corrections = _spell(self.text, self.low, _room_matcher(rooms).speller)
+        if self.corrections:
+            self.low = _lower_aligned(self.text)
         self.values: dict[str, Any] = {}
         self.evidence: dict[str, str] = {}
         self.warnings: list[str] = []
@@ -534,6 +661,13 @@ class _Parse:
             self.set("bpm", bpm, m.span(), label="tempo")
 
     def read_duration(self) -> None:
+        for m in _CLOCK_DURATION_RE.finditer(self.low):
+            pre = m["pre"]
+            if pre in ("at", "in", "by", "until", "till", "from", "to") or not (
+                    m["u"] or m["long"] or pre in ("for", "lasting")):
+                continue
+            self.strong.add(m.start(), m.end())
+            self._set_duration(int(m["m"]) * 60.0 + int(m["s"]), m.span())
         for m in _DURATION_RE.finditer(self.low):
             pre = m["pre"]
             if pre in ("in", "within", "after", "every", "per", "beat", "beats"):
@@ -545,13 +679,15 @@ class _Parse:
                 continue
             self.strong.add(m.start(), m.end())
             seconds = _duration_of(m)
-            if seconds is None:
-                continue
-            if not MIN_DURATION_S <= seconds <= MAX_DURATION_S:
-                self.warnings.append(
-                    f"duration {seconds:g} s is out of range ({MIN_DURATION_S}-{MAX_DURATION_S} s); ignored")
-                continue
-            self.set("duration_s", float(seconds), m.span(), label="duration")
+            if seconds is not None:
+                self._set_duration(seconds, m.span())
+
+    def _set_duration(self, seconds: float, span: tuple[int, int]) -> None:
+        if not MIN_DURATION_S <= seconds <= MAX_DURATION_S:
+            self.warnings.append(
+                f"duration {seconds:g} s is out of range ({MIN_DURATION_S}-{MAX_DURATION_S} s); ignored")
+            return
+        self.set("duration_s", float(seconds), span, label="duration")
 
     def read_key(self) -> None:
         for m in _KEY_RE.finditer(self.low):
@@ -734,7 +870,7 @@ def parse(
 
     request = _build_request(p.values, p.warnings)
     return ParsedIntent(request=request, warnings=p.warnings, evidence=p.evidence,
-                        unknown_room=p.unknown_room)
+                        unknown_room=p.unknown_room, corrections=p.corrections)
 
 
 def _build_request(values: dict[str, Any], warnings: list[str]) -> SongRequest:

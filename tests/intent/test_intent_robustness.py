@@ -110,7 +110,7 @@ def test_parse_key_for_slots(text: str, key: str | None) -> None:
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("two minutes", 120.0), ("90", 90.0), ("90 s", 90.0), ("1.5 min", 90.0),
-    ("a minute and a half", 90.0), ("soon", None),
+    ("a minute and a half", 90.0), ("2:30", 150.0), ("1:05 min", 65.0), ("soon", None),
 ])
 def test_parse_duration_for_slots(text: str, seconds: float | None) -> None:
     assert parse_duration(text) == seconds

@@ -42,6 +42,11 @@ TABLE: list[tuple[str, dict[str, Any], str | None]] = [
     ("a pop song", {"genre": "pop"}, None),
     ("lo-fi beats", {"genre": "hip-hop", "mood": "relaxing"}, None),
     ("blues", {"genre": "jazz"}, None),
+    # speech-to-text spellings
+    ("an r and b song", {"genre": "pop"}, None),
+    ("low fi beats", {"genre": "hip-hop", "mood": "relaxing"}, None),
+    ("drum and base", {"genre": "electronic"}, None),
+    ("some jaz", {"genre": "jazz"}, None),
     # mood synonyms
     ("something chill", {"mood": "relaxing"}, None),
     ("a calm song", {"mood": "relaxing"}, None),
@@ -97,6 +102,10 @@ TABLE: list[tuple[str, dict[str, Any], str | None]] = [
     ("2 minutes and 30 seconds", {"duration_s": 150.0}, None),
     ("a song for 20 minutes", {}, "out of range"),
     ("ready in five minutes", {}, None),
+    ("make it 2:30 long", {"duration_s": 150.0}, None),
+    ("jazz for 1:45", {"genre": "jazz", "duration_s": 105.0}, None),
+    ("play jazz at 7:30", {"genre": "jazz"}, None),  # a time of day
+
     # key
     ("in G major", {"key": "G major"}, None),
     ("a song in D minor", {"key": "D minor"}, None),
@@ -112,6 +121,7 @@ TABLE: list[tuple[str, dict[str, Any], str | None]] = [
     ("no singing please", {"instrumental": True}, None),
     ("an instrumental", {"instrumental": True}, None),
     ("with vocals", {"instrumental": False}, None),
+    ("a rock song with a female singer", {"genre": "rock", "instrumental": False}, None),
     ("not instrumental", {"instrumental": False}, None),
     # language
     ("a Spanish pop song", {"genre": "pop", "language": "es"}, None),
@@ -119,6 +129,7 @@ TABLE: list[tuple[str, dict[str, Any], str | None]] = [
     ("with German lyrics", {"language": "de", "instrumental": False}, None),
     ("a Japanese song", {"language": "ja"}, None),
     ("in italian", {"language": "it"}, None),
+    ("a love song en español", {"language": "es"}, None),
     ("latin jazz", {"genre": "jazz"}, None),
     ("a classical piece with French horn", {"genre": "classical"}, None),
     # party
@@ -141,6 +152,7 @@ TABLE: list[tuple[str, dict[str, Any], str | None]] = [
     ("a song about summer, jazz style", {"genre": "jazz", "prompt": "summer"}, None),
     ("a song about summer in a jazz style", {"genre": "jazz", "prompt": "summer"}, None),
     ("a song for my mom's birthday", {"prompt": "for my mom's birthday"}, None),
+    ("a song for our wedding anniversary", {"prompt": "for our wedding anniversary"}, None),
     # everything at once
     ("Alexa, make an upbeat Spanish pop song about the sea for the kitchen, "
      "two minutes, 120 bpm, in E minor",
