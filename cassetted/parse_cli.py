@@ -29,11 +29,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def result_json(parsed: intent.ParsedIntent, *, explain: bool = False) -> dict[str, Any]:
-    """The printed object: intent.FIELDS, then warnings (and evidence with --explain)."""
+    """The printed object: intent.FIELDS, then warnings (and evidence and spelling
+    corrections with --explain)."""
     out: dict[str, Any] = parsed.as_dict()
     out["warnings"] = list(parsed.warnings)
     if explain:
         out["evidence"] = dict(parsed.evidence)
+        out["corrections"] = dict(parsed.corrections)
     return out
 
 
