@@ -70,8 +70,15 @@ class Daemon:
             listeners.append(_HermesAnnouncer(hermes))
         runner = JobRunner(self.store, settings, listener=FanOut(*listeners),
                            read_prompt=intake.read_prompt)
+        credentials = None
+        if settings.voice.llm_fallback:  # the LLM-assisted parse uses the asking user's keys
+            from cassetted.credentials import CredentialStore
+
+            credentials = intake.StoreThreadCredentials(
+                CredentialStore.open(settings.state_dir), self.store, asyncio.get_running_loop())
         commands = Commands(settings, self.store, runner,
-                            parse_voice=lambda command: intake.voice_request(command, settings))
+                            parse_voice=lambda command: intake.voice_request(command, settings,
+                                                                             credentials))
         commands.register(router)
 
         await runner.start()

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
 from cassetted import intent
 from cassetted.config import Settings
 from cassetted.schemas import SongRequest, VoiceCommand
+
+if TYPE_CHECKING:
+    from cassetted.credentials import CredentialStore, Secret
+    from cassetted.lyrics.ask import Credentials
+    from cassetted.store import Store
+
+T = TypeVar("T")
 
 
 def read_prompt(prompt: str) -> tuple[str | None, str | None]:
@@ -13,15 +23,60 @@ def read_prompt(prompt: str) -> tuple[str | None, str | None]:
     return parsed.request.genre, parsed.request.mood
 
 
-def voice_request(command: VoiceCommand, settings: Settings) -> tuple[SongRequest, list[str]]:
+def voice_request(command: VoiceCommand, settings: Settings,
+                  credentials: "Credentials | None" = None) -> tuple[SongRequest, list[str]]:
     """A voice command as a request. The room: what the utterance says, else the payload's
-    room, else the room of the satellite that heard it, else the configured default."""
+    room, else the room of the satellite that heard it, else the configured default.
+
+    Blocking when `[voice] llm_fallback` is on: an utterance without genre and mood is then
+    also read by the lyrics chain's LLM, with the asking user's keys from `credentials`
+    (run it in a thread)."""
     rooms = settings.rooms
     default_room = (command.room
                     or intent.room_for_site(command.site_id, rooms, settings.voice.site_rooms)
                     or settings.voice.default_room)
-    parsed = intent.parse(command.text, rooms, default_room=default_room)
+    llm = None
+    if settings.voice.llm_fallback:
+        from cassetted.lyrics.ask import intent_llm
+
+        llm = intent_llm(settings, credentials, command.user)
+    parsed = intent.parse(command.text, rooms, default_room=default_room, llm=llm)
     request = parsed.request.model_copy(update={
         "user": command.user, "request_id": command.request_id,
     })
-    return request, list(parsed.warnings)
+    warnings = list(parsed.warnings)
+    if llm is not None and llm.failed and not any("LLM" in w for w in warnings):
+        warnings.append(f"LLM parse failed ({'; '.join(llm.problems)}); ignored")
+    return request, warnings
+
+
+class StoreThreadCredentials:
+    """A CredentialStore read on the Store's own thread, which owns the database connection,
+    for code that runs in a worker thread while the event loop `loop` runs."""
+
+    def __init__(self, credentials: "CredentialStore", store: "Store",
+                 loop: asyncio.AbstractEventLoop, timeout_s: float = 10.0) -> None:
+        self._credentials = credentials
+        self._store = store
+        self._loop = loop
+        self._timeout_s = timeout_s
+
+    def __repr__(self) -> str:
+        return "StoreThreadCredentials(<keys hidden>)"
+
+    def get(self, provider: str, user: str | None = None) -> "Secret | None":
+        return self._on_store_thread(self._credentials.get, provider, user)
+
+    def _on_store_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise RuntimeError("StoreThreadCredentials must not be read on the event loop")
+        future = asyncio.run_coroutine_threadsafe(self._store.call(fn, *args), self._loop)
+        try:
+            return future.result(self._timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise

@@ -1,9 +1,10 @@
 """Lyrics from an Ollama server through the official `ollama` client (optional extra,
 imported when a song is written so the daemon runs without it).
 
-Non-streamed (one JSON body) or streamed (`stream = true`: NDJSON, one ChatResponse a line,
-the last with `"done": true`); `timeout_s` bounds the whole request either way, not only
-each read, so a server that trickles bytes still hands the turn to the next provider.
+`chat` is the one request path, for `write` (lyrics) and the LLM-assisted voice parse
+(`lyrics.ask`) alike. Non-streamed (one JSON body) or streamed (`stream = true`: NDJSON,
+one ChatResponse a line, the last with `"done": true`); `timeout_s` bounds the whole
+request either way, not only each read, so a server that trickles bytes still hands the turn to the next provider.
 Error messages name the HTTP status, never the server's error text: a proxy in front of
 Ollama may echo the Authorization header in it.
 """
@@ -40,6 +41,14 @@ class OllamaLyrics:
         return f"OllamaLyrics(host={self.settings.host!r}, model={self.settings.model!r})"
 
     def write(self, spec: SongSpec) -> LyricsResult:
+        return parse_reply(self.chat(build_messages(spec), seed=spec.seed), spec, self.name)
+
+    def chat(self, messages: list[dict[str, str]], *, seed: int = 0,
+             temperature: float | None = None, max_tokens: int | None = None) -> str:
+        """Blocking: the assistant's text for `messages`, with format="json". `temperature`
+        defaults to the settings; `max_tokens` (Ollama's num_predict) to the model's own
+        limit. Raises LyricsError (timeout, HTTP error, malformed body), never with the key
+        or the server's error text in it."""
         try:
             import httpx
             import ollama
@@ -48,14 +57,19 @@ class OllamaLyrics:
                               "(pip install 'cassetted[ollama]')") from None
         key = self._api_key()
         headers = {"Authorization": f"Bearer {key.reveal()}"} if key is not None else None
-        options = {"temperature": self.settings.temperature, "seed": spec.seed}
+        options: dict[str, Any] = {
+            "temperature": self.settings.temperature if temperature is None else temperature,
+            "seed": seed,
+        }
+        if max_tokens is not None:
+            options["num_predict"] = max_tokens
         timeout = self.settings.timeout_s
         deadline = time.monotonic() + timeout
         try:
             with ollama.Client(host=self.settings.host, timeout=timeout,
                                headers=headers) as client:
                 reply = client.chat(
-                    model=self.settings.model, messages=build_messages(spec), format="json",
+                    model=self.settings.model, messages=messages, format="json",
                     options=options, stream=self.settings.stream,
                     keep_alive=self.settings.keep_alive)
                 if self.settings.stream:
@@ -78,7 +92,7 @@ class OllamaLyrics:
             raise LyricsError(f"ollama: request failed ({type(error).__name__})") from None
         except Exception as error:  # noqa: BLE001 - malformed body: not JSON, wrong shape
             raise LyricsError(f"ollama: malformed response ({type(error).__name__})") from None
-        return parse_reply(content, spec, self.name)
+        return content
 
 
 def _content(response: Any) -> str:

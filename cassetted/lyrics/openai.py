@@ -1,8 +1,10 @@
 """Lyrics from any endpoint speaking the OpenAI chat-completions protocol, over plain HTTP
 (urllib, no SDK): OpenAI, Comet API, LM Studio, vLLM, llama.cpp server.
 
-The API key is looked up when a song is written (per user, falling back to the household
-key), sent only in the Authorization header, and never put in a log line or an exception.
+`chat` is the one HTTP path: `write` (lyrics) and the LLM-assisted voice parse
+(`lyrics.ask`) both go through it. The API key is looked up when a request is sent (per
+user, falling back to the household key), sent only in the Authorization header, and never
+put in a log line or an exception.
 """
 
 from __future__ import annotations
@@ -42,25 +44,30 @@ class OpenAICompatibleLyrics:
         return f"OpenAICompatibleLyrics(name={self.name!r}, base_url={self.settings.base_url!r})"
 
     def write(self, spec: SongSpec) -> LyricsResult:
-        content = self._complete(build_messages(spec), spec, json_mode=self.settings.json_mode)
-        return parse_reply(content, spec, self.name)
+        return parse_reply(self.chat(build_messages(spec), seed=spec.seed), spec, self.name)
 
-    # -- HTTP ----------------------------------------------------------------------------
-
-    def _complete(self, messages: list[dict[str, str]], spec: SongSpec, json_mode: bool) -> str:
+    def chat(self, messages: list[dict[str, str]], *, seed: int = 0,
+             temperature: float | None = None, max_tokens: int | None = None) -> str:
+        """Blocking: the assistant's text for `messages`, a JSON object asked for (when
+        `json_mode`). `temperature` and `max_tokens` default to the settings. Raises
+        LyricsError (timeout, HTTP error, unreadable body), never with the key in it."""
         body: dict[str, Any] = {
             "model": self.settings.model,
             "messages": messages,
-            "temperature": self.settings.temperature,
-            "max_tokens": self.settings.max_tokens,
-            "seed": spec.seed,
+            "temperature": self.settings.temperature if temperature is None else temperature,
+            "max_tokens": self.settings.max_tokens if max_tokens is None else max_tokens,
+            "seed": seed,
             "stream": self.settings.stream,
         }
-        if json_mode:
-            body["response_format"] = {"type": "json_object"}
+        return self._complete(body, json_mode=self.settings.json_mode)
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    def _complete(self, body: dict[str, Any], json_mode: bool) -> str:
+        sent = {**body, "response_format": {"type": "json_object"}} if json_mode else body
         request = urllib.request.Request(
             self.settings.base_url + "/chat/completions",
-            data=json.dumps(body).encode(),
+            data=json.dumps(sent).encode(),
             method="POST",
             headers={"Content-Type": "application/json",
                      "Accept": "text/event-stream, application/json"},
@@ -79,7 +86,7 @@ class OpenAICompatibleLyrics:
             error.close()
             if status == 400 and json_mode and "response_format" in detail:
                 log.info("%s: endpoint rejects response_format; retrying without", self.name)
-                return self._complete(messages, spec, json_mode=False)
+                return self._complete(body, json_mode=False)
             raise LyricsError(f"{self.name}: HTTP {status}{detail and f' ({detail})'}") from None
         except (TimeoutError, socket.timeout):
             raise LyricsError(f"{self.name}: timed out after {self.settings.timeout_s:g} s") from None

@@ -6,6 +6,7 @@ state of their own. Which topic maps to which handler is declared once, in `regi
 
 from __future__ import annotations
 
+import asyncio
 from typing import Callable
 
 import peewee as pw
@@ -20,7 +21,7 @@ from cassetted.schemas import (
 )
 from cassetted.store import Song, Store, Vote
 
-# a voice command -> a SongRequest plus warnings (the intent parser)
+# a voice command -> a SongRequest plus warnings (the intent parser); blocking, run in a thread
 VoiceParser = Callable[[VoiceCommand], tuple[SongRequest, list[str]]]
 
 _SORTS = {
@@ -86,7 +87,8 @@ class Commands:
             raise errors.Unsupported("voice parsing is not available")
         if command.room is not None:
             self._room(command.room)
-        request, warnings = self._parse_voice(command)
+        # Off the loop: with [voice] llm_fallback the parse may wait on an LLM.
+        request, warnings = await asyncio.to_thread(self._parse_voice, command)
         job, duplicate = await self._runner.submit(request)
         return Reply(ok=True, request_id=command.request_id, job_id=job.id,
                      state=JobState(job.state), duplicate=duplicate,
