@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from cassetted.lyrics.settings import LyricsSettings
+from cassetted.playback.settings import SnapcastPlaybackSettings
 from cassetted.schemas import ROOM_ID_PATTERN, Genre, Mood
 
 SYSTEM_CONFIG = Path("/etc/cassetted/cassetted.toml")
@@ -94,12 +95,12 @@ class RoomSettings(_Section):
     default_genre: Genre | None = None
     default_mood: Mood | None = None
     mpd: MpdSettings | None = None
-    snapcast_group: str | None = None
-
-
-class SnapcastSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(1705, ge=1, le=65535)
+    snapcast_group: str | None = Field(
+        None, description="The room's snapserver group: its id or name, or the id, name or host "
+                          "of a client in it (a client is the robust choice)")
+    snapcast_stream: str | None = Field(
+        None, description="Snapcast rooms with their own [rooms.x.mpd]: the stream it feeds")
+    device: str | None = Field(None, description="Sound device of a `local` room (sounddevice)")
 
 
 class VoiceSettings(_Section):
@@ -169,7 +170,7 @@ class Settings(BaseSettings):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     lyrics: LyricsSettings = Field(default_factory=LyricsSettings)
     rooms: dict[str, RoomSettings] = Field(default_factory=dict)
-    snapcast: SnapcastSettings = Field(default_factory=SnapcastSettings)
+    snapcast: SnapcastPlaybackSettings = Field(default_factory=SnapcastPlaybackSettings)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
     hermes: HermesSettings = Field(default_factory=HermesSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -23,6 +23,7 @@ from cassetted.mqtt.client import MqttLink
 from cassetted.mqtt.commands import Commands
 from cassetted.mqtt.publisher import MqttPublisher
 from cassetted.mqtt.router import Router
+from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import JobEvent, QueueState, SongInfo
 from cassetted.store import Store, describe
 
@@ -68,20 +69,23 @@ class Daemon:
             for topic in hermes.subscriptions():
                 router.raw(topic, hermes.handle)
             listeners.append(_HermesAnnouncer(hermes))
+        playback = PlaybackController(settings, self.store, publisher.room_state,
+                                      publisher.event)
         runner = JobRunner(self.store, settings, listener=FanOut(*listeners),
-                           read_prompt=intake.read_prompt)
+                           read_prompt=intake.read_prompt, deliver=playback.song_ready)
         credentials = None
         if settings.voice.llm_fallback:  # the LLM-assisted parse uses the asking user's keys
             from cassetted.credentials import CredentialStore
 
             credentials = intake.StoreThreadCredentials(
                 CredentialStore.open(settings.state_dir), self.store, asyncio.get_running_loop())
-        commands = Commands(settings, self.store, runner,
+        commands = Commands(settings, self.store, runner, playback,
                             parse_voice=lambda command: intake.voice_request(command, settings,
                                                                              credentials))
         commands.register(router)
 
         await runner.start()
+        await playback.start()
         self._spawn(link.run(), "mqtt")
         try:
             await self._wait_online(link, started)
@@ -90,6 +94,7 @@ class Daemon:
             log.info("stopping")
             sdnotify.notify("STOPPING=1")
             await runner.stop()
+            await playback.stop()
             await link.flush()
             await link.goodbye()
             for task in self._tasks:

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol
 
 from cassetted import errors, spec as spec_module
 from cassetted.config import Settings
@@ -35,6 +35,10 @@ MAX_ATTEMPTS = 3
 _PROGRESS_STEP = 0.05     # publish progress at least every 5 % ...
 _PROGRESS_INTERVAL_S = 2  # ... or every 2 s, whichever comes first
 _INTAKE_BATCH = 200       # requests written per transaction at most
+
+
+# The stage after the library: play a finished song in its room; True if it started.
+Deliver = Callable[[SongInfo], Awaitable[bool]]
 
 
 class JobListener(Protocol):
@@ -216,11 +220,13 @@ class JobRunner:
         settings: Settings,
         listener: JobListener,
         read_prompt: spec_module.PromptReader = spec_module._no_reading,
+        deliver: Deliver | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._listener = listener
         self._read_prompt = read_prompt
+        self._deliver = deliver
         self._concurrency = settings.generation.max_concurrent
         self._processes = [WorkerProcess(settings, i) for i in range(self._concurrency)]
         self._wakeup = asyncio.Event()
@@ -377,6 +383,9 @@ class JobRunner:
             info = song_info(song, self._settings.library_dir)
             self._listener.job_changed(_event(job, file=info.file, room=song.room))
             self._listener.song_ready(info, job.id)
+            if self._deliver is not None and song.room and await self._deliver(info):
+                job = await self._store.call(_set, job.id, state=JobState.playing.value)
+                self._listener.job_changed(_event(job, file=info.file, room=song.room))
             job = await self._store.call(_set, job.id, state=JobState.done.value,
                                          finished_at=time.time())
             self._listener.job_changed(_event(job, file=info.file, room=song.room))

@@ -164,3 +164,26 @@ def pg_url() -> Iterator[str]:
     with conn.cursor() as cur:
         cur.execute(f"DROP SCHEMA {schema} CASCADE")
     conn.close()
+
+
+# In CI every dependency is installed by .ci/run, so a skip can only mean a broken
+# install hiding tests: there, a skip fails the run instead.
+_NO_SKIPS = bool(os.environ.get("CI"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if _NO_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (every dependency should be installed): {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if _NO_SKIPS and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (every dependency should be installed): {report.longrepr}"

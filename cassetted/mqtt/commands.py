@@ -15,6 +15,7 @@ from cassetted import errors
 from cassetted.config import Settings
 from cassetted.jobs import JobRunner, song_info
 from cassetted.mqtt.router import Router
+from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import (
     JobCancel, JobState, LibraryPage, LibraryQuery, PartyCommand, Reply, RoomCommand,
     SongRequest, VoiceCommand, VoteCommand,
@@ -62,10 +63,11 @@ class Commands:
     """Handlers for every inbound command of DESIGN.md's contract."""
 
     def __init__(self, settings: Settings, store: Store, runner: JobRunner,
-                 parse_voice: VoiceParser | None = None) -> None:
+                 playback: PlaybackController, parse_voice: VoiceParser | None = None) -> None:
         self._settings = settings
         self._store = store
         self._runner = runner
+        self._playback = playback
         self._parse_voice = parse_voice
 
     def register(self, router: Router) -> None:
@@ -125,12 +127,12 @@ class Commands:
 
     async def room_set(self, params: list[str], command: RoomCommand) -> Reply:
         self._room(params[0])
-        output = self._settings.rooms[params[0]].output
-        raise errors.Unsupported(
-            f"room {params[0]!r} has output {output!r}, which this version cannot drive yet")
+        result = await self._playback.handle_room_command(params[0], command)
+        return Reply(ok=True, request_id=command.request_id, **result)
 
     async def party_set(self, params: list[str], command: PartyCommand) -> Reply:
         if command.rooms != "all":
             for room_id in command.rooms:
                 self._room(room_id)
-        raise errors.Unsupported("party mode needs Snapcast zones, which this version lacks")
+        result = await self._playback.handle_party(command)
+        return Reply(ok=True, request_id=command.request_id, **result)

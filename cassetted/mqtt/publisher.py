@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from cassetted.schemas import Event, JobEvent, QueueState, SongInfo
+from cassetted.schemas import Event, JobEvent, QueueState, RoomState, SongInfo
 
 Publish = Callable[..., None]
 
@@ -41,4 +41,10 @@ class MqttPublisher:
         self._retain(f"{self._base}/song/latest", song.model_dump_json())
         event = Event(type="song_ready", ts=time.time(), job_id=job_id, song_id=song.id,
                       room=song.room, title=song.title, file=song.file)
+        self.event(event)
+
+    def room_state(self, room: str, state: RoomState) -> None:
+        self._retain(f"{self._base}/room/{room}/state", state.model_dump_json())
+
+    def event(self, event: Event) -> None:
         self._publish(f"{self._base}/event", event.model_dump_json(exclude_none=True))

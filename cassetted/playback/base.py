@@ -62,3 +62,15 @@ class Zone(Protocol):
     async def set_queue(self, tracks: list[Track], start_index: int = 0, play: bool = True) -> None: ...
     async def control(self, action: str, *, volume: int | None = None,
                       position_s: float | None = None) -> None: ...
+
+
+class PlaylistMirror(Protocol):
+    """Optional, for zones whose player keeps named playlists (MPD's stored playlists).
+
+    The controller mirrors each room's playlist into the player so that any MPD client (a
+    phone app, Home Assistant's mpd integration) sees it. Zones without stored playlists
+    simply don't implement this.
+    """
+
+    async def save_playlist(self, name: str, tracks: list[Track]) -> None: ...
+    async def append_to_playlist(self, name: str, track: Track) -> None: ...
