@@ -23,6 +23,8 @@ from pydantic_settings import (
 )
 
 from cassetted.lyrics.settings import LyricsSettings
+from cassetted.music.acestep import AceStepSettings
+from cassetted.music.acestep_api import AceStepApiSettings
 from cassetted.playback.settings import SnapcastPlaybackSettings
 from cassetted.schemas import ROOM_ID_PATTERN, Genre, Mood
 
@@ -70,7 +72,7 @@ class StorageSettings(_Section):
 
 class GenerationSettings(_Section):
     max_concurrent: int = Field(1, ge=1, le=16)
-    engine: str = "builtin"
+    engine: str = Field("builtin", description="builtin | acestep | acestep_api")
     format: Literal["flac", "ogg", "mp3", "wav"] = "flac"
     sample_rate: int = Field(44100, ge=8000, le=96000)
     default_duration_s: float = Field(120, ge=10, le=600)
@@ -169,6 +171,8 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     lyrics: LyricsSettings = Field(default_factory=LyricsSettings)
+    acestep: AceStepSettings = Field(default_factory=AceStepSettings)
+    acestep_api: AceStepApiSettings = Field(default_factory=AceStepApiSettings)
     rooms: dict[str, RoomSettings] = Field(default_factory=dict)
     snapcast: SnapcastPlaybackSettings = Field(default_factory=SnapcastPlaybackSettings)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)

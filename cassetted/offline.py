@@ -31,11 +31,11 @@ def generate_file(settings: Settings, request: SongRequest, out: Path,
     if request.seed is None:
         request = request.model_copy(update={"seed": spec_module.new_seed()})
     spec = spec_module.resolve(request, settings.generation, None, intake.read_prompt)
-    engine = EngineRegistry(settings.generation.engine, settings.generation.sample_rate).get(
-        request.engine)
     url = settings.storage.database_url
     open_database(url.get_secret_value() if url else None, settings.state_dir)  # stored keys
-    lyrics = LyricsService(settings, CredentialStore.open(settings.state_dir))
+    credentials = CredentialStore.open(settings.state_dir)
+    engine = EngineRegistry(settings, credentials).get(request.engine)
+    lyrics = LyricsService(settings, credentials)
     spec, song, provider = produce(spec, lyrics.writer_for(request), engine,
                                    lambda state, f: progress(f, state.value), threading.Event())
     path = save(song, spec, out, format_for(out))

@@ -51,8 +51,9 @@ def _child_main(conn: Connection, settings: Settings) -> None:
 
     url = settings.storage.database_url
     open_database(url.get_secret_value() if url else None, settings.state_dir)
-    lyrics = LyricsService(settings, CredentialStore.open(settings.state_dir))
-    engines = EngineRegistry(settings.generation.engine, settings.generation.sample_rate)
+    credentials = CredentialStore.open(settings.state_dir)
+    lyrics = LyricsService(settings, credentials)
+    engines = EngineRegistry(settings, credentials)
     pipeline = Pipeline(settings.library_dir, settings.generation.format)
     conn.send(("ready",))
     while True:

@@ -1,0 +1,272 @@
+"""`acestep`: ACE-Step 1.5 in process, on this machine's GPU (or CPU), fully offline.
+
+Created once per worker process; the models load on the first song (or `warm_up()`) from a
+local checkpoint directory and stay loaded. torch, diffusers and transformers are imported
+only then, so a daemon that never uses this engine never pays for them, and this module can
+be imported (for its settings) without them installed.
+
+All model work runs on one dedicated thread (ACE-Step is not thread-safe); the job's thread
+waits, receives the progress of every diffusion step (and of the LM's code writing) and
+passes it to the progress callback; a Cancelled raised by that callback stops the model at
+its next step. Out of GPU memory is reported as such, after one retry with CPU offload when
+`offload = "on_oom"`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from cassetted import errors
+from cassetted.music import _acestep_audio as shaping
+from cassetted.music import _acestep_prompt as prompting
+from cassetted.music._acestep_layout import (
+    DIT_VARIANTS,
+    LM_SIZES,
+    CheckpointMissing,
+    Layout,
+    resolve,
+)
+from cassetted.music._acestep_task import MAX_VARIANTS, TEXT2MUSIC, AceStepTask, TaskInvalid
+from cassetted.music._acestep_thread import ModelThread
+from cassetted.music.base import Audio, Cancelled, ProgressCallback
+from cassetted.schemas import SongSpec
+
+if TYPE_CHECKING:
+    from cassetted.music._acestep_model import Loaded, Request
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AceStepEngine", "AceStepSettings", "AceStepTask", "AceStepUnavailable",
+           "AceStepOutOfMemory", "CheckpointMissing", "TaskInvalid"]
+
+
+class AceStepUnavailable(errors.GenerationFailed):
+    """torch/diffusers are not installed, or the checkpoint cannot be loaded as configured."""
+
+
+class AceStepOutOfMemory(errors.GenerationFailed):
+    """The GPU ran out of memory (after the offload retry, where configured)."""
+
+
+class AceStepSettings(BaseModel):
+    """`[acestep]`: the in-process ACE-Step 1.5 engine.
+
+    ```toml
+    [acestep]
+    checkpoint_dir = "/var/lib/cassetted/models/ace-step-1.5"
+    dit = "turbo"          # turbo, turbo-shift1, turbo-shift3, turbo-continuous, base, sft
+    lm = "none"            # none, 0.6B, 1.7B, 4B (the 5 Hz LM that plans the song first)
+    device = "auto"        # auto, cpu, cuda, cuda:1
+    ```
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint_dir: Path | None = Field(
+        None, description="Folder with the ACE-Step 1.5 weights (see docs/acestep.md).")
+    dit: str = Field("turbo", pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                     description=f"DiT variant: {', '.join(DIT_VARIANTS)} or a folder name.")
+    lm: str = Field("none", pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                    description=f"5 Hz LM: none, {', '.join(LM_SIZES)} or a folder name.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 (or float16) on a GPU, float32 on the CPU.")
+    offload: Literal["never", "on_oom", "always"] = Field(
+        "on_oom", description="Keep weights in RAM and move each model to the GPU only while "
+                              "it runs: always, never, or only after running out of memory.")
+    quantization: Literal["none", "int8"] = Field(
+        "none", description="int8 = dynamic int8 matmuls (CPU, float32 only).")
+    steps: int | None = Field(None, ge=1, le=200,
+                              description="Diffusion steps; empty = 8 (turbo) or 32 (base, sft).")
+    shift: float = Field(3.0, ge=0.1, le=10.0, description="Timestep shift of the schedule.")
+    guidance_scale: float = Field(7.0, ge=1.0, le=20.0,
+                                  description="Classifier-free guidance (base and sft only).")
+    lm_temperature: float = Field(0.85, gt=0.0, le=2.0)
+    lm_top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_variants: int = Field(4, ge=1, le=MAX_VARIANTS, description="Most takes of one request.")
+
+
+class AceStepEngine:
+    """The MusicEngine on ACE-Step 1.5 (see the module docstring).
+
+    `generate(spec, progress, task=None)` returns one song; `generate_variants(...)` all the
+    takes of a task with `variants > 1` (take 0 is the song `generate` gives).
+    """
+
+    name = "acestep"
+
+    def __init__(self, settings: AceStepSettings, sample_rate: int) -> None:
+        self.settings = settings
+        self.sample_rate = sample_rate
+        # The layout is checked now (cheap, no torch): a wrong path fails the first job with
+        # a message naming what is missing, and the next job checks again.
+        self.layout: Layout = resolve(settings.checkpoint_dir, settings.dit, settings.lm)
+        self._thread = ModelThread("acestep-model")
+        self._loaded: Loaded | None = None
+        self.load_seconds: float | None = None
+        self.last_model_seconds: float = 0.0
+
+    def __repr__(self) -> str:
+        return (f"AceStepEngine(dit={self.layout.dit_name!r}, lm={self.settings.lm!r}, "
+                f"device={self.settings.device!r})")
+
+    # -- loading -------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Load the models now (otherwise the first song does)."""
+        self._ensure_loaded()
+
+    def _ensure_loaded(self, progress: ProgressCallback | None = None) -> "Loaded":
+        """The loaded models, loading them on the model thread the first time. With a
+        `progress`, the job sees "loading" and a cancel returns at once while the load goes
+        on (the next song finds the models ready)."""
+        loaded = self._loaded
+        if loaded is not None:
+            return loaded
+
+        def load(report: Any) -> "Loaded":
+            if self._loaded is None:  # a queued second load finds the first one's result
+                report(0.0, "loading the ACE-Step models")
+                started = time.perf_counter()
+                result = self._load()
+                self.load_seconds = time.perf_counter() - started
+                self._loaded = result
+                log.info("ACE-Step %s loaded in %.1f s on %s (%s)%s", self.layout.dit_name,
+                         self.load_seconds, result.device, str(result.dtype).split(".")[-1],
+                         "; " + "; ".join(result.notes) if result.notes else "")
+            return self._loaded
+
+        if progress is None:
+            return self._thread.call(lambda: load(lambda fraction, note=None: None))
+        return self._thread.run(load, progress, wait_on_cancel=False)
+
+    def _load(self) -> "Loaded":
+        try:
+            from cassetted.music import _acestep_model as model
+        except ImportError as error:
+            raise AceStepUnavailable(
+                f"the acestep engine needs torch, diffusers and transformers ({error.name} is "
+                "missing): pip install 'cassetted[acestep]' (see docs/acestep.md)", "engine") from None
+        try:
+            return model.load(self.layout, self.settings)
+        except model.ModelError as error:
+            raise AceStepUnavailable(str(error), "engine") from None
+        except OSError as error:  # unreadable or truncated files
+            raise AceStepUnavailable(f"cannot load the ACE-Step checkpoint from {self.layout.root}: "
+                                     f"{str(error)[:300]}", "engine") from None
+
+    @property
+    def model_sample_rate(self) -> int:
+        return self._ensure_loaded().sample_rate
+
+    # -- generation ------------------------------------------------------------------------
+
+    def generate(self, spec: SongSpec, progress: ProgressCallback,
+                 task: AceStepTask | None = None) -> Audio:
+        return self.generate_variants(spec, progress, task)[0]
+
+    def generate_variants(self, spec: SongSpec, progress: ProgressCallback,
+                          task: AceStepTask | None = None) -> list[Audio]:
+        task = task or TEXT2MUSIC
+        task.validate(spec.duration_s)
+        if task.variants > self.settings.max_variants:
+            raise TaskInvalid(f"at most {self.settings.max_variants} variants "
+                              "([acestep] max_variants)", "variants")
+        loaded = self._ensure_loaded(progress)
+        request = self._request(spec, task, loaded)
+        started = time.perf_counter()
+        try:
+            arrays = self._thread.run(lambda report: self._run(loaded, request, report), progress)
+        finally:
+            self.last_model_seconds = time.perf_counter() - started
+        return [Audio(shaping.to_engine(a, loaded.sample_rate, self.sample_rate, spec.duration_s),
+                      self.sample_rate) for a in arrays]
+
+    def _run(self, loaded: "Loaded", request: "Request", report: Any) -> list[np.ndarray]:
+        """On the model thread: generate, with one offload retry after running out of memory."""
+        from cassetted.music import _acestep_model as model
+
+        try:
+            return model.generate(loaded, request, self.settings, report)
+        except Cancelled:
+            raise
+        except model.ModelError as error:
+            raise AceStepUnavailable(str(error), "engine") from None
+        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled here
+            if not model.is_out_of_memory(error):
+                raise
+            where = f"{loaded.device}{model.memory_note(loaded.device)}"
+            model.empty_cache(loaded.device)
+            del error
+        if self.settings.offload == "on_oom" and model.enable_offload(loaded):
+            log.warning("ACE-Step ran out of memory on %s; retrying with CPU offload", where)
+            report(0.0, "retrying with CPU offload")
+            try:
+                return model.generate(loaded, request, self.settings, report)
+            except Cancelled:
+                raise
+            except Exception as error:  # noqa: BLE001
+                if not model.is_out_of_memory(error):
+                    raise
+                model.empty_cache(loaded.device)
+                where = f"{loaded.device}{model.memory_note(loaded.device)} even with CPU offload"
+        raise AceStepOutOfMemory(
+            f"out of GPU memory on {where} generating {request.variants} x "
+            f"{request.duration_s:g} s with {self.layout.dit_name}"
+            f"{' + LM ' + self.settings.lm if request.lm_prompt else ''}: ask for a shorter song "
+            "or fewer variants, or set [acestep] offload = \"always\", a smaller lm, or "
+            "dtype = \"float16\"")
+
+    def _request(self, spec: SongSpec, task: AceStepTask, loaded: "Loaded") -> "Request":
+        from cassetted.music._acestep_model import Request
+
+        rate = loaded.sample_rate
+        source = reference = None
+        duration = spec.duration_s
+        if task.source is not None:
+            source = shaping.resample(shaping.stereo(task.source.samples), task.source.sample_rate, rate)
+            if task.kind == "cover" and task.source_bpm and abs(task.source_bpm - spec.bpm) > 0.5:
+                source = shaping.time_stretch(source, spec.bpm / task.source_bpm)
+            source = shaping.fit_length(source, int(round(duration * rate)), rate=rate)
+        if task.reference is not None:
+            reference = shaping.resample(shaping.stereo(task.reference.samples),
+                                         task.reference.sample_rate, rate)
+        steps = task.steps or self.settings.steps or (8 if loaded.is_turbo else 32)
+        use_lm = loaded.lm is not None and task.kind == "text2music"
+        return Request(
+            caption=prompting.caption(spec),
+            lyrics=prompting.lyrics(spec),
+            language=prompting.vocal_language(spec),
+            bpm=spec.bpm,
+            keyscale=prompting.keyscale(spec),
+            timesignature=prompting.time_signature(spec),
+            duration_s=duration,
+            seed=spec.seed,
+            steps=steps,
+            shift=task.shift if task.shift is not None else self.settings.shift,
+            guidance_scale=(task.guidance_scale if task.guidance_scale is not None
+                            else self.settings.guidance_scale),
+            variants=task.variants,
+            kind=task.kind,
+            source=source,
+            reference=reference,
+            cover_strength=task.cover_strength,
+            repaint_start_s=task.repaint_start_s,
+            repaint_end_s=task.repaint_end_s,
+            lm_prompt=loaded.format_lm_prompt(prompting.lm_messages(spec, duration)) if use_lm else None,
+        )
+
+    def close(self) -> None:
+        self._thread.shutdown()
+
+
+def create(settings: Any, credentials: Any = None) -> AceStepEngine:
+    """Registry factory: the engine from the daemon's Settings (`settings.acestep`, mounted
+    by config.py, and `settings.generation.sample_rate`). `credentials` is unused."""
+    return AceStepEngine(settings.acestep, settings.generation.sample_rate)

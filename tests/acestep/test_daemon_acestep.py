@@ -1,0 +1,49 @@
+"""Both ACE-Step engines through the real daemon: a tiny local checkpoint, a loopback API pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import soundfile
+
+from tests.acestep.fake_api import FakeAceStepServer, dead_url
+from tests.probe import MqttProbe
+
+
+def test_local_acestep_engine_makes_the_song(daemon_factory, probe: MqttProbe,
+                                             tiny_checkpoint: Path) -> None:
+    daemon_factory(f'\n[acestep]\ncheckpoint_dir = "{tiny_checkpoint}"\nlm = "none"\n'
+                   f'device = "cpu"\n', CASSETTED_GENERATION__SAMPLE_RATE="48000").start()
+    probe.wait_online()
+    reply = probe.command("song/create", {"prompt": "tiny model", "engine": "acestep",
+                                          "duration_s": 10, "seed": 5})
+    final = probe.wait_job(reply["job_id"], timeout=180)
+    assert final["state"] == "done", final
+    data, rate = soundfile.read(final["file"])
+    assert rate == 48000 and data.shape == (10 * 48000, 2)
+    latest = probe.wait(lambda m: m.topic == f"{probe.base}/song/latest").json()
+    assert latest["engine"] == "acestep"
+
+
+def test_missing_checkpoint_fails_the_job_clearly(daemon_factory, probe: MqttProbe,
+                                                  tmp_path: Path) -> None:
+    daemon_factory(f'\n[acestep]\ncheckpoint_dir = "{tmp_path / "nothing"}"\n').start()
+    probe.wait_online()
+    reply = probe.command("song/create", {"engine": "acestep", "duration_s": 10})
+    final = probe.wait_job(reply["job_id"], timeout=60)
+    assert final["state"] == "failed" and final["error"]["code"] == "generation_failed"
+    assert "does not exist" in final["error"]["message"]
+    assert "docs/acestep.md" in final["error"]["message"]
+    after = probe.command("song/create", {"duration_s": 10})  # the builtin engine still works
+    assert probe.wait_job(after["job_id"])["state"] == "done"
+
+
+def test_remote_pool_fails_over_to_a_live_server(daemon_factory, probe: MqttProbe) -> None:
+    with FakeAceStepServer() as server:
+        daemon_factory(f'\n[acestep_api]\nurls = ["{dead_url()}", "{server.url}"]\n'
+                       'poll_interval_s = 0.1\nretries = 0\n').start()
+        probe.wait_online()
+        reply = probe.command("song/create", {"engine": "acestep_api", "duration_s": 10})
+        final = probe.wait_job(reply["job_id"], timeout=90)
+        assert final["state"] == "done", final
+        assert any(path.startswith("/release_task") for _, path, _ in server.requests)
