@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Awaitable, Callable, Protocol
 
 from cassetted import errors, spec as spec_module
-from cassetted.config import Settings
+from cassetted.config import RoomSettings, Settings
 from cassetted.music import ENGINES
 from cassetted.music.base import Cancelled
-from cassetted.pipeline import Produced
-from cassetted.schemas import ErrorInfo, JobEvent, JobState, QueueState, SongInfo, SongRequest
+from cassetted.pipeline import Produced, TaskOrder
+from cassetted.schemas import (
+    ErrorInfo, JobEvent, JobState, QueueState, SongInfo, SongRequest, SongSpec,
+)
 from cassetted.store import Job, Song, Store, new_id
 from cassetted.worker import WorkerProcess
 
@@ -270,7 +272,10 @@ class JobRunner:
         they keep their arrival order.
         """
         self._check_names(request)
-        if request.seed is None:
+        if request.source_song_id is not None:
+            if await self._store.call(Song.get_or_none, Song.id == request.source_song_id) is None:
+                raise errors.UnknownSong(f"no song {request.source_song_id!r}", "source_song_id")
+        elif request.seed is None:  # a cover keeps its source's seed unless told otherwise
             request = request.model_copy(update={"seed": spec_module.new_seed()})
         future: asyncio.Future[tuple[Job, bool]] = asyncio.get_running_loop().create_future()
         self._intake.append((request, future))
@@ -361,7 +366,7 @@ class JobRunner:
         self._publish_queue()
         updates: asyncio.Queue[tuple[JobState, float] | None] = asyncio.Queue()
         try:
-            spec = spec_module.resolve(request, self._settings.generation, room, self._read_prompt)
+            spec, order = await self._spec_and_order(request, room)
             engine = request.engine or self._settings.generation.engine
             running.expected_s = round(spec.duration_s * self._rtf.get(engine, 0.1) + 1.0, 2)
             song_id = new_id()
@@ -374,7 +379,7 @@ class JobRunner:
             consumer = asyncio.create_task(self._follow(running, updates))
             started = time.monotonic()
             try:
-                produced = await process.produce(song_id, spec, request, report)
+                produced = await process.produce(song_id, spec, request, order, report)
             finally:
                 updates.put_nowait(None)
                 await consumer
@@ -403,6 +408,24 @@ class JobRunner:
         finally:
             self._running.pop(job.id, None)
             self._publish_queue()
+
+    async def _spec_and_order(self, request: SongRequest, room: RoomSettings | None
+                              ) -> tuple[SongSpec, TaskOrder | None]:
+        """The spec to produce and, for a cover or repaint, the source song to start from."""
+        if request.task == "text2music":
+            spec = spec_module.resolve(request, self._settings.generation, room,
+                                       self._read_prompt)
+            return spec, (TaskOrder(steps=request.steps, shift=request.shift)
+                          if request.steps or request.shift else None)
+        row = await self._store.call(Song.get_or_none, Song.id == request.source_song_id)
+        if row is None:
+            raise errors.UnknownSong(f"no song {request.source_song_id!r}", "source_song_id")
+        source = song_info(row, self._settings.library_dir)
+        spec = spec_module.resolve_from_source(request, source, self._settings.generation)
+        return spec, TaskOrder(
+            kind=request.task, source_path=source.file, source_bpm=source.bpm,
+            cover_strength=request.cover_strength, repaint_start_s=request.repaint_start_s,
+            repaint_end_s=request.repaint_end_s, steps=request.steps, shift=request.shift)
 
     async def _fail(self, job: Job, error: errors.CassettedError) -> None:
         log.error("job %s failed: %s %s", job.id, error.code, error.message)

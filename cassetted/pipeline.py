@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from cassetted.lyrics.base import LyricsResult
-from cassetted.music.base import Audio, Cancelled, MusicEngine
+from cassetted import errors
+from cassetted.music.base import Audio, Cancelled, MusicEngine, ProgressCallback
 from cassetted.schemas import JobState, SongSpec
 
 # report(state, overall progress 0..1)
@@ -25,6 +26,20 @@ LyricsWriter = Callable[[SongSpec], LyricsResult]
 # Share of the overall progress each stage covers.
 _LYRICS_END = 0.05
 _MUSIC_END = 0.9
+
+
+@dataclass(frozen=True)
+class TaskOrder:
+    """A request's task beyond text2music, as the producing process needs it."""
+
+    kind: str = "text2music"
+    source_path: str | None = None
+    source_bpm: float | None = None
+    cover_strength: float | None = None
+    repaint_start_s: float | None = None
+    repaint_end_s: float | None = None
+    steps: int | None = None
+    shift: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ def produce(
     engine: MusicEngine,
     report: Reporter,
     cancel: threading.Event,
+    order: TaskOrder | None = None,
 ) -> tuple[SongSpec, Audio, str]:
     """Lyrics then music then loudness: the finished spec, the audio, who wrote the lyrics."""
 
@@ -71,7 +87,8 @@ def produce(
     if spec.instrumental:
         written = LyricsResult(title="", lyrics="[Instrumental]", style="", provider="none")
     elif spec.lyrics:
-        written = LyricsResult(title="", lyrics=spec.lyrics, style="", provider="request")
+        given_by = "request" if order is None or order.kind == "text2music" else "source"
+        written = LyricsResult(title="", lyrics=spec.lyrics, style="", provider=given_by)
     else:
         written = write_lyrics(spec)
     title = spec.title or written.title or _title_from_prompt(spec)
@@ -79,10 +96,39 @@ def produce(
 
     checkpoint(JobState.composing, _LYRICS_END)
     span = _MUSIC_END - _LYRICS_END
-    song = engine.generate(
-        spec, lambda f, _note=None: checkpoint(JobState.composing, _LYRICS_END + span * f))
+
+    def progress(fraction: float, _note: str | None = None) -> None:
+        checkpoint(JobState.composing, _LYRICS_END + span * fraction)
+
+    song = _compose(engine, spec, progress, order or TaskOrder())
     checkpoint(JobState.encoding, _MUSIC_END)
     return spec, _audio().normalize_loudness(song), written.provider
+
+
+def _compose(engine: MusicEngine, spec: SongSpec, progress: ProgressCallback,
+             order: TaskOrder) -> Audio:
+    """Plain text2music, or the engine's own task (cover, repaint) when it has tasks."""
+    supported = getattr(engine, "tasks", frozenset({"text2music"}))
+    if order.kind not in supported:
+        raise errors.Unsupported(f"the {engine.name} engine cannot {order.kind} "
+                                 f"(it can: {', '.join(sorted(supported))})", "task")
+    if not getattr(engine, "takes_task", False):
+        # The engine's cover is a render of the changed spec (see its `tasks`).
+        return engine.generate(spec, progress)
+    from cassetted.music._acestep_task import AceStepTask
+
+    source = None
+    if order.source_path is not None:
+        import soundfile
+
+        samples, rate = soundfile.read(order.source_path, dtype="float32", always_2d=True)
+        source = Audio(samples, rate)
+    task = AceStepTask(
+        kind=order.kind, source=source, source_bpm=order.source_bpm,  # type: ignore[arg-type]
+        cover_strength=1.0 if order.cover_strength is None else order.cover_strength,
+        repaint_start_s=order.repaint_start_s or 0.0, repaint_end_s=order.repaint_end_s,
+        steps=order.steps, shift=order.shift)
+    return engine.generate(spec, progress, task)  # type: ignore[call-arg]
 
 
 def save(song: Audio, spec: SongSpec, path: Path, fmt: str) -> Path:
@@ -109,8 +155,9 @@ class Pipeline:
         engine: MusicEngine,
         report: Reporter,
         cancel: threading.Event,
+        order: TaskOrder | None = None,
     ) -> Produced:
-        spec, song, provider = produce(spec, write_lyrics, engine, report, cancel)
+        spec, song, provider = produce(spec, write_lyrics, engine, report, cancel, order)
         report(JobState.encoding, 0.95)
         relative = Path(f"{slugify(spec.title)}-{song_id}{_audio().FORMATS[self.format]}")
         save(song, spec, self.library_dir / relative, self.format)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 GENRES: tuple[str, ...] = (
     "rock", "pop", "jazz", "electronic", "classical", "hip-hop", "country", "ambient",
@@ -71,6 +71,36 @@ class SongRequest(_Command):
     user: str | None = Field(None, max_length=64)
     engine: str | None = Field(None, max_length=32)
     lyrics_provider: str | None = Field(None, max_length=32)
+    # Beyond text2music (ACE-Step engines; the built-in engine covers by re-rendering).
+    task: Literal["text2music", "cover", "repaint"] = Field(
+        "text2music", description="cover: re-perform a library song (e.g. a karaoke remix at a "
+                                  "new bpm); repaint: redo a section of it")
+    source_song_id: str | None = Field(None, max_length=64, validate_default=True,
+                                       description="The library song a cover or repaint starts from")
+    cover_strength: float | None = Field(None, ge=0.0, le=1.0,
+                                         description="1 keeps the source's structure")
+    repaint_start_s: float | None = Field(None, ge=0.0, le=MAX_DURATION_S)
+    repaint_end_s: float | None = Field(None, gt=0.0, le=MAX_DURATION_S)
+    steps: int | None = Field(None, ge=1, le=200, description="Diffusion steps (ACE-Step)")
+    shift: float | None = Field(None, ge=0.1, le=10.0, description="Timestep shift (ACE-Step)")
+
+    @field_validator("source_song_id")
+    @classmethod
+    def _task_has_a_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        task = info.data.get("task", "text2music")
+        if task != "text2music" and not value:
+            raise ValueError(f"a {task} needs source_song_id")
+        if task == "text2music" and value:
+            raise ValueError("source_song_id needs task cover or repaint")
+        return value
+
+    @field_validator("repaint_end_s")
+    @classmethod
+    def _repaint_window(cls, value: float | None, info: ValidationInfo) -> float | None:
+        start = info.data.get("repaint_start_s")
+        if value is not None and start is not None and value <= start:
+            raise ValueError("repaint_end_s must be after repaint_start_s")
+        return value
 
 
 class VoiceCommand(_Command):

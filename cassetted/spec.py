@@ -13,7 +13,7 @@ from typing import Callable
 
 from cassetted.config import GenerationSettings, RoomSettings
 from cassetted.music import styles
-from cassetted.schemas import GENRES, MOODS, SongRequest, SongSpec
+from cassetted.schemas import GENRES, MOODS, SongInfo, SongRequest, SongSpec
 
 # prompt -> (genre or None, mood or None); the intent parser provides the real one.
 PromptReader = Callable[[str], tuple[str | None, str | None]]
@@ -59,4 +59,28 @@ def resolve(
         seed=request.seed,
         child_safe=request.child_safe or bool(room and room.child_safe),
         lyrics=request.lyrics or "",
+    )
+
+
+def resolve_from_source(request: SongRequest, source: SongInfo,
+                        generation: GenerationSettings) -> SongSpec:
+    """The spec of a cover or repaint: the source song's, with what the request changes.
+
+    A karaoke remix "at 150 bpm" keeps the song's genre, key, lyrics, seed and length and
+    changes the tempo; anything else the request names (genre, mood, ...) wins too.
+    """
+    return SongSpec(
+        prompt=request.prompt or source.prompt,
+        genre=request.genre or source.genre,
+        mood=request.mood or source.mood,
+        bpm=request.bpm or source.bpm,
+        key=request.key or source.key,
+        time_signature=request.time_signature or source.time_signature,
+        duration_s=source.duration_s,
+        language=request.language or source.language,
+        instrumental=request.instrumental,
+        seed=request.seed if request.seed is not None else source.seed,
+        child_safe=request.child_safe,
+        title=f"{source.title} ({request.task})",
+        lyrics=request.lyrics or ("" if source.instrumental else source.lyrics),
     )

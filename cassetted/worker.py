@@ -7,7 +7,7 @@ crashing or leaking engine (or a model that is not thread-safe) away from the da
 loads its models once for all the songs it makes.
 
 Protocol over a duplex Pipe (pickled tuples):
-  parent -> child: ("job", song_id, spec_json, request_json) | ("cancel",) | ("stop",)
+  parent -> child: ("job", song_id, spec_json, request_json, TaskOrder) | ("cancel",) | ("stop",)
   child -> parent: ("progress", state, fraction) | ("done", Produced)
                    | ("cancelled",) | ("error", code, message)
 """
@@ -25,7 +25,7 @@ from cassetted import errors
 from cassetted.config import Settings
 from cassetted.lyrics.base import LyricsError
 from cassetted.music.base import Cancelled
-from cassetted.pipeline import Produced
+from cassetted.pipeline import Produced, TaskOrder
 from cassetted.schemas import JobState, SongRequest, SongSpec
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _child_main(conn: Connection, settings: Settings) -> None:
             return
         if message[0] != "job":
             continue  # a late "cancel" for a job that already ended
-        _, song_id, spec_json, request_json = message
+        _, song_id, spec_json, request_json, order = message
         cancel = threading.Event()
 
         def report(state: JobState, fraction: float) -> None:
@@ -78,7 +78,7 @@ def _child_main(conn: Connection, settings: Settings) -> None:
             request = SongRequest.model_validate_json(request_json)
             produced = pipeline.run(song_id, SongSpec.model_validate_json(spec_json),
                                     lyrics.writer_for(request), engines.get(request.engine),
-                                    report, cancel)
+                                    report, cancel, order)
             conn.send(("done", produced))
         except Cancelled:
             conn.send(("cancelled",))
@@ -129,12 +129,14 @@ class WorkerProcess:
             self._inbox.put_nowait(("died",))
 
     async def produce(self, song_id: str, spec: SongSpec, request: SongRequest,
+                      order: TaskOrder | None,
                       report: Callable[[JobState, float], None]) -> Produced:
         """Run one job in the child; raises Cancelled or a CassettedError."""
         if self._process is None or not self._process.is_alive():
             await self.restart()
         assert self._conn is not None
-        self._conn.send(("job", song_id, spec.model_dump_json(), request.model_dump_json()))
+        self._conn.send(("job", song_id, spec.model_dump_json(), request.model_dump_json(),
+                         order))
         while True:
             message = await self._inbox.get()
             kind = message[0]

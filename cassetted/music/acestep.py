@@ -100,6 +100,8 @@ class AceStepEngine:
     """
 
     name = "acestep"
+    tasks = frozenset({"text2music", "cover", "repaint"})
+    takes_task = True  # generate(spec, progress, task: AceStepTask)
 
     def __init__(self, settings: AceStepSettings, sample_rate: int) -> None:
         self.settings = settings

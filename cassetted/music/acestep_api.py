@@ -176,6 +176,8 @@ class AceStepApiEngine:
     """The MusicEngine on a pool of ACE-Step API servers (see the module docstring)."""
 
     name = "acestep_api"
+    tasks = frozenset({"text2music", "cover", "repaint"})
+    takes_task = True  # generate(spec, progress, task: AceStepTask)
 
     def __init__(self, settings: AceStepApiSettings, sample_rate: int,
                  api_key: KeyLookup | None = None, *, clock: Callable[[], float] = time.monotonic,

@@ -40,6 +40,10 @@ class MusicEngine(Protocol):
     deterministic for a given spec (including `spec.seed`), MUST return exactly
     `round(spec.duration_s * sample_rate)` frames of stereo float32, and SHOULD call
     `progress` often enough that a job's ETA stays meaningful. It runs in a worker thread.
+
+    An engine MAY declare `tasks` (a frozenset of "text2music", "cover", "repaint"; default
+    text2music only) and `takes_task = True` when its generate accepts a third argument,
+    `task` (music._acestep_task.AceStepTask) with the source audio.
     """
 
     name: str

@@ -24,6 +24,15 @@ def test_local_acestep_engine_makes_the_song(daemon_factory, probe: MqttProbe,
     latest = probe.wait(lambda m: m.topic == f"{probe.base}/song/latest").json()
     assert latest["engine"] == "acestep"
 
+    # A cover and a repaint of that song, with the source audio handed to the model.
+    for task in ({"task": "cover", "bpm": 140, "cover_strength": 0.5},
+                 {"task": "repaint", "repaint_start_s": 2, "repaint_end_s": 5, "steps": 2}):
+        reply = probe.command("song/create", {"engine": "acestep",
+                                              "source_song_id": final["song_id"], **task})
+        done = probe.wait_job(reply["job_id"], timeout=180)
+        assert done["state"] == "done", done
+        assert soundfile.read(done["file"])[0].shape == (10 * 48000, 2)
+
 
 def test_missing_checkpoint_fails_the_job_clearly(daemon_factory, probe: MqttProbe,
                                                   tmp_path: Path) -> None:
