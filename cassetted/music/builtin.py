@@ -1,0 +1,260 @@
+"""The built-in engine: a CPU-only, weight-free song generator in plain numpy.
+
+It arranges (form, chords, drums, bass, comping, pads, melody — `_arrange`), synthesises
+each part (`_synth`, `_drums`) and mixes them with panning, filters and a convolution
+reverb. A seed fixes everything: the generator is seeded from `spec.seed` only, so the same
+spec renders bit-identical audio on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from cassetted.music import _drums, _synth, _voice
+from cassetted.music._arrange import MOODS, Arrangement, arrange
+from cassetted.music._synth import Layer, Patch
+from cassetted.music._theory import parse_key
+from cassetted.music.base import Audio, ProgressCallback
+from cassetted.schemas import SongSpec
+
+L = Layer
+
+# --------------------------------------------------------------------------- instruments
+
+PIANO = Patch((L("tri", 8, 1.0), L("saw", 24, 0.5, decay_s=0.12), L("sine", 1, 0.3, decay_s=0.4, octave=1)),
+              attack=0.002, decay=0.5, sustain=0.25, release=0.25)
+E_PIANO = Patch((L("sine", 1, 1.0), L("sine", 1, 0.45, decay_s=0.25, octave=1), L("tri", 8, 0.25, decay_s=0.6)),
+                attack=0.003, decay=0.7, sustain=0.35, release=0.3)
+GUITAR_POWER = Patch((L("saw", 32, 1.0), L("square", 16, 0.5)), attack=0.003, decay=0.5, sustain=0.75,
+                     release=0.05, drive=3.0, detune_cents=(-4.0, 4.0))
+GUITAR_ACOUSTIC = Patch((L("saw", 24, 0.8, decay_s=0.12), L("tri", 12, 1.0)), attack=0.002, decay=0.3,
+                        sustain=0.12, release=0.15)
+STAB = Patch((L("saw", 32, 1.0),), detune_cents=(-9.0, 9.0), attack=0.002, decay=0.12, sustain=0.15, release=0.08)
+GLASS = Patch((L("sine", 1, 1.0), L("sine", 1, 0.4, decay_s=0.5, octave=1), L("tri", 4, 0.2, decay_s=0.2, octave=2)),
+              attack=0.002, decay=0.9, sustain=0.1, release=1.0)
+
+PAD_SAW = Patch((L("saw", 16, 1.0),), detune_cents=(-11.0, 0.0, 11.0), attack=0.35, decay=1.0, sustain=0.85,
+                release=0.9)
+PAD_WARM = Patch((L("tri", 8, 1.0), L("sine", 1, 0.5, octave=-1)), detune_cents=(-7.0, 7.0), attack=0.9,
+                 decay=2.0, sustain=0.9, release=1.8)
+STRINGS = Patch((L("saw", 24, 1.0),), detune_cents=(-6.0, 6.0), attack=0.18, decay=1.0, sustain=0.85,
+                release=0.5, vibrato_hz=5.2, vibrato_cents=12, vibrato_delay=0.2)
+ORGAN = Patch((L("organ", 8, 1.0),), attack=0.02, decay=1.0, sustain=0.9, release=0.1)
+
+BASS_ELECTRIC = Patch((L("sine", 1, 1.0), L("saw", 12, 0.45, decay_s=0.25)), attack=0.004, decay=0.4,
+                      sustain=0.6, release=0.06)
+BASS_ROCK = Patch((L("sine", 1, 1.0), L("saw", 16, 0.6, decay_s=0.3)), attack=0.003, decay=0.4, sustain=0.7,
+                  release=0.05, drive=1.8)
+BASS_UPRIGHT = Patch((L("sine", 1, 1.0), L("tri", 8, 0.5, decay_s=0.12)), attack=0.006, decay=0.35,
+                     sustain=0.3, release=0.08)
+BASS_SYNTH = Patch((L("saw", 16, 0.8), L("square", 8, 0.5)), attack=0.003, decay=0.15,
+                   sustain=0.4, release=0.05)
+BASS_808 = Patch((L("sine", 1, 1.0), L("tri", 4, 0.2)), attack=0.003, decay=1.2, sustain=0.6, release=0.1,
+                 drive=1.6)
+BASS_CELLO = Patch((L("saw", 24, 1.0),), attack=0.06, decay=1.0, sustain=0.8, release=0.25,
+                   vibrato_hz=5.0, vibrato_cents=10)
+BASS_DRONE = Patch((L("sine", 1, 1.0), L("tri", 4, 0.3)), attack=0.8, decay=2.0, sustain=0.9, release=1.5)
+
+LEAD_SYNTH = Patch((L("square", 16, 0.6), L("saw", 16, 0.5)), attack=0.01, decay=0.3, sustain=0.7,
+                   release=0.12, vibrato_hz=5.5, vibrato_cents=15, vibrato_delay=0.3)
+LEAD_GUITAR = Patch((L("saw", 32, 1.0),), attack=0.005, decay=0.6, sustain=0.7, release=0.1, drive=3.0,
+                    vibrato_hz=5.5, vibrato_cents=25, vibrato_delay=0.25)
+LEAD_SAX = Patch((L("reed", 24, 1.0),), attack=0.03, decay=0.5, sustain=0.8, release=0.1,
+                 vibrato_hz=5.0, vibrato_cents=20, vibrato_delay=0.2)
+LEAD_SAW = Patch((L("saw", 32, 1.0),), detune_cents=(-7.0, 7.0), attack=0.005, decay=0.3, sustain=0.6,
+                 release=0.1)
+LEAD_FLUTE = Patch((L("sine", 1, 1.0), L("tri", 8, 0.3)), attack=0.05, decay=0.6, sustain=0.85, release=0.12,
+                   vibrato_hz=5.0, vibrato_cents=14, vibrato_delay=0.2)
+LEAD_BELL = Patch((L("sine", 1, 1.0), L("sine", 1, 0.35, decay_s=0.3, octave=2)), attack=0.002, decay=0.6,
+                  sustain=0.3, release=0.3)
+LEAD_FIDDLE = Patch((L("saw", 24, 1.0),), attack=0.04, decay=0.6, sustain=0.8, release=0.1,
+                    vibrato_hz=6.0, vibrato_cents=20, vibrato_delay=0.15)
+
+# Per genre: patch for each part, mix gain, pan, low-pass cutoff (Hz at full brightness) and
+# reverb send; plus the room (RT60 seconds) and how wet the whole song is.
+_PartMix = tuple[Patch, float, float, float, float]
+GENRE_SOUND: dict[str, dict[str, _PartMix]] = {
+    "rock": {"bass": (BASS_ROCK, 0.75, 0.0, 2500, 0.0), "comp": (GUITAR_POWER, 0.32, -0.35, 5000, 0.15),
+             "pad": (ORGAN, 0.16, 0.3, 3000, 0.3), "lead": (LEAD_GUITAR, 0.3, 0.25, 5000, 0.3)},
+    "pop": {"bass": (BASS_ELECTRIC, 0.75, 0.0, 2000, 0.0), "comp": (PIANO, 0.35, -0.25, 6000, 0.25),
+            "pad": (PAD_SAW, 0.2, 0.0, 4000, 0.4), "lead": (LEAD_SYNTH, 0.3, 0.15, 6000, 0.3)},
+    "jazz": {"bass": (BASS_UPRIGHT, 0.85, 0.1, 1500, 0.05), "comp": (E_PIANO, 0.4, -0.3, 4000, 0.25),
+             "pad": (PAD_WARM, 0.0, 0.0, 2000, 0.3), "lead": (LEAD_SAX, 0.3, 0.25, 4500, 0.3)},
+    "electronic": {"bass": (BASS_SYNTH, 0.36, 0.0, 1200, 0.0), "comp": (STAB, 0.3, -0.2, 5000, 0.3),
+                   "pad": (PAD_SAW, 0.36, 0.0, 3500, 0.5), "lead": (LEAD_SAW, 0.25, 0.15, 6000, 0.35)},
+    "classical": {"bass": (BASS_CELLO, 0.5, -0.2, 1800, 0.3), "comp": (PIANO, 0.45, 0.2, 5000, 0.35),
+                  "pad": (STRINGS, 0.14, 0.0, 3500, 0.5), "lead": (LEAD_FLUTE, 0.3, -0.1, 6000, 0.45)},
+    "hip-hop": {"bass": (BASS_808, 0.55, 0.0, 900, 0.0), "comp": (E_PIANO, 0.45, -0.2, 3500, 0.25),
+                "pad": (PAD_WARM, 0.22, 0.0, 2500, 0.4), "lead": (LEAD_BELL, 0.22, 0.2, 6000, 0.35)},
+    "country": {"bass": (BASS_ELECTRIC, 0.7, 0.0, 2000, 0.0), "comp": (GUITAR_ACOUSTIC, 0.38, -0.3, 6000, 0.2),
+                "pad": (PAD_WARM, 0.0, 0.0, 2000, 0.3), "lead": (LEAD_FIDDLE, 0.28, 0.3, 6000, 0.3)},
+    "ambient": {"bass": (BASS_DRONE, 0.55, 0.0, 1000, 0.2), "comp": (GLASS, 0.3, 0.2, 5000, 0.6),
+                "pad": (PAD_WARM, 0.35, 0.0, 2500, 0.7), "lead": (LEAD_FLUTE, 0.18, -0.2, 4000, 0.7)},
+}
+ROOM: dict[str, tuple[float, float]] = {  # rt60 seconds, master wet level
+    "rock": (1.2, 0.18), "pop": (1.4, 0.2), "jazz": (1.5, 0.22), "electronic": (1.8, 0.2),
+    "classical": (2.4, 0.35), "hip-hop": (1.0, 0.15), "country": (1.2, 0.18), "ambient": (4.0, 0.5),
+}
+DRUM_GAIN: dict[str, float] = {
+    "rock": 0.95, "pop": 0.85, "jazz": 0.6, "electronic": 0.85, "classical": 0.0, "hip-hop": 1.0,
+    "country": 0.75, "ambient": 0.4,
+}
+VOICE_GAIN = 0.7
+_PEAK = 0.89   # about -1 dBFS of sample peak before the loudness stage takes over
+
+
+class _Progress:
+    """Turns stage-local progress into one monotonic 0..1 stream for the callback."""
+
+    def __init__(self, callback: ProgressCallback) -> None:
+        self._cb = callback
+        self._last = 0.0
+
+    def __call__(self, fraction: float, note: str | None = None) -> None:
+        fraction = min(1.0, max(self._last, fraction))
+        self._last = fraction
+        self._cb(fraction, note)
+
+    def ticker(self, start: float, end: float, total: int, note: str) -> Callable[[], None]:
+        """A tick() for a loop of `total` items mapped onto [start, end]."""
+        count = [0]
+        step = 64
+
+        def tick() -> None:
+            count[0] += step
+            self(start + (end - start) * min(1.0, count[0] / max(1, total)), note)
+        return tick
+
+
+class BuiltinEngine:
+    """Arranges and synthesises a full song on the CPU; see the module docstring."""
+
+    name = "builtin"
+    # A cover is a render of the source's spec with what the request changed (a karaoke
+    # remix at a new tempo: same seed, key and lyrics); repainting needs a model.
+    tasks = frozenset({"text2music", "cover"})
+
+    def __init__(self, sample_rate: int = 44100) -> None:
+        self.sample_rate = sample_rate
+
+    def generate(self, spec: SongSpec, progress: ProgressCallback) -> Audio:
+        sr = self.sample_rate
+        report = _Progress(progress)
+        report(0.0, "arranging")
+        arr_seed, kit_seed, fx_seed, voice_seed = np.random.SeedSequence(spec.seed).spawn(4)
+        n_frames = int(round(spec.duration_s * sr))
+        beat_s = 60.0 / spec.bpm
+        mood = MOODS[spec.mood]
+
+        arr = arrange(spec.genre, spec.mood, spec.bpm, spec.key, spec.time_signature, spec.duration_s,
+                      spec.lyrics, spec.instrumental, np.random.default_rng(arr_seed))
+        report(0.05, "arranged")
+
+        # Channel-major buses (2, frames): contiguous channels make the many adds cheap;
+        # float32 halves the memory of a 10-minute song (parts render in float64).
+        mix = np.zeros((2, n_frames), dtype=np.float32)
+        send = np.zeros((2, n_frames), dtype=np.float32)
+
+        # Drums.
+        tonic_pc, _ = parse_key(spec.key)
+        self._drums(mix, send, arr, spec.genre, tonic_pc, beat_s, mood.punch, np.random.default_rng(kit_seed),
+                    report)
+        report(0.25, "drums")
+
+        # Pitched parts: each rendered, filtered by the mood's brightness, panned.
+        sound = GENRE_SOUND[spec.genre]
+        stages = [("bass", 0.25, 0.38), ("comp", 0.38, 0.55), ("pad", 0.55, 0.7), ("lead", 0.7, 0.78)]
+        for part, p0, p1 in stages:
+            patch, gain, position, cutoff, rev = sound[part]
+            notes = arr.parts[part]
+            if gain <= 0 or not notes:
+                report(p1, part)
+                continue
+            tick = report.ticker(p0, p1, len(notes), part)
+            mono = _synth.render_notes(notes, patch, sr, beat_s, n_frames, tick)
+            mono = _synth.lowpass(mono, sr, cutoff * (0.2 + 0.8 * mood.brightness))
+            if part == "bass":
+                mono = _synth.highpass(mono, sr, 30.0)
+            if spec.genre == "electronic" and part in ("bass", "pad"):
+                mono *= _synth.sidechain_gain(n_frames, sr, beat_s, depth=0.35 if part == "pad" else 0.3)
+            send_gain = gain * rev * mood.space
+            if part == "pad":
+                _synth.widen_into(mix, mono, sr, gain)
+                _synth.widen_into(send, mono, sr, send_gain)
+            else:
+                _synth.pan_into(mix, mono, position, gain)
+                _synth.pan_into(send, mono, position, send_gain)
+                if part == "lead" and spec.genre in ("ambient", "electronic", "pop"):
+                    # Echoes on the beat: a dotted-eighth delay would add a competing 3:2 pulse.
+                    _synth.echo_into(mix, mono, sr, beat_s, 0.45, 0.35 * gain)
+                    _synth.echo_into(send, mono, sr, beat_s, 0.45, 0.35 * send_gain)
+            del mono
+            report(p1, part)
+
+        # Voice: sings the melody of the sections that have lyrics, on the lyrics' vowels.
+        if arr.parts["vocal"]:
+            tick = report.ticker(0.78, 0.86, len(arr.parts["vocal"]), "vocal")
+            voice = _voice.render_voice(arr.parts["vocal"], _voice.vowels(spec.lyrics), sr, beat_s, n_frames,
+                                        np.random.default_rng(voice_seed), tick)
+            _synth.pan_into(mix, voice, 0.0, VOICE_GAIN)
+            _synth.pan_into(send, voice, 0.0, VOICE_GAIN * 0.35 * mood.space)
+            del voice
+        report(0.86, "vocal")
+
+        # Room.
+        rt60, wet = ROOM[spec.genre]
+        fx_rng = np.random.default_rng(fx_seed)
+        ir = _synth.reverb_ir(sr, fx_rng, rt60 * (0.8 + 0.3 * mood.space), mood.brightness)
+        _synth.reverb_into(mix, send, ir, wet * 4.0)
+        del send
+        report(0.93, "reverb")
+
+        out = self._master(mix, sr, mood.brightness)
+        report(1.0, "done")
+        return Audio(samples=out, sample_rate=sr)
+
+    def _drums(self, mix: np.ndarray, send: np.ndarray, arr: Arrangement, genre: str, tonic_pc: int,
+               beat_s: float, punch: float, rng: np.random.Generator, report: _Progress) -> None:
+        """Render every drum's hits and add them, panned, to the mix and the reverb send."""
+        sr = self.sample_rate
+        n_frames = mix.shape[1]
+        kit = _drums.kit(sr, rng, punch=1.0 if genre != "jazz" else 0.5, tonic_pc=tonic_pc)
+        names = sorted({h.drum for h in arr.hits})
+        for i, name in enumerate(names):
+            hits = [h for h in arr.hits if h.drum == name]
+            starts = np.array([h.start for h in hits]) * beat_s
+            vels = np.array([h.vel for h in hits])
+            mono = _synth.place_hits(kit[name], starts, vels, sr, n_frames)
+            gain = DRUM_GAIN[genre] * punch * (0.7 if name in ("hat", "open_hat", "shaker") else 1.0)
+            _synth.pan_into(mix, mono, _drums.PAN[name], gain)
+            _synth.pan_into(send, mono, _drums.PAN[name], gain * 0.08)
+            report(0.05 + 0.2 * (i + 1) / len(names), "drums")
+
+    @staticmethod
+    def _master(mix: np.ndarray, sr: int, brightness: float) -> np.ndarray:
+        """Rumble cut, a mood tilt (calm moods are darker), gentle saturation, fades, and a
+        fixed sample-peak ceiling."""
+        x = mix                                                   # (2, frames), float32
+        top = 5000.0 + 15000.0 * brightness
+        for ch in range(2):                                       # per channel: bounded memory
+            y = _synth.highpass(x[ch], sr, 25.0)
+            x[ch] = _synth.lowpass(y, sr, top, order=1) if top < 0.4 * sr else y
+        n = x.shape[1]
+        fade_in = min(n, int(0.005 * sr))
+        x[:, :fade_in] *= np.linspace(0.0, 1.0, fade_in)
+        fade_out = min(n, int(min(2.0, 0.1 * n / sr) * sr))
+        x[:, n - fade_out:] *= np.cos(np.linspace(0.0, np.pi / 2, fade_out)) ** 2
+        peak = np.abs(x).max()
+        if peak > 0:
+            x *= 1.2 / peak
+            np.tanh(x, out=x)                                     # peaks compressed, not clipped
+            x *= _PEAK / max(1e-12, np.abs(x).max())
+        return np.ascontiguousarray(x.T, dtype=np.float32)        # (frames, 2)
+
+
+def create(settings: Any, credentials: Any = None) -> BuiltinEngine:
+    """Registry factory (cassetted.music.ENGINES): needs only the sample rate."""
+    return BuiltinEngine(settings.generation.sample_rate)
