@@ -22,7 +22,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cassetted.homeassistant.settings import HomeAssistantSettings, HomeAssistantZoneSettings
 from cassetted.lyrics.settings import LyricsSettings
+from cassetted.media import MediaSettings
 from cassetted.music.acestep import AceStepSettings
 from cassetted.music.acestep_api import AceStepApiSettings
 from cassetted.playback.settings import SnapcastPlaybackSettings
@@ -103,6 +105,8 @@ class RoomSettings(_Section):
     snapcast_stream: str | None = Field(
         None, description="Snapcast rooms with their own [rooms.x.mpd]: the stream it feeds")
     device: str | None = Field(None, description="Sound device of a `local` room (sounddevice)")
+    homeassistant: HomeAssistantZoneSettings | None = Field(
+        None, description='output = "homeassistant": the media_player entity that plays the room')
 
 
 class VoiceSettings(_Section):
@@ -176,6 +180,8 @@ class Settings(BaseSettings):
     rooms: dict[str, RoomSettings] = Field(default_factory=dict)
     snapcast: SnapcastPlaybackSettings = Field(default_factory=SnapcastPlaybackSettings)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
+    homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     hermes: HermesSettings = Field(default_factory=HermesSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -1,8 +1,9 @@
 """The daemon: wires store, job runner and MQTT together; starts in order, stops in reverse.
 
-Start: store (open, migrate) -> job runner (recover interrupted jobs, start workers) ->
-MQTT link (connect, retry forever) -> READY=1 to systemd once the broker answered.
-Stop (SIGTERM/SIGINT): runner (running jobs go back to the queue) -> `offline` -> store.
+Start: store (open, migrate) -> media server -> job runner (recover interrupted jobs, start
+workers) -> playback zones -> MQTT link (connect, retry forever) -> READY=1 to systemd once
+the broker answered. Stop (SIGTERM/SIGINT): runner (running jobs go back to the queue) ->
+zones -> media server -> `offline` -> store.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 from cassetted import __version__, intake, sdnotify
 from cassetted.config import Settings
+from cassetted.homeassistant.bridge import HomeAssistantBridge
 from cassetted.jobs import FanOut, JobListener, JobRunner
+from cassetted.media import MediaServer, song_file_lookup
 from cassetted.mqtt.hermes import HermesAdapter
 from cassetted.mqtt.client import MqttLink
 from cassetted.mqtt.commands import Commands
 from cassetted.mqtt.publisher import MqttPublisher
 from cassetted.mqtt.router import Router
 from cassetted.playback.controller import PlaybackController
-from cassetted.schemas import JobEvent, QueueState, SongInfo
+from cassetted.schemas import JobEvent, QueueState, SongInfo, VoteCommand
 from cassetted.store import Store, describe
 
 log = logging.getLogger(__name__)
@@ -52,15 +56,49 @@ class Daemon:
 
         await self.store.open()
         log.info("store ready: %s", describe(self._db_url, settings.state_dir))
+        parts = self._wire()
+        if parts.media is not None:
+            await parts.media.start()
+        await parts.runner.start()
+        await parts.playback.start()
+        self._spawn(parts.link.run(), "mqtt")
+        try:
+            await self._wait_online(parts.link, started)
+            await self._stop.wait()
+        finally:
+            log.info("stopping")
+            sdnotify.notify("STOPPING=1")
+            await parts.runner.stop()
+            await parts.playback.stop()
+            if parts.media is not None:
+                await parts.media.stop()
+            await parts.link.flush()
+            await parts.link.goodbye()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.store.close()
+            log.info("stopped")
 
+    def _wire(self) -> "_Parts":
+        """Build every part and connect them; nothing runs yet. Data flows one way: MQTT in ->
+        commands -> job runner -> playback; listeners hear about jobs and publish."""
+        settings = self.settings
         router: Router
+        bridge: HomeAssistantBridge | None = None
+        commands: Commands
+
+        def on_connect() -> None:
+            publisher.republish()
+            if bridge is not None:
+                bridge.announce()
+
         link = MqttLink(settings.mqtt, on_message=lambda m: router.dispatch(m),
-                        subscriptions=lambda: router.subscriptions(),
-                        on_connect=lambda: publisher.republish())
+                        subscriptions=lambda: router.subscriptions(), on_connect=on_connect)
         router = Router(settings.mqtt.base_topic, link.publish)
         publisher = MqttPublisher(settings.mqtt.base_topic, link.publish)
         listeners: list[JobListener] = [publisher]
-        commands: Commands
+
         if settings.hermes.enabled:
             hermes = HermesAdapter.from_settings(
                 settings.hermes, settings.rooms, settings.voice.site_rooms,
@@ -69,6 +107,18 @@ class Daemon:
             for topic in hermes.subscriptions():
                 router.raw(topic, hermes.handle)
             listeners.append(_HermesAnnouncer(hermes))
+        if settings.homeassistant.discovery:
+            bridge = HomeAssistantBridge(
+                settings, link.publish,
+                submit=lambda request: commands.submit(request),
+                vote=lambda song_id, value: commands.vote(
+                    [song_id], VoteCommand(vote=value, user="homeassistant")),
+                room_command=lambda room_id, command: commands.room_set([room_id], command),
+                party_command=lambda command: commands.party_set([], command))
+            for topic in bridge.subscriptions():
+                router.raw(topic, bridge.handle)
+            listeners.append(bridge)
+
         playback = PlaybackController(settings, self.store, publisher.room_state,
                                       publisher.event)
         runner = JobRunner(self.store, settings, listener=FanOut(*listeners),
@@ -83,25 +133,10 @@ class Daemon:
                             parse_voice=lambda command: intake.voice_request(command, settings,
                                                                              credentials))
         commands.register(router)
-
-        await runner.start()
-        await playback.start()
-        self._spawn(link.run(), "mqtt")
-        try:
-            await self._wait_online(link, started)
-            await self._stop.wait()
-        finally:
-            log.info("stopping")
-            sdnotify.notify("STOPPING=1")
-            await runner.stop()
-            await playback.stop()
-            await link.flush()
-            await link.goodbye()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.store.close()
-            log.info("stopped")
+        media = None
+        if settings.media.enabled:
+            media = MediaServer(settings.media, song_file_lookup(self.store, settings.library_dir))
+        return _Parts(link=link, runner=runner, playback=playback, media=media)
 
     async def _wait_online(self, link: MqttLink, started: float) -> None:
         """READY=1 once store and broker are up; then keep the watchdog fed."""
@@ -133,6 +168,16 @@ class Daemon:
         if not task.cancelled() and task.exception() is not None:
             log.error("task %s died: %r", task.get_name(), task.exception())
             self._stop.set()
+
+
+@dataclass
+class _Parts:
+    """The long-lived parts the daemon starts in order and stops in reverse."""
+
+    link: MqttLink
+    runner: JobRunner
+    playback: PlaybackController
+    media: MediaServer | None
 
 
 class _HermesAnnouncer:

@@ -70,15 +70,21 @@ class FanOut:
             listener.song_ready(song, job_id)
 
 
-def song_info(song: Song, library_dir: Path, url: str | None = None) -> SongInfo:
-    """The public view of a Song row (with the file's absolute path)."""
+def song_info(song: Song, settings: Settings) -> SongInfo:
+    """The public view of a Song row: its file's absolute path and, when the media server is
+    on, the unguessable URL network players fetch it from."""
+    url = None
+    if settings.media.enabled:
+        from cassetted.media import media_url, public_base_url
+
+        url = media_url(public_base_url(settings.media), song)
     return SongInfo(
         id=song.id, title=song.title, prompt=song.prompt, lyrics=song.lyrics, genre=song.genre,
         mood=song.mood, bpm=song.bpm, key=song.key, time_signature=song.time_signature,
         duration_s=song.duration_s, language=song.language, instrumental=song.instrumental,
         seed=song.seed, room=song.room, user=song.user, engine=song.engine,
-        lyrics_provider=song.lyrics_provider, file=str(library_dir / song.file), format=song.format, url=url,
-        created_at=song.created_at,
+        lyrics_provider=song.lyrics_provider, file=str(settings.library_dir / song.file),
+        format=song.format, url=url, created_at=song.created_at,
     )
 
 
@@ -385,7 +391,7 @@ class JobRunner:
                 await consumer
             self._learn(engine, (time.monotonic() - started) / spec.duration_s)
             job, song = await self._store.call(_store_song, job.id, song_id, produced, request)
-            info = song_info(song, self._settings.library_dir)
+            info = song_info(song, self._settings)
             self._listener.job_changed(_event(job, file=info.file, room=song.room))
             self._listener.song_ready(info, job.id)
             if self._deliver is not None and song.room and await self._deliver(info):
@@ -420,7 +426,7 @@ class JobRunner:
         row = await self._store.call(Song.get_or_none, Song.id == request.source_song_id)
         if row is None:
             raise errors.UnknownSong(f"no song {request.source_song_id!r}", "source_song_id")
-        source = song_info(row, self._settings.library_dir)
+        source = song_info(row, self._settings)
         spec = spec_module.resolve_from_source(request, source, self._settings.generation)
         return spec, TaskOrder(
             kind=request.task, source_path=source.file, source_bpm=source.bpm,

@@ -136,6 +136,8 @@ def daemon_factory(tmp_path: Path, broker_port: int, base_topic: str) -> Iterato
             "CASSETTED_MQTT__HOST": BROKER_HOST,
             "CASSETTED_MQTT__PORT": str(port or broker_port),
             "CASSETTED_MQTT__BASE_TOPIC": base_topic,
+            # Discovery under the test's own topic: nothing retained lands in homeassistant/.
+            "CASSETTED_MQTT__DISCOVERY_PREFIX": f"{base_topic}/discovery",
             "CASSETTED_MQTT__CLIENT_ID": f"cassetted-{base_topic.replace('/', '-')}",
             "CASSETTED_MQTT__RECONNECT_MAX_S": "1",
             "CASSETTED_GENERATION__DEFAULT_DURATION_S": "10",

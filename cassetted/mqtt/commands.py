@@ -118,7 +118,7 @@ class Commands:
     async def library_query(self, params: list[str], query: LibraryQuery) -> Reply:
         total, songs = await self._store.call(_query_library, query)
         return LibraryPage(ok=True, request_id=query.request_id, total=total, page=query.page,
-                           page_size=query.page_size, songs=[song_info(s, self._settings.library_dir) for s in songs])
+                           page_size=query.page_size, songs=[song_info(s, self._settings) for s in songs])
 
     def _room(self, room_id: str) -> None:
         if room_id not in self._settings.rooms:

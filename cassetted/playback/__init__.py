@@ -12,6 +12,7 @@ ZONES: dict[str, str] = {
     "mpd": "cassetted.playback.factories:mpd_zone",
     "snapcast": "cassetted.playback.factories:snapcast_zone",
     "local": "cassetted.playback.factories:local_zone",
+    "homeassistant": "cassetted.playback.homeassistant:homeassistant_zone",
 }
 
 __all__ = ["ZONES"]

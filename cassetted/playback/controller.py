@@ -134,6 +134,14 @@ class PlaybackController:
 
     # ------------------------------------------------------------------ lifecycle
 
+    async def _homeassistant_token(self) -> Any:
+        """The long-lived token of `homeassistant` rooms (`cassetted keys set homeassistant`),
+        read on the store thread each time, so a new key needs no restart."""
+        from cassetted.credentials import CredentialStore
+
+        credentials = CredentialStore.open(self._settings.state_dir)
+        return await self._store.call(credentials.get, "homeassistant")
+
     async def start(self) -> None:
         """Create and start every room's zone; returns at once (zones connect in the background)."""
         rooms = self._settings.rooms
@@ -160,7 +168,9 @@ class PlaybackController:
         if self._given_zones is not None:
             self.zones = dict(self._given_zones)
         else:
-            context = ZoneContext(self._snapcast_settings, self.snapcast)
+            context = ZoneContext(self._snapcast_settings, self.snapcast,
+                                  homeassistant=self._settings.homeassistant,
+                                  homeassistant_token=self._homeassistant_token)
             for room_id, room in rooms.items():
                 zone = create_zone(room_id, room, context)
                 if zone is not None:
@@ -265,7 +275,7 @@ class PlaybackController:
             row = await self._store.call(_load_song, song_id)
             if row is None:
                 return None
-            song = self._songs[song_id] = song_info(row, self._library_dir)
+            song = self._songs[song_id] = song_info(row, self._settings)
         return song
 
     async def _require_song(self, song_id: str | None) -> SongInfo:
@@ -281,7 +291,7 @@ class PlaybackController:
         for row in rows:
             info = self._songs.get(row.id)
             if info is None:
-                info = self._songs[row.id] = song_info(row, self._library_dir)
+                info = self._songs[row.id] = song_info(row, self._settings)
             infos.append(info)
         return infos
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from cassetted import errors
 from cassetted.playback import ZONES
@@ -26,6 +26,8 @@ class ZoneContext:
     snapcast: SnapcastPlaybackSettings
     snapcast_client: "SnapcastClient | None"  # created by the controller when any room needs it
     reconnect_max_s: float = 5.0
+    homeassistant: Any = None  # HomeAssistantSettings, for `homeassistant` rooms
+    homeassistant_token: Callable[[], Awaitable[Any]] | None = None  # the stored Secret
 
 
 def mpd_zone(room_id: str, room: "RoomSettings", ctx: ZoneContext) -> Zone:

@@ -85,7 +85,7 @@ class Harness:
     async def song(self, song_id: str, room: str | None = "living_room",
                    seconds: float = 3.0) -> SongInfo:
         row = await self.store.call(_make_song, song_id, self.settings.library_dir, room, seconds)
-        return song_info(row, self.settings.library_dir)
+        return song_info(row, self.settings)
 
     async def room(self, room: str, action: str, **fields: Any) -> dict[str, Any]:
         return await self.controller.handle_room_command(room, RoomCommand(action=action, **fields))
@@ -275,7 +275,7 @@ def test_rooms_without_a_working_player_are_unavailable_with_the_reason(tmp_path
         row = await store.call(_make_song, "g1", settings.library_dir, "garage", 1.0)
         from cassetted.playback.controller import PlaybackListener
 
-        PlaybackListener(controller).song_ready(song_info(row, settings.library_dir), "job1")
+        PlaybackListener(controller).song_ready(song_info(row, settings), "job1")
         await published.until(lambda: published.event_types("garage") == [("error", "g1")])
         assert [s.id for s in await controller.playlist("garage")] == ["g1"]
         await controller.stop()

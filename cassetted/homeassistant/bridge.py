@@ -1,0 +1,246 @@
+"""The Home Assistant bridge: discovery on the broker, panel commands in, job state out.
+
+It owns no MQTT client and imports neither the job runner nor playback: `publish` is the
+link's publish, and `submit`, `vote`, `room_command`, `party_command` are injected async
+callables, so the daemon wires it to the real handlers and tests wire it to recorders.
+
+- `announce()` publishes every discovery config (QoS 1, retained), the panel state and the
+  list of rooms; call it on every MQTT (re)connection. `homeassistant/status` = online
+  (HA's birth message) triggers it too.
+- `<base>/ha/rooms` holds the rooms last announced (retained). When it arrives with rooms
+  that are no longer configured, their configs are deleted (empty retained payloads), so a
+  restart with fewer rooms leaves no orphan entities in Home Assistant.
+- As a JobListener it keeps the retained `<base>/ha/generation` (state and progress of the
+  newest job) and remembers the latest song for Like/Dislike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from cassetted.config import Settings
+from cassetted.homeassistant import discovery
+from cassetted.homeassistant.discovery import Topics
+from cassetted.homeassistant.payloads import GenerationState
+from cassetted.homeassistant.panel import STATE_FILE_NAME, Panel, PanelValueError
+from cassetted.mqtt.router import match
+from cassetted.schemas import (
+    ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, SongInfo, SongRequest,
+)
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[..., None]
+Submit = Callable[[SongRequest], Awaitable[Any]]
+Vote = Callable[[str, int], Awaitable[Any]]
+RoomCommandFn = Callable[[str, RoomCommand], Awaitable[Any]]
+PartyCommandFn = Callable[[PartyCommand], Awaitable[Any]]
+
+MAX_COMMAND_BYTES = 1024
+BUTTONS = ("generate", "skip", "like", "dislike")
+_FAILED = object()  # what `_call` returns when the injected action raised
+
+
+class HomeAssistantBridge:
+    """Discovery, the entity panel, and the generation sensor for Home Assistant."""
+
+    def __init__(self, settings: Settings, publish: Publish, submit: Submit, vote: Vote,
+                 room_command: RoomCommandFn, party_command: PartyCommandFn,
+                 state_file: Path | None = None) -> None:
+        self.topics = Topics(settings.mqtt.base_topic, settings.mqtt.discovery_prefix)
+        self._settings = settings
+        self._publish = publish
+        self._submit = submit
+        self._vote = vote
+        self._room_command = room_command
+        self._party_command = party_command
+        self.panel = Panel(settings, state_file if state_file is not None
+                           else settings.state_dir / STATE_FILE_NAME)
+        self._active: dict[str, JobEvent] = {}
+        self._generation = GenerationState(state="idle", progress_pct=0)
+
+    # ------------------------------------------------------------------ wiring
+
+    def subscriptions(self) -> list[str]:
+        """Topic filters to route to `handle` (router.raw for each)."""
+        t = self.topics
+        return [t.ha_status, t.rooms, f"{t.base}/ha/panel/+/set", f"{t.base}/ha/room/+/+/set"]
+
+    async def handle(self, topic: str, payload: bytes) -> None:
+        """The raw handler for every subscription; a bad message is logged, never raised."""
+        t = self.topics
+        if len(payload) > MAX_COMMAND_BYTES and topic != t.rooms:
+            log.warning("ignoring %d-byte Home Assistant message on %s", len(payload), topic)
+            return
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            log.warning("ignoring non-UTF-8 payload on %s", topic)
+            return
+        if topic == t.ha_status:
+            if text.strip() == "online":
+                log.info("Home Assistant is online; re-publishing discovery")
+                self.announce()
+        elif topic == t.rooms:
+            self._rooms_announced(text)
+        elif (params := match(f"{t.base}/ha/panel/+/set", topic)) is not None:
+            await self._panel_command(params[0], text)
+        elif (params := match(f"{t.base}/ha/room/+/+/set", topic)) is not None:
+            await self._room_entity_command(params[0], params[1], text)
+
+    # ------------------------------------------------------------------ discovery
+
+    def announce(self) -> None:
+        """Every discovery config, the panel state, the generation state, the room list.
+
+        (Whether to run the bridge at all is the daemon's choice: [homeassistant] discovery.)
+        """
+        for topic, body in discovery.config_messages(self.topics, self.panel.options()):
+            self._publish(topic, body, retain=True, qos=1)
+        self._publish_panel()
+        self._publish_generation()
+        self._publish(self.topics.rooms, json.dumps(sorted(self._settings.rooms)),
+                      retain=True, qos=1)
+
+    def _rooms_announced(self, text: str) -> None:
+        """Delete the entities of rooms announced before but no longer configured."""
+        try:
+            previous = json.loads(text) if text else []
+        except ValueError:
+            previous = []
+        if not isinstance(previous, list):
+            previous = []
+        current = set(self._settings.rooms)
+        removed = sorted({r for r in previous if isinstance(r, str)} - current)
+        if not removed:
+            return
+        log.info("removing Home Assistant entities of rooms no longer configured: %s",
+                 ", ".join(removed))
+        for topic in discovery.room_config_topics(self.topics, removed):
+            self._publish(topic, b"", retain=True, qos=1)
+        self._publish(self.topics.rooms, json.dumps(sorted(current)), retain=True, qos=1)
+
+    def _publish_panel(self) -> None:
+        self._publish(self.topics.panel_state, self.panel.state().model_dump_json(),
+                      retain=True, qos=1)
+
+    def _publish_generation(self) -> None:
+        self._publish(self.topics.generation, self._generation.model_dump_json(),
+                      retain=True, qos=1)
+
+    # ------------------------------------------------------------------ commands
+
+    async def _panel_command(self, entity: str, text: str) -> None:
+        if entity in BUTTONS:
+            await self._press(entity)
+            return
+        if entity == "party":
+            await self._party(text.strip())
+            return
+        try:
+            self.panel.apply(entity, text)
+        except PanelValueError as error:
+            log.warning("Home Assistant %s: %s", entity, error)
+        self._publish_panel()  # also after a refusal, so HA shows the value kept
+
+    async def _press(self, button: str) -> None:
+        values = self.panel.values
+        if button == "generate":
+            await self._generate()
+        elif button == "skip":
+            if values.room is None:
+                log.warning("Home Assistant skip: no room selected")
+                return
+            await self._call(self._room_command(values.room, RoomCommand(action="next")),
+                             "skip")
+        else:
+            if values.latest_song_id is None:
+                log.warning("Home Assistant %s: no song made yet", button)
+                return
+            await self._call(self._vote(values.latest_song_id, 1 if button == "like" else -1),
+                             button)
+
+    async def _generate(self) -> None:
+        try:
+            request = self.panel.request()
+        except ValidationError as error:  # the panel validates every value; belt and braces
+            self._error("invalid_payload", f"panel values do not form a request: {error}")
+            return
+        reply = await self._call(self._submit(request), "generate")
+        if isinstance(reply, dict) and reply.get("ok") is False:
+            err = reply.get("error") or {}
+            self._error(str(err.get("code", "internal_error")), str(err.get("message", "")))
+
+    async def _party(self, text: str) -> None:
+        if text not in ("ON", "OFF"):
+            log.warning("Home Assistant party: %r is not ON or OFF", text)
+        else:
+            on = text == "ON"
+            command = PartyCommand(action="start" if on else "stop", rooms="all")
+            if await self._call(self._party_command(command), "party mode") is not _FAILED:
+                self.panel.set_party(on)
+        self._publish_panel()
+
+    async def _room_entity_command(self, room_id: str, entity: str, text: str) -> None:
+        if room_id not in self._settings.rooms:
+            log.warning("Home Assistant command for unknown room %r", room_id)
+            return
+        if entity == "skip":
+            command = RoomCommand(action="next")
+        elif entity == "volume":
+            try:
+                volume = round(float(text))
+            except ValueError:
+                log.warning("Home Assistant volume %r is not a number", text)
+                return
+            command = RoomCommand(action="volume", volume=max(0, min(100, volume)))
+        else:
+            log.warning("unknown Home Assistant room entity %r", entity)
+            return
+        await self._call(self._room_command(room_id, command), f"{room_id} {entity}")
+
+    async def _call(self, call: Awaitable[Any], what: str) -> Any:
+        """Await an injected action; its failure is logged and announced, never raised."""
+        try:
+            return await call
+        except Exception as error:  # noqa: BLE001 - HA's button must never break the daemon
+            code = getattr(error, "code", "internal_error")
+            message = getattr(error, "message", None) or f"{type(error).__name__}"
+            log.warning("Home Assistant %s failed: %s %s", what, code, message)
+            self._error(str(code), f"{what}: {message}")
+            return _FAILED
+
+    def _error(self, code: str, message: str) -> None:
+        event = Event(type="error", ts=time.time(), error=ErrorInfo(code=code, message=message),
+                      source="homeassistant")
+        self._publish(self.topics.event, event.model_dump_json(exclude_none=True))
+
+    # ------------------------------------------------------------------ JobListener
+
+    def job_changed(self, event: JobEvent) -> None:
+        if event.state.terminal:
+            self._active.pop(event.job_id, None)
+        else:
+            self._active[event.job_id] = event
+        # The newest active job is shown; when none is left, the one that just finished.
+        shown = max(self._active.values(), key=lambda e: e.ts) if self._active else event
+        self._generation = GenerationState(
+            state=shown.state.value, progress_pct=round(shown.progress * 100),
+            job_id=shown.job_id, request_id=shown.request_id, song_id=shown.song_id,
+            eta_s=shown.eta_s, error=shown.error.message if shown.error else None,
+            active_jobs=len(self._active),
+        )
+        self._publish_generation()
+
+    def queue_changed(self, state: QueueState) -> None:
+        pass  # the queue sensor reads <base>/queue directly
+
+    def song_ready(self, song: SongInfo, job_id: str) -> None:
+        self.panel.set_latest_song(song.id)
