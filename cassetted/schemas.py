@@ -286,6 +286,7 @@ class RoomState(BaseModel):
     volume: int | None = Field(None, ge=0, le=100)
     party: bool = False
     output: str
+    playlist_length: int | None = Field(None, ge=0, description="Songs in the room's playlist")
 
 
 class Event(BaseModel):

@@ -115,6 +115,7 @@ class PlaybackController:
                  snapcast: SnapcastPlaybackSettings | None = None) -> None:
         self._settings = settings
         self._store = store
+        self._playlist_lengths: dict[str, int] = {}
         self._publish_state = publish_state
         self._publish_event = publish_event
         self._library_dir: Path = settings.library_dir
@@ -145,6 +146,8 @@ class PlaybackController:
     async def start(self) -> None:
         """Create and start every room's zone; returns at once (zones connect in the background)."""
         rooms = self._settings.rooms
+        for room_id in rooms:
+            self._playlist_lengths[room_id] = len(await self._store.call(_playlist, room_id))
         needs_snapcast = any(r.output == "snapcast" or r.snapcast_group for r in rooms.values())
         if needs_snapcast:
             from cassetted.playback.party import PartyMode
@@ -255,7 +258,15 @@ class PlaybackController:
         room = self._settings.rooms[room_id]
         return RoomState(room=room_id, name=room.name, state=status.state, song=song,
                          volume=status.volume, output=room.output,
-                         party=self.party is not None and room_id in self.party.rooms)
+                         party=self.party is not None and room_id in self.party.rooms,
+                         playlist_length=self._playlist_lengths.get(room_id))
+
+    def _playlist_changed(self, room_id: str, length: int) -> None:
+        """Remember the new length and re-publish the room's state with it."""
+        self._playlist_lengths[room_id] = length
+        status = self._statuses.get(room_id)
+        if status is not None:
+            self._on_state(room_id, status)
 
     def _event(self, kind: str, **fields: Any) -> None:
         try:
@@ -375,6 +386,7 @@ class PlaybackController:
             rows = await self._store.call(_clear, room_id)
         else:
             rows = await self._store.call(_shuffle, room_id)
+        self._playlist_changed(room_id, len(rows))
         return self._infos(rows)
 
     async def playlist(self, room_id: str) -> list[SongInfo]:
@@ -415,7 +427,7 @@ class PlaybackController:
         if room_id is None or room_id not in self._settings.rooms:
             return False
         self._songs[song.id] = song
-        await self._store.call(_append, room_id, song.id)
+        self._playlist_changed(room_id, len(await self._store.call(_append, room_id, song.id)))
         in_party = self.party is not None and room_id in self.party.rooms
         zone: Zone | None = self.party_zone if in_party and self.party_zone else self.zones.get(room_id)
         started = False

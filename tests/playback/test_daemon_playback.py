@@ -44,6 +44,8 @@ def test_song_for_a_room_plays_and_room_commands_drive_mpd(daemon_factory, probe
 
     playlist = probe.command("room/office/set", {"action": "add", "song_id": song_id})
     assert playlist["ok"] is True
+    probe.wait(lambda m: m.topic == f"{probe.base}/room/office/state"
+               and m.json()["playlist_length"] == 2)
     assert probe.command("room/office/set", {"action": "play_song", "song_id": "nope"}
                          )["error"]["code"] == "unknown_song"
     assert probe.command("room/office/set", {"action": "volume"})["error"]["code"] == "invalid_payload"
