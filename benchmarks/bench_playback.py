@@ -58,7 +58,7 @@ async def bench(songs: int, workdir: Path) -> dict[str, list[float]]:
     store = Store(None, settings.state_dir)
     await store.open()
     rows = [await store.call(_make_song, i, settings.library_dir) for i in range(songs)]
-    infos = [song_info(row, settings.library_dir) for row in rows]
+    infos = [song_info(row, settings) for row in rows]
 
     published: dict[str, float] = {}
 

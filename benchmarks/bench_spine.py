@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -40,6 +41,7 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--single", type=int, default=100, help="sequential requests first")
     parser.add_argument("--port", type=int, default=1883)
     args = parser.parse_args()
 
@@ -55,6 +57,8 @@ def main() -> None:
     replies: dict[bytes, float] = {}
     online = threading.Event()
     done = threading.Event()
+    single_phase = threading.Event()
+    arrived = threading.Event()
     lock = threading.Lock()
     job_ids: list[str] = []
 
@@ -67,14 +71,17 @@ def main() -> None:
         data = json.loads(msg.payload)
         with lock:
             replies[msg.properties.CorrelationData] = now
+            arrived.set()
             if data.get("ok"):
                 job_ids.append(data["job_id"])
-            if len(replies) >= args.requests:
+            if len(replies) >= args.requests and not single_phase.is_set():
                 done.set()
 
     probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     probe.on_message = on_message
     probe.connect("127.0.0.1", args.port)
+    # Like the daemon: no Nagle delay on small packets (paho does not set it itself).
+    probe.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     probe.loop_start()
     probe.subscribe([(f"{base}/status", 1), (f"{base}/bench-reply", 1)])
     time.sleep(0.3)
@@ -88,6 +95,27 @@ def main() -> None:
         start_to_online = time.perf_counter() - started
         time.sleep(2.0)
         idle_rss = rss_mib(daemon.pid)
+
+        # One request at a time on an idle daemon: the latency a single user sees.
+        single: list[float] = []
+        single_phase.set()
+        for i in range(args.single):
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = f"{base}/bench-reply"
+            props.CorrelationData = corr = uuid.uuid4().bytes
+            arrived.clear()
+            start = time.perf_counter()
+            probe.publish(f"{base}/song/create",
+                          json.dumps({"prompt": f"single {i}", "request_id": f"single-{i}"}),
+                          qos=1, properties=props)
+            while corr not in replies:
+                arrived.wait(5)
+                arrived.clear()
+            single.append((replies.pop(corr) - start) * 1000)
+        with lock:
+            job_ids.clear()
+            replies.clear()
+        single_phase.clear()
 
         sent: dict[bytes, float] = {}
         t0 = time.perf_counter()
@@ -115,14 +143,17 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"start -> online: {start_to_online * 1000:.0f} ms")
     print(f"idle RSS: {idle_rss:.1f} MiB")
+    print(f"one request at a time ({args.single}): request -> queued reply "
+          f"p50 {statistics.median(single):.1f} ms, p99 {percentile(single, 0.99):.1f} ms")
     print(f"{args.requests} requests published in {publish_s * 1000:.0f} ms; "
           f"all answered after {total_s * 1000:.0f} ms "
           f"({args.requests / total_s:.0f} requests/s)")
     print(f"request -> queued reply latency: p50 {statistics.median(latencies):.1f} ms, "
           f"p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms")
     print(f"replies: {len(replies)}, distinct job ids: {len(set(job_ids))}, "
-          f"job rows: {jobs[0]} ({jobs[1]} distinct request ids)")
-    ok = len(set(job_ids)) == jobs[0] == jobs[1] == args.requests
+          f"job rows: {jobs[0]} ({jobs[1]} distinct request ids, {args.single} of them "
+          f"from the sequential phase)")
+    ok = len(set(job_ids)) == args.requests and jobs[0] == jobs[1] == args.requests + args.single
     print("none lost or doubled" if ok else "MISMATCH: lost or doubled requests")
 
 

@@ -88,6 +88,9 @@ def make_client(settings: MqttSettings, *, identifier: str | None = None,
         tls_insecure=settings.tls_insecure if settings.tls else None,
         timeout=10,
         max_inflight_messages=MAX_IN_FLIGHT,
+        # Nagle's algorithm held each small reply back until the broker's delayed ACK of the
+        # packet before it (~40 ms a hop); a command daemon sends small packets only.
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         **kwargs,
     )
     # We keep up to MAX_IN_FLIGHT publishes pending on purpose; aiomqtt would warn past 10.
