@@ -86,6 +86,9 @@ def channels(base: str = "cassetted", prefix: str = "homeassistant") -> list[Cha
                 reply="reply"),
         Channel(f"{base}/song/{{song_id}}/vote", "in", "song_vote", "Vote on a song.",
                 reply="reply", parameters=(song,)),
+        Channel(f"{base}/song/{{song_id}}/keep", "in", "song_keep",
+                "Of a request's variants, keep this take and delete the others.",
+                reply="reply", parameters=(song,)),
         Channel(f"{base}/library/query", "in", "library_query", "Search the library.",
                 reply="library_page"),
         Channel("hermes/intent/{intent_name}", "in", "hermes_intent",
@@ -133,7 +136,7 @@ def channels(base: str = "cassetted", prefix: str = "homeassistant") -> list[Cha
 # Commands are described as they are validated (defaults make fields optional); what the
 # daemon publishes, as it is serialised (every field with a default is always present).
 _INBOUND = {"song_create", "voice", "job_cancel", "room_set", "party_set", "song_vote",
-            "library_query"}
+            "song_keep", "library_query"}
 
 
 def _mode(name: str) -> str:

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Awaitable, Callable, Protocol
 
 from cassetted import errors, spec as spec_module
@@ -84,7 +83,7 @@ def song_info(song: Song, settings: Settings) -> SongInfo:
         duration_s=song.duration_s, language=song.language, instrumental=song.instrumental,
         seed=song.seed, room=song.room, user=song.user, engine=song.engine,
         lyrics_provider=song.lyrics_provider, file=str(settings.library_dir / song.file),
-        format=song.format, url=url, created_at=song.created_at,
+        format=song.format, url=url, variant_of=song.variant_of, created_at=song.created_at,
     )
 
 
@@ -201,19 +200,24 @@ def _recover() -> list[Job]:
 
 
 def _store_song(job_id: str, song_id: str, produced: Produced,
-                request: SongRequest) -> tuple[Job, Song]:
+                request: SongRequest) -> tuple[Job, Song, list[str]]:
+    """The song row (and one per further take, `variant_of` the first); the job is ready."""
     spec = produced.spec
-    song = Song.create(
-        id=song_id, title=spec.title, prompt=spec.prompt, lyrics=spec.lyrics, style=spec.style,
+    fields = dict(
+        title=spec.title, prompt=spec.prompt, lyrics=spec.lyrics, style=spec.style,
         genre=spec.genre, mood=spec.mood, bpm=spec.bpm, key=spec.key,
         time_signature=spec.time_signature, duration_s=spec.duration_s, language=spec.language,
-        instrumental=spec.instrumental, seed=spec.seed, child_safe=spec.child_safe,
+        instrumental=spec.instrumental, child_safe=spec.child_safe,
         room=request.room, user=request.user, engine=produced.engine,
-        lyrics_provider=produced.lyrics_provider, file=produced.relative_file,
-        format=produced.format,
+        lyrics_provider=produced.lyrics_provider, format=produced.format,
     )
-    job = _set(job_id, state=JobState.ready.value, progress=1.0, song=song.id)
-    return job, song
+    with Song._meta.database.atomic():
+        song = Song.create(id=song_id, seed=spec.seed, file=produced.relative_file, **fields)
+        variants = [Song.create(id=new_id(), seed=(spec.seed + i) % 2**32, file=file,
+                                variant_of=song_id, **fields).id
+                    for i, file in enumerate(produced.variant_files, start=1)]
+        job = _set(job_id, state=JobState.ready.value, progress=1.0, song=song.id)
+    return job, song, variants
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -390,9 +394,11 @@ class JobRunner:
                 updates.put_nowait(None)
                 await consumer
             self._learn(engine, (time.monotonic() - started) / spec.duration_s)
-            job, song = await self._store.call(_store_song, job.id, song_id, produced, request)
+            job, song, variants = await self._store.call(
+                _store_song, job.id, song_id, produced, request)
             info = song_info(song, self._settings)
-            self._listener.job_changed(_event(job, file=info.file, room=song.room))
+            self._listener.job_changed(_event(job, file=info.file, room=song.room,
+                                              variants=variants or None))
             self._listener.song_ready(info, job.id)
             if self._deliver is not None and song.room and await self._deliver(info):
                 job = await self._store.call(_set, job.id, state=JobState.playing.value)
@@ -421,8 +427,10 @@ class JobRunner:
         if request.task == "text2music":
             spec = spec_module.resolve(request, self._settings.generation, room,
                                        self._read_prompt)
-            return spec, (TaskOrder(steps=request.steps, shift=request.shift)
-                          if request.steps or request.shift else None)
+            if request.steps or request.shift or request.variants > 1:
+                return spec, TaskOrder(steps=request.steps, shift=request.shift,
+                                       variants=request.variants)
+            return spec, None
         row = await self._store.call(Song.get_or_none, Song.id == request.source_song_id)
         if row is None:
             raise errors.UnknownSong(f"no song {request.source_song_id!r}", "source_song_id")
@@ -431,7 +439,8 @@ class JobRunner:
         return spec, TaskOrder(
             kind=request.task, source_path=source.file, source_bpm=source.bpm,
             cover_strength=request.cover_strength, repaint_start_s=request.repaint_start_s,
-            repaint_end_s=request.repaint_end_s, steps=request.steps, shift=request.shift)
+            repaint_end_s=request.repaint_end_s, steps=request.steps, shift=request.shift,
+            variants=request.variants)
 
     async def _fail(self, job: Job, error: errors.CassettedError) -> None:
         log.error("job %s failed: %s %s", job.id, error.code, error.message)

@@ -36,7 +36,7 @@ def generate_file(settings: Settings, request: SongRequest, out: Path,
     credentials = CredentialStore.open(settings.state_dir)
     engine = EngineRegistry(settings, credentials).get(request.engine)
     lyrics = LyricsService(settings, credentials)
-    spec, song, provider = produce(spec, lyrics.writer_for(request), engine,
+    spec, (song, *_), provider = produce(spec, lyrics.writer_for(request), engine,
                                    lambda state, f: progress(f, state.value), threading.Event())
     path = save(song, spec, out, format_for(out))
     return {"file": str(path), "lyrics_provider": provider, "engine": engine.name,

@@ -40,6 +40,7 @@ class TaskOrder:
     repaint_end_s: float | None = None
     steps: int | None = None
     shift: float | None = None
+    variants: int = 1
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Produced:
     engine: str
     relative_file: str
     format: str
+    variant_files: tuple[str, ...] = ()  # takes 2..n, seeds spec.seed + 1..n-1
 
 
 def _audio():  # type: ignore[no-untyped-def]
@@ -75,8 +77,9 @@ def produce(
     report: Reporter,
     cancel: threading.Event,
     order: TaskOrder | None = None,
-) -> tuple[SongSpec, Audio, str]:
-    """Lyrics then music then loudness: the finished spec, the audio, who wrote the lyrics."""
+) -> tuple[SongSpec, list[Audio], str]:
+    """Lyrics then music then loudness: the finished spec, the audio of each take (one unless
+    the order asks for variants), who wrote the lyrics."""
 
     def checkpoint(state: JobState, fraction: float) -> None:
         if cancel.is_set():
@@ -100,21 +103,26 @@ def produce(
     def progress(fraction: float, _note: str | None = None) -> None:
         checkpoint(JobState.composing, _LYRICS_END + span * fraction)
 
-    song = _compose(engine, spec, progress, order or TaskOrder())
+    takes = _compose(engine, spec, progress, order or TaskOrder())
     checkpoint(JobState.encoding, _MUSIC_END)
-    return spec, _audio().normalize_loudness(song), written.provider
+    return spec, [_audio().normalize_loudness(take) for take in takes], written.provider
 
 
 def _compose(engine: MusicEngine, spec: SongSpec, progress: ProgressCallback,
-             order: TaskOrder) -> Audio:
-    """Plain text2music, or the engine's own task (cover, repaint) when it has tasks."""
+             order: TaskOrder) -> list[Audio]:
+    """Plain text2music, or the engine's own task (cover, repaint) when it has tasks; one
+    audio per variant."""
     supported = getattr(engine, "tasks", frozenset({"text2music"}))
     if order.kind not in supported:
         raise errors.Unsupported(f"the {engine.name} engine cannot {order.kind} "
                                  f"(it can: {', '.join(sorted(supported))})", "task")
     if not getattr(engine, "takes_task", False):
-        # The engine's cover is a render of the changed spec (see its `tasks`).
-        return engine.generate(spec, progress)
+        # The engine's cover is a render of the changed spec (see its `tasks`); variants
+        # are renders with the next seeds, one after the other.
+        n = order.variants
+        return [engine.generate(spec.model_copy(update={"seed": (spec.seed + i) % 2**32}),
+                                lambda f, _note=None, i=i: progress((i + f) / n))
+                for i in range(n)]
     from cassetted.music._acestep_task import AceStepTask
 
     source = None
@@ -127,8 +135,8 @@ def _compose(engine: MusicEngine, spec: SongSpec, progress: ProgressCallback,
         kind=order.kind, source=source, source_bpm=order.source_bpm,  # type: ignore[arg-type]
         cover_strength=1.0 if order.cover_strength is None else order.cover_strength,
         repaint_start_s=order.repaint_start_s or 0.0, repaint_end_s=order.repaint_end_s,
-        steps=order.steps, shift=order.shift)
-    return engine.generate(spec, progress, task)  # type: ignore[call-arg]
+        steps=order.steps, shift=order.shift, variants=order.variants)
+    return engine.generate_variants(spec, progress, task)  # type: ignore[attr-defined]
 
 
 def save(song: Audio, spec: SongSpec, path: Path, fmt: str) -> Path:
@@ -157,13 +165,20 @@ class Pipeline:
         cancel: threading.Event,
         order: TaskOrder | None = None,
     ) -> Produced:
-        spec, song, provider = produce(spec, write_lyrics, engine, report, cancel, order)
+        spec, takes, provider = produce(spec, write_lyrics, engine, report, cancel, order)
         report(JobState.encoding, 0.95)
-        relative = Path(f"{slugify(spec.title)}-{song_id}{_audio().FORMATS[self.format]}")
-        save(song, spec, self.library_dir / relative, self.format)
+        files = []
+        for i, take in enumerate(takes):
+            suffix = f"-{i + 1}" if i else ""
+            relative = Path(f"{slugify(spec.title)}-{song_id}{suffix}"
+                            f"{_audio().FORMATS[self.format]}")
+            save(take, spec.model_copy(update={"seed": (spec.seed + i) % 2**32}),
+                 self.library_dir / relative, self.format)
+            files.append(relative.as_posix())
         report(JobState.encoding, 1.0)
         return Produced(spec=spec, lyrics_provider=provider, engine=engine.name,
-                        relative_file=relative.as_posix(), format=self.format)
+                        relative_file=files[0], format=self.format,
+                        variant_files=tuple(files[1:]))
 
 
 def _title_from_prompt(spec: SongSpec) -> str:

@@ -81,6 +81,8 @@ class SongRequest(_Command):
                                          description="1 keeps the source's structure")
     repaint_start_s: float | None = Field(None, ge=0.0, le=MAX_DURATION_S)
     repaint_end_s: float | None = Field(None, gt=0.0, le=MAX_DURATION_S)
+    variants: int = Field(1, ge=1, le=4, description="Takes made at once (seeds seed..seed+n-1); "
+                                                    "keep one with song/<id>/keep")
     steps: int | None = Field(None, ge=1, le=200, description="Diffusion steps (ACE-Step)")
     shift: float | None = Field(None, ge=0.1, le=10.0, description="Timestep shift (ACE-Step)")
 
@@ -135,6 +137,10 @@ class PartyCommand(_Command):
     rooms: list[Annotated[str, Field(pattern=ROOM_ID_PATTERN)]] | Literal["all"] = "all"
     song_id: str | None = Field(None, max_length=64)
     playlist: str | None = Field(None, max_length=128)
+
+
+class KeepCommand(_Command):
+    """`<base>/song/<id>/keep`: of a request's variants keep this one, delete the others."""
 
 
 class VoteCommand(_Command):
@@ -236,6 +242,7 @@ class JobEvent(BaseModel):
     progress: float = Field(ge=0.0, le=1.0)
     eta_s: float | None = Field(None, ge=0.0)
     song_id: str | None = None
+    variants: list[str] | None = Field(None, description="Song ids of the other takes, if any")
     room: str | None = None
     file: str | None = None
     error: ErrorInfo | None = None
@@ -273,6 +280,7 @@ class SongInfo(BaseModel):
     file: str
     format: str
     url: str | None = None
+    variant_of: str | None = Field(None, description="The first take, for the other takes")
     created_at: float
 
 
@@ -321,6 +329,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "room_set": RoomCommand,
     "party_set": PartyCommand,
     "song_vote": VoteCommand,
+    "song_keep": KeepCommand,
     "library_query": LibraryQuery,
     "reply": Reply,
     "library_page": LibraryPage,

@@ -63,6 +63,8 @@ class Song(BaseModel):
     format = pw.CharField(max_length=8)
     # Unguessable token for media URLs: knowing a song id is not enough to fetch it.
     url_token = pw.CharField(max_length=64, unique=True, default=lambda: secrets.token_urlsafe(24))
+    # The first take of a request made with variants > 1 (NULL for it and for plain songs).
+    variant_of = pw.CharField(max_length=32, null=True, index=True)
     created_at = pw.DoubleField(default=time.time, index=True)
 
 

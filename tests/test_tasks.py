@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import soundfile
 
@@ -37,3 +39,31 @@ def test_cover_at_a_new_tempo_keeps_the_song(daemon_factory, probe: MqttProbe) -
     failed = probe.wait_job(repaint["job_id"])
     assert failed["state"] == "failed" and failed["error"]["code"] == "unsupported"
     assert "cannot repaint" in failed["error"]["message"]
+
+
+def test_variants_then_keep_one(daemon_factory, probe: MqttProbe) -> None:
+    daemon_factory().start()
+    probe.wait_online()
+    reply = probe.command("song/create", {"prompt": "three takes", "duration_s": 10,
+                                          "variants": 3, "seed": 100})
+    done = probe.wait_job(reply["job_id"])
+    ready = [e for e in probe.job_events(reply["job_id"]) if e["state"] == "ready"][0]
+    assert len(ready["variants"]) == 2
+    songs = {s["id"]: s for s in probe.command("library/query", {})["songs"]}
+    assert len(songs) == 3 and songs[done["song_id"]]["seed"] == 100
+    takes = [songs[i] for i in ready["variants"]]
+    assert sorted(t["seed"] for t in takes) == [101, 102]
+    assert all(t["variant_of"] == done["song_id"] for t in takes)
+    audio = [soundfile.read(s["file"])[0] for s in songs.values()]
+    assert not np.allclose(audio[0], audio[1]) and not np.allclose(audio[1], audio[2])
+
+    kept = probe.command(f"song/{ready['variants'][1]}/keep", {})
+    assert kept["ok"] and kept["song_id"] == ready["variants"][1]
+    assert sorted(kept["removed"]) == sorted([done["song_id"], ready["variants"][0]])
+    left = probe.command("library/query", {})["songs"]
+    assert [s["id"] for s in left] == [ready["variants"][1]] and left[0].get("variant_of") is None
+    for song in songs.values():
+        assert (song["id"] == ready["variants"][1]) == Path(song["file"]).exists()
+    again = probe.command(f"song/{ready['variants'][1]}/keep", {})
+    assert again["error"]["code"] == "invalid_state"
+    assert probe.command("song/create", {"variants": 5})["error"]["field"] == "variants"

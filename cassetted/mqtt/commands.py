@@ -17,10 +17,10 @@ from cassetted.jobs import JobRunner, song_info
 from cassetted.mqtt.router import Router
 from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import (
-    JobCancel, JobState, LibraryPage, LibraryQuery, PartyCommand, Reply, RoomCommand,
+    JobCancel, JobState, KeepCommand, LibraryPage, LibraryQuery, PartyCommand, Reply, RoomCommand,
     SongRequest, VoiceCommand, VoteCommand,
 )
-from cassetted.store import Song, Store, Vote
+from cassetted.store import Job, Song, Store, Vote
 
 # a voice command -> a SongRequest plus warnings (the intent parser); blocking, run in a thread
 VoiceParser = Callable[[VoiceCommand], tuple[SongRequest, list[str]]]
@@ -59,6 +59,24 @@ def _vote(song_id: str, user: str, value: int) -> int:
     return Vote.select(pw.fn.COALESCE(pw.fn.SUM(Vote.value), 0)).where(Vote.song == song).scalar()
 
 
+def _keep(song_id: str) -> tuple[str, dict[str, str]]:
+    """Keep one take of a request's variants: the others' rows go (their files, by the
+    caller). Returns the kept id and {removed id: file}."""
+    song = Song.get_or_none(Song.id == song_id)
+    if song is None:
+        raise errors.UnknownSong(f"no song {song_id!r}", "song_id")
+    first = song.variant_of or song.id
+    group = Song.select().where((Song.id == first) | (Song.variant_of == first))
+    others = {s.id: s.file for s in group if s.id != song.id}
+    if not others:
+        raise errors.InvalidState(f"song {song_id} has no other takes to drop")
+    with Song._meta.database.atomic():
+        Job.update(song=song.id).where(Job.song.in_(list(others))).execute()
+        Song.delete().where(Song.id.in_(list(others))).execute()
+        Song.update(variant_of=None).where(Song.id == song.id).execute()
+    return song.id, others
+
+
 class Commands:
     """Handlers for every inbound command of DESIGN.md's contract."""
 
@@ -75,6 +93,7 @@ class Commands:
         router.command("voice", VoiceCommand, self.voice)
         router.command("job/+/cancel", JobCancel, self.cancel_job)
         router.command("song/+/vote", VoteCommand, self.vote)
+        router.command("song/+/keep", KeepCommand, self.keep)
         router.command("library/query", LibraryQuery, self.library_query)
         router.command("room/+/set", RoomCommand, self.room_set)
         router.command("party/set", PartyCommand, self.party_set)
@@ -114,6 +133,13 @@ class Commands:
         score = await self._store.call(_vote, params[0], command.user or "household",
                                        command.vote)
         return Reply(ok=True, request_id=command.request_id, song_id=params[0], score=score)
+
+    async def keep(self, params: list[str], command: KeepCommand) -> Reply:
+        kept, removed = await self._store.call(_keep, params[0])
+        for path in removed.values():
+            (self._settings.library_dir / path).unlink(missing_ok=True)
+        return Reply(ok=True, request_id=command.request_id, song_id=kept,
+                     removed=sorted(removed))
 
     async def library_query(self, params: list[str], query: LibraryQuery) -> Reply:
         total, songs = await self._store.call(_query_library, query)

@@ -24,6 +24,12 @@ def test_local_acestep_engine_makes_the_song(daemon_factory, probe: MqttProbe,
     latest = probe.wait(lambda m: m.topic == f"{probe.base}/song/latest").json()
     assert latest["engine"] == "acestep"
 
+    takes = probe.command("song/create", {"engine": "acestep", "duration_s": 10, "variants": 2,
+                                          "steps": 2})
+    ready = probe.wait_job(takes["job_id"], ("ready",), timeout=180)
+    assert len(ready["variants"]) == 1
+    assert probe.wait_job(takes["job_id"], timeout=60)["state"] == "done"
+
     # A cover and a repaint of that song, with the source audio handed to the model.
     for task in ({"task": "cover", "bpm": 140, "cover_strength": 0.5},
                  {"task": "repaint", "repaint_start_s": 2, "repaint_end_s": 5, "steps": 2}):
