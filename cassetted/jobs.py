@@ -36,6 +36,7 @@ MAX_ATTEMPTS = 3
 _PROGRESS_STEP = 0.05     # publish progress at least every 5 % ...
 _PROGRESS_INTERVAL_S = 2  # ... or every 2 s, whichever comes first
 _INTAKE_BATCH = 200       # requests written per transaction at most
+_DELIVER_TIMEOUT_S = 60   # a song is ready even if its room's player never answers
 
 
 # The stage after the library: play a finished song in its room; True if it started.
@@ -400,7 +401,7 @@ class JobRunner:
             self._listener.job_changed(_event(job, file=info.file, room=song.room,
                                               variants=variants or None))
             self._listener.song_ready(info, job.id)
-            if self._deliver is not None and song.room and await self._deliver(info):
+            if self._deliver is not None and song.room and await self._play(info):
                 job = await self._store.call(_set, job.id, state=JobState.playing.value)
                 self._listener.job_changed(_event(job, file=info.file, room=song.room))
             job = await self._store.call(_set, job.id, state=JobState.done.value,
@@ -420,6 +421,16 @@ class JobRunner:
         finally:
             self._running.pop(job.id, None)
             self._publish_queue()
+
+    async def _play(self, info: SongInfo) -> bool:
+        """Hand a finished song to playback; a player that hangs must not stall the queue."""
+        assert self._deliver is not None
+        try:
+            return await asyncio.wait_for(self._deliver(info), _DELIVER_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.error("room %s: the player did not start song %s within %d s",
+                      info.room, info.id, _DELIVER_TIMEOUT_S)
+            return False
 
     async def _spec_and_order(self, request: SongRequest, room: RoomSettings | None
                               ) -> tuple[SongSpec, TaskOrder | None]:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 LIBRARY_FOLDER = "cassetted"
 UPDATE_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
+COMMAND_DEADLINE_S = 45.0  # longest any exchange may take (an update wait included)
 _WATCHED = ["player", "mixer", "playlist", "options", "update", "database"]
 _PLAYER_SUBSYSTEMS = {"player", "mixer", "playlist", "options"}
 _STATES = {"play": "playing", "pause": "paused"}
@@ -185,9 +186,16 @@ class MpdZone:
 
     @contextlib.asynccontextmanager
     async def _errors(self) -> AsyncIterator[None]:
-        """MPD's refusals and lost connections become ZoneErrors a person can read."""
+        """MPD's refusals, lost connections and silences become ZoneErrors a person can read.
+
+        Bounded: a connection that goes quiet without closing must not hang a caller.
+        """
         try:
-            yield
+            async with asyncio.timeout(COMMAND_DEADLINE_S):
+                yield
+        except TimeoutError:
+            raise ZoneError(f"MPD at {self.where} did not answer within "
+                            f"{COMMAND_DEADLINE_S:g} s") from None
         except CommandError as error:
             raise ZoneError(f"MPD refused: {error}") from None
         except (MpdConnectionError, ProtocolError, OSError) as error:
