@@ -306,7 +306,7 @@ def test_behind_the_real_pipeline_progress_and_cancel(turbo: AceStepEngine) -> N
 
     reports: list[tuple[JobState, float]] = []
     cancel = threading.Event()
-    finished, song, provider = produce(spec(lyrics=""), lyrics, turbo,
+    finished, (song,), provider = produce(spec(lyrics=""), lyrics, turbo,
                                        lambda state, f: reports.append((state, f)), cancel)
     assert provider == "test" and finished.style == "soft piano"
     assert song.samples.shape == (10 * RATE, 2)
