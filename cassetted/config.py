@@ -193,6 +193,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"room id {room_id!r} must be lowercase letters, digits, _")
         return rooms
 
+    def room(self, room_id: str) -> RoomSettings:
+        """A configured room, or the UnknownRoom error every command answers with."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            from cassetted.errors import UnknownRoom
+
+            known = ", ".join(sorted(self.rooms)) or "none configured"
+            raise UnknownRoom(f"unknown room {room_id!r} (rooms: {known})", "room")
+        return room
+
     @property
     def library_dir(self) -> Path:
         return self.storage.library_dir or self.state_dir / "library"

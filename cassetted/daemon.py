@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from cassetted import __version__, intake, sdnotify
 from cassetted.config import Settings
@@ -108,15 +109,7 @@ class Daemon:
                 router.raw(topic, hermes.handle)
             listeners.append(_HermesAnnouncer(hermes))
         if settings.homeassistant.discovery:
-            bridge = HomeAssistantBridge(
-                settings, link.publish,
-                submit=lambda request: commands.submit(request),
-                vote=lambda song_id, value: commands.vote(
-                    [song_id], VoteCommand(vote=value, user="homeassistant")),
-                room_command=lambda room_id, command: commands.room_set([room_id], command),
-                party_command=lambda command: commands.party_set([], command))
-            for topic in bridge.subscriptions():
-                router.raw(topic, bridge.handle)
+            bridge = home_assistant_bridge(settings, link.publish, router, lambda: commands)
             listeners.append(bridge)
 
         playback = PlaybackController(settings, self.store, publisher.room_state,
@@ -168,6 +161,25 @@ class Daemon:
         if not task.cancelled() and task.exception() is not None:
             log.error("task %s died: %r", task.get_name(), task.exception())
             self._stop.set()
+
+
+def home_assistant_bridge(settings: Settings, publish: Callable[..., None], router: Router,
+                          commands: Callable[[], Commands]) -> HomeAssistantBridge:
+    """The Home Assistant bridge, routed, acting through the command handlers.
+
+    `commands` is called late: the handlers need the job runner, which needs the bridge
+    among its listeners.
+    """
+    bridge = HomeAssistantBridge(
+        settings, publish,
+        submit=lambda request: commands().submit(request),
+        vote=lambda song_id, value: commands().vote(
+            [song_id], VoteCommand(vote=value, user="homeassistant")),
+        room_command=lambda room_id, command: commands().room_set([room_id], command),
+        party_command=lambda command: commands().party_set([], command))
+    for topic in bridge.subscriptions():
+        router.raw(topic, bridge.handle)
+    return bridge
 
 
 @dataclass

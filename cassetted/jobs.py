@@ -320,9 +320,8 @@ class JobRunner:
             self._wakeup.set()
 
     def _check_names(self, request: SongRequest) -> None:
-        if request.room is not None and request.room not in self._settings.rooms:
-            known = ", ".join(sorted(self._settings.rooms)) or "none configured"
-            raise errors.UnknownRoom(f"unknown room {request.room!r} (rooms: {known})", "room")
+        if request.room is not None:
+            self._settings.room(request.room)
         if request.engine is not None and request.engine not in ENGINES:
             raise errors.UnknownEngine(
                 f"unknown engine {request.engine!r} (engines: {', '.join(ENGINES)})", "engine")

@@ -107,7 +107,7 @@ class Commands:
         if self._parse_voice is None:
             raise errors.Unsupported("voice parsing is not available")
         if command.room is not None:
-            self._room(command.room)
+            self._settings.room(command.room)
         # Off the loop: with [voice] llm_fallback the parse may wait on an LLM.
         request, warnings = await asyncio.to_thread(self._parse_voice, command)
         job, duplicate = await self._runner.submit(request)
@@ -146,19 +146,14 @@ class Commands:
         return LibraryPage(ok=True, request_id=query.request_id, total=total, page=query.page,
                            page_size=query.page_size, songs=[song_info(s, self._settings) for s in songs])
 
-    def _room(self, room_id: str) -> None:
-        if room_id not in self._settings.rooms:
-            known = ", ".join(sorted(self._settings.rooms)) or "none configured"
-            raise errors.UnknownRoom(f"unknown room {room_id!r} (rooms: {known})", "room")
-
     async def room_set(self, params: list[str], command: RoomCommand) -> Reply:
-        self._room(params[0])
+        self._settings.room(params[0])
         result = await self._playback.handle_room_command(params[0], command)
         return Reply(ok=True, request_id=command.request_id, **result)
 
     async def party_set(self, params: list[str], command: PartyCommand) -> Reply:
         if command.rooms != "all":
             for room_id in command.rooms:
-                self._room(room_id)
+                self._settings.room(room_id)
         result = await self._playback.handle_party(command)
         return Reply(ok=True, request_id=command.request_id, **result)

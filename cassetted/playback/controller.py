@@ -313,11 +313,6 @@ class PlaybackController:
 
     # ------------------------------------------------------------------ commands
 
-    def _room(self, room_id: str) -> None:
-        if room_id not in self._settings.rooms:
-            known = ", ".join(sorted(self._settings.rooms)) or "none configured"
-            raise errors.UnknownRoom(f"unknown room {room_id!r} (rooms: {known})", "room")
-
     def _zone(self, room_id: str) -> Zone:
         zone = self.zones.get(room_id)
         if zone is None:
@@ -327,7 +322,7 @@ class PlaybackController:
 
     async def handle_room_command(self, room_id: str, command: RoomCommand) -> dict[str, Any]:
         """`<base>/room/<room>/set`: the reply's fields, or a CassettedError."""
-        self._room(room_id)
+        self._settings.room(room_id)
         action = command.action
         reply: dict[str, Any] = {"room": room_id, "action": action}
         if action in _PLAYLIST_ACTIONS:
@@ -391,7 +386,7 @@ class PlaybackController:
 
     async def playlist(self, room_id: str) -> list[SongInfo]:
         """A room's playlist, in order."""
-        self._room(room_id)
+        self._settings.room(room_id)
         return self._infos(await self._store.call(_playlist, room_id))
 
     async def _mirror(self, room_id: str, songs: list[SongInfo]) -> bool:
@@ -459,7 +454,7 @@ class PlaybackController:
         else:
             chosen = {}
             for room_id in command.rooms:
-                self._room(room_id)
+                self._settings.room(room_id)
                 group = rooms[room_id].snapcast_group
                 if not group:
                     raise errors.InvalidState(f"room {room_id!r} has no snapcast_group", "rooms")

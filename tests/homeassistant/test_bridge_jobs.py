@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from cassetted.config import Settings
+from cassetted.daemon import home_assistant_bridge
 from cassetted.homeassistant.bridge import HomeAssistantBridge
 from cassetted.jobs import FanOut, JobRunner
 from cassetted.mqtt.client import MqttLink
 from cassetted.mqtt.commands import Commands
 from cassetted.mqtt.publisher import MqttPublisher
 from cassetted.mqtt.router import Router
-from cassetted.schemas import VoteCommand
 from cassetted.store import Store, Vote
 from tests.probe import MqttProbe
 
@@ -60,17 +60,7 @@ class Stack:
                         on_connect=lambda: (publisher.republish(), bridge.announce()))
         router = Router(settings.mqtt.base_topic, link.publish)
         publisher = MqttPublisher(settings.mqtt.base_topic, link.publish)
-        # --- the lines the daemon adds ------------------------------------------------
-        bridge = HomeAssistantBridge(
-            settings, link.publish,
-            submit=lambda request: commands.submit(request),
-            vote=lambda song_id, value: commands.vote(
-                [song_id], VoteCommand(vote=value, user="homeassistant")),
-            room_command=lambda room_id, command: commands.room_set([room_id], command),
-            party_command=lambda command: commands.party_set([], command))
-        for topic in bridge.subscriptions():
-            router.raw(topic, bridge.handle)
-        # ------------------------------------------------------------------------------
+        bridge = home_assistant_bridge(settings, link.publish, router, lambda: commands)
         self.runner = JobRunner(self.store, settings, listener=FanOut(publisher, bridge))
         commands = Commands(settings, self.store, self.runner, NoPlayback())  # type: ignore[arg-type]
         commands.register(router)
