@@ -84,4 +84,4 @@ def render_voice(notes: list, vowel_seq: list[str], sr: int, beat_s: float, n_fr
         if tick is not None and i % 64 == 63:
             tick()
     peak = np.abs(out).max()
-    return out / peak if peak > 0 else out
+    return (out / peak if peak > 0 else out).astype(np.float32)

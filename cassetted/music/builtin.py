@@ -104,6 +104,8 @@ DRUM_GAIN: dict[str, float] = {
 }
 VOICE_GAIN = 0.7
 _PEAK = 0.89   # about -1 dBFS of sample peak before the loudness stage takes over
+# The send bus is mono: a centred source used to reach each ear's reverb at sqrt(1/2).
+_SEND_LEVEL = float(np.sqrt(0.5))
 
 
 class _Progress:
@@ -154,9 +156,12 @@ class BuiltinEngine:
         report(0.05, "arranged")
 
         # Channel-major buses (2, frames): contiguous channels make the many adds cheap;
-        # float32 halves the memory of a 10-minute song (parts render in float64).
+        # float32 halves the memory of a 10-minute song. The reverb send is mono (one room
+        # for the whole band; the stereo IR gives it width). Parts render into one reused
+        # buffer: every fresh song-length array costs page faults as well as memory.
         mix = np.zeros((2, n_frames), dtype=np.float32)
-        send = np.zeros((2, n_frames), dtype=np.float32)
+        send = np.zeros(n_frames, dtype=np.float32)
+        part = np.empty(n_frames, dtype=np.float32)
 
         # Drums.
         tonic_pc, _ = parse_key(spec.key)
@@ -167,32 +172,31 @@ class BuiltinEngine:
         # Pitched parts: each rendered, filtered by the mood's brightness, panned.
         sound = GENRE_SOUND[spec.genre]
         stages = [("bass", 0.25, 0.38), ("comp", 0.38, 0.55), ("pad", 0.55, 0.7), ("lead", 0.7, 0.78)]
-        for part, p0, p1 in stages:
-            patch, gain, position, cutoff, rev = sound[part]
-            notes = arr.parts[part]
+        for name, p0, p1 in stages:
+            patch, gain, position, cutoff, rev = sound[name]
+            notes = arr.parts[name]
             if gain <= 0 or not notes:
-                report(p1, part)
+                report(p1, name)
                 continue
-            tick = report.ticker(p0, p1, len(notes), part)
-            mono = _synth.render_notes(notes, patch, sr, beat_s, n_frames, tick)
-            mono = _synth.lowpass(mono, sr, cutoff * (0.2 + 0.8 * mood.brightness))
-            if part == "bass":
-                mono = _synth.highpass(mono, sr, 30.0)
-            if spec.genre == "electronic" and part in ("bass", "pad"):
-                mono *= _synth.sidechain_gain(n_frames, sr, beat_s, depth=0.35 if part == "pad" else 0.3)
-            send_gain = gain * rev * mood.space
-            if part == "pad":
+            tick = report.ticker(p0, p1, len(notes), name)
+            sos = _synth.lowpass_sos(sr, cutoff * (0.2 + 0.8 * mood.brightness))
+            if name == "bass":
+                sos = np.vstack([sos, _synth.highpass_sos(sr, 30.0)])
+            mono = _synth.render_notes(notes, patch, sr, beat_s, n_frames, tick, out=part, sos=sos)
+            if spec.genre == "electronic" and name in ("bass", "pad"):
+                _synth.sidechain_inplace(mono, sr, beat_s, depth=0.35 if name == "pad" else 0.3)
+            send_gain = gain * rev * mood.space * _SEND_LEVEL
+            if name == "pad":
                 _synth.widen_into(mix, mono, sr, gain)
-                _synth.widen_into(send, mono, sr, send_gain)
             else:
                 _synth.pan_into(mix, mono, position, gain)
-                _synth.pan_into(send, mono, position, send_gain)
-                if part == "lead" and spec.genre in ("ambient", "electronic", "pop"):
+                if name == "lead" and spec.genre in ("ambient", "electronic", "pop"):
                     # Echoes on the beat: a dotted-eighth delay would add a competing 3:2 pulse.
                     _synth.echo_into(mix, mono, sr, beat_s, 0.45, 0.35 * gain)
                     _synth.echo_into(send, mono, sr, beat_s, 0.45, 0.35 * send_gain)
-            del mono
-            report(p1, part)
+            _synth.axpy(send, mono, send_gain)
+            report(p1, name)
+        del part
 
         # Voice: sings the melody of the sections that have lyrics, on the lyrics' vowels.
         if arr.parts["vocal"]:
@@ -200,7 +204,7 @@ class BuiltinEngine:
             voice = _voice.render_voice(arr.parts["vocal"], _voice.vowels(spec.lyrics), sr, beat_s, n_frames,
                                         np.random.default_rng(voice_seed), tick)
             _synth.pan_into(mix, voice, 0.0, VOICE_GAIN)
-            _synth.pan_into(send, voice, 0.0, VOICE_GAIN * 0.35 * mood.space)
+            _synth.axpy(send, voice, VOICE_GAIN * 0.35 * mood.space * _SEND_LEVEL)
             del voice
         report(0.86, "vocal")
 
@@ -218,41 +222,54 @@ class BuiltinEngine:
 
     def _drums(self, mix: np.ndarray, send: np.ndarray, arr: Arrangement, genre: str, tonic_pc: int,
                beat_s: float, punch: float, rng: np.random.Generator, report: _Progress) -> None:
-        """Render every drum's hits and add them, panned, to the mix and the reverb send."""
+        """Add every drum hit, panned, to the mix and the reverb send.
+
+        Each hit is its drum's sample added at an exact offset, straight into the buses:
+        no song-length track per drum, so the cost follows the hits, not the song length.
+        """
         sr = self.sample_rate
         n_frames = mix.shape[1]
         kit = _drums.kit(sr, rng, punch=1.0 if genre != "jazz" else 0.5, tonic_pc=tonic_pc)
         names = sorted({h.drum for h in arr.hits})
         for i, name in enumerate(names):
-            hits = [h for h in arr.hits if h.drum == name]
-            starts = np.array([h.start for h in hits]) * beat_s
-            vels = np.array([h.vel for h in hits])
-            mono = _synth.place_hits(kit[name], starts, vels, sr, n_frames)
+            sample = kit[name].astype(np.float32)
             gain = DRUM_GAIN[genre] * punch * (0.7 if name in ("hat", "open_hat", "shaker") else 1.0)
-            _synth.pan_into(mix, mono, _drums.PAN[name], gain)
-            _synth.pan_into(send, mono, _drums.PAN[name], gain * 0.08)
+            left, right = _synth.pan_gains(_drums.PAN[name])
+            for hit in arr.hits:
+                if hit.drum != name:
+                    continue
+                start = int(round(hit.start * beat_s * sr))
+                if not 0 <= start < n_frames:
+                    continue
+                n = min(sample.size, n_frames - start)
+                g = gain * hit.vel
+                _synth.axpy(mix[0, start:start + n], sample[:n], g * left)
+                _synth.axpy(mix[1, start:start + n], sample[:n], g * right)
+                _synth.axpy(send[start:start + n], sample[:n], g * 0.08 * _SEND_LEVEL)
             report(0.05 + 0.2 * (i + 1) / len(names), "drums")
 
     @staticmethod
     def _master(mix: np.ndarray, sr: int, brightness: float) -> np.ndarray:
         """Rumble cut, a mood tilt (calm moods are darker), gentle saturation, fades, and a
-        fixed sample-peak ceiling."""
+        fixed sample-peak ceiling. Works in place on the bus, then interleaves it."""
         x = mix                                                   # (2, frames), float32
         top = 5000.0 + 15000.0 * brightness
-        for ch in range(2):                                       # per channel: bounded memory
-            y = _synth.highpass(x[ch], sr, 25.0)
-            x[ch] = _synth.lowpass(y, sr, top, order=1) if top < 0.4 * sr else y
+        sos = _synth.highpass_sos(sr, 25.0)
+        if top < 0.4 * sr:
+            sos = np.vstack([sos, _synth.lowpass_sos(sr, top, order=1)])
+        for ch in range(2):
+            _synth.filter_inplace(x[ch], sos)
         n = x.shape[1]
         fade_in = min(n, int(0.005 * sr))
-        x[:, :fade_in] *= np.linspace(0.0, 1.0, fade_in)
+        x[:, :fade_in] *= np.linspace(0.0, 1.0, fade_in, dtype=np.float32)
         fade_out = min(n, int(min(2.0, 0.1 * n / sr) * sr))
-        x[:, n - fade_out:] *= np.cos(np.linspace(0.0, np.pi / 2, fade_out)) ** 2
-        peak = np.abs(x).max()
+        x[:, n - fade_out:] *= (np.cos(np.linspace(0.0, np.pi / 2, fade_out)) ** 2).astype(np.float32)
+        peak = max(float(x.max()), -float(x.min()))
         if peak > 0:
-            x *= 1.2 / peak
+            x *= np.float32(1.2 / peak)
             np.tanh(x, out=x)                                     # peaks compressed, not clipped
-            x *= _PEAK / max(1e-12, np.abs(x).max())
-        return np.ascontiguousarray(x.T, dtype=np.float32)        # (frames, 2)
+            x *= np.float32(_PEAK / max(1e-12, float(x.max()), -float(x.min())))
+        return np.ascontiguousarray(x.T)                          # (frames, 2) float32
 
 
 def create(settings: Any, credentials: Any = None) -> BuiltinEngine:

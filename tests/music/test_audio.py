@@ -150,3 +150,47 @@ def test_encode_keeps_dots_in_names_and_swaps_known_extensions(tmp_path: pathlib
     audio = Audio(np.zeros((4410, 2), np.float32), 44100)
     assert encode(audio, tmp_path / "Song 1.5", "flac", TAGS).name == "Song 1.5.flac"
     assert encode(audio, tmp_path / "other.wav", "ogg", TAGS).name == "other.ogg"
+
+
+# ----------------------------------------------------------------------------- fast true peak
+
+
+def _reference_peaks(x: np.ndarray) -> np.ndarray:
+    """Per-frame 4x-oversampled peak the plain way: every phase over every frame."""
+    from cassetted.audio import _interpolation_phases
+
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros(x.shape[0])
+    for ch in range(x.shape[1]):
+        for branch in _interpolation_phases():
+            np.maximum(out, np.abs(np.convolve(x[:, ch], branch)[: x.shape[0]]), out=out)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 11, 12, 13, 1000, 44100])
+def test_screened_true_peak_equals_full_oversampling(n: int) -> None:
+    from cassetted.audio import _frame_peaks
+
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((n, 2)) * 0.3).astype(np.float32)
+    x[rng.integers(0, n, max(1, n // 500))] *= 3.0            # a few loud transients
+    ref = _reference_peaks(x)
+    assert true_peak_dbtp(x, SR) == pytest.approx(20 * np.log10(ref.max()), abs=1e-9)
+    for threshold in (0.0, 0.5, float(np.median(ref)), 0.9 * float(ref.max())):
+        got = _frame_peaks(x, threshold)
+        over = ref > threshold
+        np.testing.assert_allclose(got[over], ref[over], rtol=1e-12)   # exact wherever it can matter
+        assert (got[~over] <= threshold).all()
+
+
+def test_normalize_limits_peaks_at_high_gain() -> None:
+    # A quiet tone with clicks 25 dB above it four times a second: reaching -14 LUFS needs
+    # ~26 dB of gain, so every click is limited (several passes to restore the loudness).
+    sr = 44100
+    t = np.arange(sr * 30) / sr
+    tone = 0.04 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 0.5 * t)) / 2
+    x = np.stack([tone, tone], axis=1).astype(np.float32)
+    x[:: sr // 4] = 0.25
+    out = normalize_loudness(Audio(x, sr))
+    assert integrated_loudness(out.samples, sr) == pytest.approx(-14.0, abs=0.5)
+    assert true_peak_dbtp(out.samples, sr) <= -1.0
