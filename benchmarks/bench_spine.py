@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--single", type=int, default=100, help="sequential requests first")
     parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--household", action="store_true",
+                        help="[household] on: every request identified, room-checked and "
+                             "counted against a quota (ten users, room living_room)")
     args = parser.parse_args()
 
     base = f"bench/{uuid.uuid4().hex[:8]}"
@@ -53,6 +56,13 @@ def main() -> None:
                CASSETTED_GENERATION__DEFAULT_DURATION_S="10",
                CASSETTED_GENERATION__MAX_PENDING=str(args.requests * 2),
                CASSETTED_LOG__LEVEL="WARNING")
+    extra: dict[str, object] = {}
+    if args.household:
+        env.update(CASSETTED_HOUSEHOLD__ENABLED="true",
+                   CASSETTED_HOUSEHOLD__UNKNOWN_USER_ROLE="family",
+                   CASSETTED_HOUSEHOLD__QUOTAS='{"family": {"songs": 100000}}',
+                   CASSETTED_ROOMS='{"living_room": {"name": "Living Room"}}')
+        extra = {"room": "living_room"}
 
     replies: dict[bytes, float] = {}
     online = threading.Event()
@@ -106,7 +116,8 @@ def main() -> None:
             arrived.clear()
             start = time.perf_counter()
             probe.publish(f"{base}/song/create",
-                          json.dumps({"prompt": f"single {i}", "request_id": f"single-{i}"}),
+                          json.dumps({"prompt": f"single {i}", "request_id": f"single-{i}",
+                                      "user": f"user{i % 10}", **extra}),
                           qos=1, properties=props)
             while corr not in replies:
                 arrived.wait(5)
@@ -125,7 +136,8 @@ def main() -> None:
             props.CorrelationData = corr = uuid.uuid4().bytes
             sent[corr] = time.perf_counter()
             probe.publish(f"{base}/song/create",
-                          json.dumps({"prompt": f"song {i}", "request_id": f"bench-{i}"}),
+                          json.dumps({"prompt": f"song {i}", "request_id": f"bench-{i}",
+                                      "user": f"user{i % 10}", **extra}),
                           qos=1, properties=props)
         publish_s = time.perf_counter() - t0
         if not done.wait(120):

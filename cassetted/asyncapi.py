@@ -91,6 +91,30 @@ def channels(base: str = "cassetted", prefix: str = "homeassistant") -> list[Cha
                 reply="reply", parameters=(song,)),
         Channel(f"{base}/library/query", "in", "library_query", "Search the library.",
                 reply="library_page"),
+        Channel(f"{base}/song/{{song_id}}/share", "in", "song_share",
+                "Share a song with the household or make it private.",
+                reply="reply", parameters=(song,)),
+        Channel(f"{base}/guest/create", "in", "guest_create",
+                "An owner or family member makes a guest pass; the reply holds its token.",
+                reply="reply"),
+        Channel(f"{base}/guest/{{user_id}}/remove", "in", "guest_remove",
+                "End a guest pass.", reply="reply",
+                parameters=(("user_id", "The guest's id."),)),
+        Channel(f"{base}/user/quota", "in", "user_quota", "How many songs the asker may make.",
+                reply="reply"),
+        Channel(f"{base}/room/{{room}}/mode", "in", "room_mode",
+                "Sleep, karaoke or normal mode; child-safe on (off with the PIN).",
+                reply="reply", parameters=(room,)),
+        Channel(f"{base}/karaoke/start", "in", "karaoke_start",
+                "Remix a library song at a new tempo for karaoke.", reply="reply"),
+        Channel(f"{base}/child_safe/log", "in", "child_safe_log",
+                "What was asked in child-safe rooms (owners and family).", reply="reply"),
+        Channel(f"{base}/as/{{mqtt_user}}/{{command}}", "in", "song_create",
+                "Every command above, sent under the sender's MQTT login ([household] "
+                "identify_by mqtt_username; a broker ACL `pattern write <base>/as/%u/#` "
+                "makes the login proof of identity).", reply="reply",
+                parameters=(("mqtt_user", "The sender's MQTT login."),
+                            ("command", "A command topic, e.g. song/create."))),
         Channel("hermes/intent/{intent_name}", "in", "hermes_intent",
                 "Rhasspy/Hermes intents (when [hermes] is enabled); answered on "
                 "hermes/dialogueManager/endSession.",
@@ -106,8 +130,17 @@ def channels(base: str = "cassetted", prefix: str = "homeassistant") -> list[Cha
         Channel(f"{base}/room/{{room}}/state", "out", "room_state", "A room's playback.",
                 retained=True, parameters=(room,)),
         Channel(f"{base}/song/latest", "out", "song_info", "The newest song.", retained=True),
+        Channel(f"{base}/library/stats", "out", "library_stats",
+                "Songs made, shared and private, votes, top voted.", retained=True),
+        Channel(f"{base}/party/state", "out", "party_state", "The party and its queue.",
+                retained=True),
+        Channel(f"{base}/room/{{room}}/lyrics", "out", "lyrics_display",
+                "Timed lyrics (LRC) of the song playing in the room, for a mirror; blank "
+                "when nothing with lyrics plays.", retained=True,
+                parameters=(room,)),
         Channel(f"{base}/event", "out", "event",
-                "song_ready, song_started, song_finished, party_started, party_stopped, error."),
+                "song_ready, song_started, song_finished, party_started, party_stopped, "
+                "mode_changed, guest_expired, error."),
         Channel(f"{prefix}/status", "in", "ha_status",
                 "Home Assistant's birth message: `online` makes the daemon re-publish "
                 "discovery."),
@@ -136,7 +169,8 @@ def channels(base: str = "cassetted", prefix: str = "homeassistant") -> list[Cha
 # Commands are described as they are validated (defaults make fields optional); what the
 # daemon publishes, as it is serialised (every field with a default is always present).
 _INBOUND = {"song_create", "voice", "job_cancel", "room_set", "party_set", "song_vote",
-            "song_keep", "library_query"}
+            "song_keep", "library_query", "song_share", "guest_create", "guest_remove",
+            "user_quota", "room_mode", "karaoke_start", "child_safe_log"}
 
 
 def _mode(name: str) -> str:

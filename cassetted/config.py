@@ -23,12 +23,16 @@ from pydantic_settings import (
 )
 
 from cassetted.homeassistant.settings import HomeAssistantSettings, HomeAssistantZoneSettings
+from cassetted.household.settings import (
+    ChildSafeSettings, HouseholdSettings, KaraokeSettings, PartySettings, SleepSettings,
+    UserSettings,
+)
 from cassetted.lyrics.settings import LyricsSettings
 from cassetted.media import MediaSettings
 from cassetted.music.acestep import AceStepSettings
 from cassetted.music.acestep_api import AceStepApiSettings
 from cassetted.playback.settings import SnapcastPlaybackSettings
-from cassetted.schemas import ROOM_ID_PATTERN, Genre, Mood
+from cassetted.schemas import ROLES, ROOM_ID_PATTERN, USER_ID_PATTERN, Genre, Mood, Role
 
 SYSTEM_CONFIG = Path("/etc/cassetted/cassetted.toml")
 LOCAL_CONFIG = Path("config/cassetted.toml")
@@ -107,6 +111,8 @@ class RoomSettings(_Section):
     device: str | None = Field(None, description="Sound device of a `local` room (sounddevice)")
     homeassistant: HomeAssistantZoneSettings | None = Field(
         None, description='output = "homeassistant": the media_player entity that plays the room')
+    roles: list[Role] = Field(default_factory=lambda: list(ROLES),
+                              description="Who may use the room ([household] enabled)")
 
 
 class VoiceSettings(_Section):
@@ -183,6 +189,12 @@ class Settings(BaseSettings):
     homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
     hermes: HermesSettings = Field(default_factory=HermesSettings)
+    household: HouseholdSettings = Field(default_factory=HouseholdSettings)
+    users: dict[str, UserSettings] = Field(default_factory=dict)
+    party: PartySettings = Field(default_factory=PartySettings)
+    sleep: SleepSettings = Field(default_factory=SleepSettings)
+    child_safe: ChildSafeSettings = Field(default_factory=ChildSafeSettings)
+    karaoke: KaraokeSettings = Field(default_factory=KaraokeSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("rooms")
@@ -192,6 +204,14 @@ class Settings(BaseSettings):
             if not re.fullmatch(ROOM_ID_PATTERN, room_id):
                 raise ValueError(f"room id {room_id!r} must be lowercase letters, digits, _")
         return rooms
+
+    @field_validator("users")
+    @classmethod
+    def _user_ids(cls, users: dict[str, UserSettings]) -> dict[str, UserSettings]:
+        for user_id in users:
+            if not re.fullmatch(USER_ID_PATTERN, user_id):
+                raise ValueError(f"user id {user_id!r} must be lowercase letters, digits, _ . -")
+        return users
 
     def room(self, room_id: str) -> RoomSettings:
         """A configured room, or the UnknownRoom error every command answers with."""

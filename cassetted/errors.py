@@ -10,10 +10,12 @@ class CassettedError(Exception):
 
     code = "internal_error"
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, **details: object) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        # Extra reply fields that help the asker (e.g. `quota` with a quota_exceeded).
+        self.details = details
 
     def info(self) -> ErrorInfo:
         return ErrorInfo(code=self.code, message=self.message, field=self.field)
@@ -73,3 +75,29 @@ class LyricsFailed(CassettedError):
 
 class Interrupted(CassettedError):
     code = "interrupted"
+
+
+class Unauthorized(CassettedError):
+    """No known identity where one is needed, or a token that matches nobody."""
+
+    code = "unauthorized"
+
+
+class Forbidden(CassettedError):
+    """A known user whose role or guest pass does not allow this (room, command)."""
+
+    code = "forbidden"
+
+
+class QuotaExceeded(CassettedError):
+    code = "quota_exceeded"
+
+
+class ModeRefused(CassettedError):
+    """A room's mode (sleep, child-safe) does not accept this request."""
+
+    code = "mode_refused"
+
+
+class WrongPin(CassettedError):
+    code = "wrong_pin"

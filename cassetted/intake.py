@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from cassetted import intent
@@ -15,6 +16,29 @@ if TYPE_CHECKING:
     from cassetted.store import Store
 
 T = TypeVar("T")
+
+
+# "My name is Sarah, create chill electronic": a guest says who they are first.
+_SPEAKER = re.compile(r"^\W*(?:hi|hello|hey)?\W*(?:my name is|my name's|call me)\s+"
+                      r"(?P<name>[^\W\d_][\w'-]{0,30}(?:\s+[^\W\d_][\w'-]{0,30})?)\s*"
+                      r"(?:[,.;:!-]+|\band\b)\s*", re.IGNORECASE)
+# "How many songs can I create?", "what's my quota"
+_QUOTA_QUESTION = re.compile(r"\bhow many\b.{0,20}\b(?:songs?|tracks?)\b.{0,30}\b(?:can|may|do)\b"
+                             r"|\bmy (?:song )?quota\b|\bsongs? (?:do i have )?left\b",
+                             re.IGNORECASE)
+
+
+def speaker(text: str) -> tuple[str | None, str]:
+    """The name a speaker gives at the start of an utterance, and the rest of it."""
+    found = _SPEAKER.match(text)
+    if found is None:
+        return None, text
+    return found["name"], text[found.end():] or text
+
+
+def asks_quota(text: str) -> bool:
+    """Whether an utterance asks how many songs the speaker may still make."""
+    return _QUOTA_QUESTION.search(text) is not None
 
 
 def read_prompt(prompt: str) -> tuple[str | None, str | None]:
@@ -40,9 +64,10 @@ def voice_request(command: VoiceCommand, settings: Settings,
         from cassetted.lyrics.ask import intent_llm
 
         llm = intent_llm(settings, credentials, command.user)
-    parsed = intent.parse(command.text, rooms, default_room=default_room, llm=llm)
+    name, text = speaker(command.text)
+    parsed = intent.parse(text, rooms, default_room=default_room, llm=llm)
     request = parsed.request.model_copy(update={
-        "user": command.user, "request_id": command.request_id,
+        "user": command.user or name, "request_id": command.request_id,
     })
     warnings = list(parsed.warnings)
     if llm is not None and llm.failed and not any("LLM" in w for w in warnings):

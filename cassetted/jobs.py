@@ -84,7 +84,8 @@ def song_info(song: Song, settings: Settings) -> SongInfo:
         duration_s=song.duration_s, language=song.language, instrumental=song.instrumental,
         seed=song.seed, room=song.room, user=song.user, engine=song.engine,
         lyrics_provider=song.lyrics_provider, file=str(settings.library_dir / song.file),
-        format=song.format, url=url, variant_of=song.variant_of, created_at=song.created_at,
+        format=song.format, url=url, variant_of=song.variant_of, shared=song.shared,
+        created_at=song.created_at,
     )
 
 
@@ -128,7 +129,7 @@ def _insert(request: SongRequest, max_pending: int) -> tuple[Job, bool]:
         raise errors.QueueFull(f"{max_pending} requests are already waiting; try again later")
     job = Job.create(
         id=new_id(), request_id=request.request_id,
-        request=request.model_dump_json(exclude={"reply_to"}),
+        request=request.model_dump_json(exclude={"reply_to", "token"}), user=request.user,
         state=JobState.queued.value, progress=0.0,
     )
     return job, False
@@ -209,7 +210,7 @@ def _store_song(job_id: str, song_id: str, produced: Produced,
         genre=spec.genre, mood=spec.mood, bpm=spec.bpm, key=spec.key,
         time_signature=spec.time_signature, duration_s=spec.duration_s, language=spec.language,
         instrumental=spec.instrumental, child_safe=spec.child_safe,
-        room=request.room, user=request.user, engine=produced.engine,
+        room=request.room, user=request.user, shared=not request.private, engine=produced.engine,
         lyrics_provider=produced.lyrics_provider, format=produced.format,
     )
     with Song._meta.database.atomic():

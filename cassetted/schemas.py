@@ -31,6 +31,11 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 
 KEY_PATTERN = r"^[A-G](#|b)? (major|minor)$"
 ROOM_ID_PATTERN = r"^[a-z0-9_]{1,64}$"
+USER_ID_PATTERN = r"^[a-z0-9_.-]{1,64}$"
+
+Role = Literal["owner", "family", "guest"]
+ROLES: tuple[str, ...] = ("owner", "family", "guest")
+RoomMode = Literal["normal", "sleep", "karaoke"]
 
 RequestId = Annotated[str, Field(min_length=1, max_length=128)]
 ReplyTopic = Annotated[
@@ -48,6 +53,10 @@ class _Command(BaseModel):
     request_id: RequestId | None = Field(
         None, description="Echoed in the reply; for song/create also the idempotency key.")
     reply_to: ReplyTopic | None = None
+    token: str | None = Field(
+        None, min_length=8, max_length=128, repr=False,
+        description="A household member's or guest's token ([household] identify_by token); "
+                    "never stored, echoed or logged.")
 
 
 class SongRequest(_Command):
@@ -71,6 +80,7 @@ class SongRequest(_Command):
     user: str | None = Field(None, max_length=64)
     engine: str | None = Field(None, max_length=32)
     lyrics_provider: str | None = Field(None, max_length=32)
+    private: bool = Field(False, description="Keep the song out of the household's shared library")
     # Beyond text2music (ACE-Step engines; the built-in engine covers by re-rendering).
     task: Literal["text2music", "cover", "repaint"] = Field(
         "text2music", description="cover: re-perform a library song (e.g. a karaoke remix at a "
@@ -137,6 +147,12 @@ class PartyCommand(_Command):
     rooms: list[Annotated[str, Field(pattern=ROOM_ID_PATTERN)]] | Literal["all"] = "all"
     song_id: str | None = Field(None, max_length=64)
     playlist: str | None = Field(None, max_length=128)
+    theme: str | None = Field(None, pattern=r"^[a-z0-9_]{1,64}$",
+                              description="A [party.themes] preset, e.g. edm, rock, lounge")
+    starters: int | None = Field(None, ge=0, le=20,
+                                 description="Songs generated at start (default: the theme's)")
+    guest_access: bool = Field(True, description="Guests may add songs to the party queue")
+    user: str | None = Field(None, max_length=64, description="Who asks (identify_by user_field)")
 
 
 class KeepCommand(_Command):
@@ -151,16 +167,82 @@ class VoteCommand(_Command):
 
 
 class LibraryQuery(_Command):
-    """`<base>/library/query`: filters, sorting and paging; answered on the reply topic."""
+    """`<base>/library/query`: filters, sorting and paging; answered on the reply topic.
+
+    A member sees the shared library and their own private songs; an owner sees everything.
+    """
 
     genre: Genre | None = None
     mood: Mood | None = None
     room: str | None = Field(None, pattern=ROOM_ID_PATTERN)
-    user: str | None = Field(None, max_length=64)
+    user: str | None = Field(None, max_length=64, description="Songs made by this user")
     text: str | None = Field(None, max_length=200)
-    sort: Literal["newest", "oldest", "title", "duration"] = "newest"
+    shared: bool | None = Field(None, description="Only shared (true) or only private (false)")
+    sort: Literal["newest", "oldest", "title", "duration", "top_voted"] = "newest"
     page: int = Field(1, ge=1)
     page_size: int = Field(20, ge=1, le=100)
+    as_user: str | None = Field(None, max_length=64,
+                                description="Who asks (identify_by user_field); sees their private songs")
+
+
+class ShareCommand(_Command):
+    """`<base>/song/<id>/share`: share a song with the household, or make it private again."""
+
+    shared: bool
+    user: str | None = Field(None, max_length=64)
+
+
+class GuestCreate(_Command):
+    """`<base>/guest/create` (owner or family): a temporary guest; the reply carries its token."""
+
+    name: str = Field(min_length=1, max_length=64)
+    rooms: list[Annotated[str, Field(pattern=ROOM_ID_PATTERN)]] | None = Field(
+        None, description="Rooms the guest may use (default: every room open to guests)")
+    quota: int | None = Field(None, ge=0, le=1000, description="Songs per quota window")
+    ttl_h: float | None = Field(None, gt=0, le=24 * 30, description="Default [household] guest_ttl_h")
+    party: bool = Field(False, description="A guest of the running party: counted against "
+                                           "[party] guest_song_limit, expires when it ends")
+    user: str | None = Field(None, max_length=64, description="Who creates it (identify_by user_field)")
+
+
+class GuestRemove(_Command):
+    """`<base>/guest/<id>/remove` (owner or family)."""
+
+    user: str | None = Field(None, max_length=64)
+
+
+class QuotaQuery(_Command):
+    """`<base>/user/quota`: "how many songs can I create?"."""
+
+    user: str | None = Field(None, max_length=64)
+
+
+class RoomModeCommand(_Command):
+    """`<base>/room/<room>/mode`: sleep, karaoke or normal; child_safe on, or off with the PIN."""
+
+    mode: RoomMode | None = None
+    child_safe: bool | None = None
+    pin: str | None = Field(None, max_length=32, repr=False, description="Needed to turn child_safe off")
+    fade_min: float | None = Field(None, gt=0, le=240, description="Sleep: minutes to fade to silence")
+    user: str | None = Field(None, max_length=64)
+
+
+class KaraokeCommand(_Command):
+    """`<base>/karaoke/start`: remix a library song at a new tempo; lyrics go to the mirror."""
+
+    song_id: str | None = Field(None, max_length=64)
+    title: str | None = Field(None, max_length=200, description="A library song by (part of) its title")
+    bpm: int = Field(ge=MIN_BPM, le=MAX_BPM)
+    room: str | None = Field(None, pattern=ROOM_ID_PATTERN)
+    user: str | None = Field(None, max_length=64)
+
+
+class ChildSafeLogQuery(_Command):
+    """`<base>/child_safe/log`: the requests made under child-safe mode, newest first."""
+
+    room: str | None = Field(None, pattern=ROOM_ID_PATTERN)
+    limit: int = Field(50, ge=1, le=500)
+    user: str | None = Field(None, max_length=64)
 
 
 # --------------------------------------------------------------------------- resolved spec
@@ -214,6 +296,18 @@ class JobState(str, Enum):
         return self in (JobState.done, JobState.failed, JobState.cancelled)
 
 
+class QuotaInfo(BaseModel):
+    """Where a user stands with their quota; in every reply to a song request."""
+
+    user: str | None = None
+    role: Role
+    limit: int | None = Field(None, description="Songs per window; absent (null) = unlimited")
+    used: int = 0
+    remaining: int | None = None
+    window_h: float | None = None
+    resets_at: float | None = Field(None, description="Unix time the oldest counted song leaves the window")
+
+
 class ErrorInfo(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. invalid_payload, unknown_room.")
     message: str
@@ -231,6 +325,8 @@ class Reply(BaseModel):
     job_id: str | None = None
     state: JobState | None = None
     duplicate: bool | None = Field(None, description="True when request_id matched an existing job.")
+    quota: QuotaInfo | None = Field(None, description="Song requests: the asker's quota after this one")
+    party_position: int | None = Field(None, ge=1, description="A party song's place in the queue")
 
 
 class JobEvent(BaseModel):
@@ -281,7 +377,18 @@ class SongInfo(BaseModel):
     format: str
     url: str | None = None
     variant_of: str | None = Field(None, description="The first take, for the other takes")
+    shared: bool = True
+    score: int | None = Field(None, description="Sum of votes (library queries)")
     created_at: float
+
+
+class LearnedPreference(BaseModel):
+    """What a room has learned from requests and votes in it."""
+
+    genre: Genre | None = Field(None, description="Used when a request names no genre")
+    mood: Mood | None = None
+    genres: dict[str, float] = Field(default_factory=dict, description="Evidence per genre")
+    moods: dict[str, float] = Field(default_factory=dict)
 
 
 class RoomState(BaseModel):
@@ -295,6 +402,10 @@ class RoomState(BaseModel):
     party: bool = False
     output: str
     playlist_length: int | None = Field(None, ge=0, description="Songs in the room's playlist")
+    mode: RoomMode = "normal"
+    child_safe: bool = False
+    volume_cap: int | None = Field(None, ge=0, le=100)
+    learned: LearnedPreference | None = None
 
 
 class Event(BaseModel):
@@ -304,6 +415,7 @@ class Event(BaseModel):
 
     type: Literal[
         "song_ready", "song_started", "song_finished", "party_started", "party_stopped", "error",
+        "mode_changed", "guest_expired",
     ]
     ts: float
     job_id: str | None = None
@@ -321,6 +433,54 @@ class LibraryPage(Reply):
     songs: list[SongInfo] = Field(default_factory=list)
 
 
+class LibraryStats(BaseModel):
+    """`<base>/library/stats` (retained): the household's library in numbers."""
+
+    songs: int
+    shared: int
+    private: int
+    votes: int
+    by_user: dict[str, int] = Field(default_factory=dict)
+    top_voted: list[dict[str, Any]] = Field(default_factory=list,
+                                            description="Up to 5: id, title, score")
+    ts: float
+
+
+class PartyQueueItem(BaseModel):
+    position: int = Field(ge=1)
+    song_id: str | None = None
+    job_id: str | None = None
+    title: str | None = None
+    user: str | None = None
+    score: int = 0
+    filler: bool = False
+    state: Literal["generating", "queued"]
+
+
+class PartyState(BaseModel):
+    """`<base>/party/state` (retained): the party, its theme and its queue."""
+
+    active: bool
+    theme: str | None = None
+    rooms: list[str] = Field(default_factory=list)
+    started_at: float | None = None
+    now_playing: str | None = None
+    queue: list[PartyQueueItem] = Field(default_factory=list)
+    guest_songs: int = 0
+    fillers: int = 0
+
+
+class LyricsDisplay(BaseModel):
+    """`<base>/room/<room>/lyrics` (retained): timed lyrics for a mirror, as LRC and as lines."""
+
+    room: str
+    song_id: str | None = None
+    title: str | None = None
+    lrc: str = ""
+    lines: list[dict[str, Any]] = Field(default_factory=list, description="{t: seconds, text}")
+    started_at: float | None = Field(None, description="Unix time line 0 of the song began")
+
+
 # Every payload by the name its JSON Schema file carries: drives `cassetted schemas`.
 PAYLOADS: dict[str, type[BaseModel]] = {
     "song_create": SongRequest,
@@ -331,6 +491,16 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "song_vote": VoteCommand,
     "song_keep": KeepCommand,
     "library_query": LibraryQuery,
+    "song_share": ShareCommand,
+    "guest_create": GuestCreate,
+    "guest_remove": GuestRemove,
+    "user_quota": QuotaQuery,
+    "room_mode": RoomModeCommand,
+    "karaoke_start": KaraokeCommand,
+    "child_safe_log": ChildSafeLogQuery,
+    "library_stats": LibraryStats,
+    "party_state": PartyState,
+    "lyrics_display": LyricsDisplay,
     "reply": Reply,
     "library_page": LibraryPage,
     "job_event": JobEvent,

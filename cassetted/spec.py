@@ -57,7 +57,10 @@ def resolve(
         language=request.language or generation.language,
         instrumental=request.instrumental,
         seed=request.seed,
-        child_safe=request.child_safe or bool(room and room.child_safe),
+        # The room's child-safe mode (config, or switched with the PIN) was applied to the
+        # request at admission (household.modes); the room's config alone must not outlast
+        # a parent turning it off.
+        child_safe=request.child_safe,
         lyrics=request.lyrics or "",
     )
 
@@ -67,7 +70,8 @@ def resolve_from_source(request: SongRequest, source: SongInfo,
     """The spec of a cover or repaint: the source song's, with what the request changes.
 
     A karaoke remix "at 150 bpm" keeps the song's genre, key, lyrics, seed and length and
-    changes the tempo; anything else the request names (genre, mood, ...) wins too.
+    changes the tempo; anything else the request names (genre, mood, ...) wins too, a
+    cover's duration included (karaoke asks for the length that keeps every bar).
     """
     return SongSpec(
         prompt=request.prompt or source.prompt,
@@ -76,7 +80,8 @@ def resolve_from_source(request: SongRequest, source: SongInfo,
         bpm=request.bpm or source.bpm,
         key=request.key or source.key,
         time_signature=request.time_signature or source.time_signature,
-        duration_s=source.duration_s,
+        # A repaint redoes part of the source's audio: it keeps the source's length.
+        duration_s=(request.duration_s if request.task == "cover" else None) or source.duration_s,
         language=request.language or source.language,
         instrumental=request.instrumental,
         seed=request.seed if request.seed is not None else source.seed,

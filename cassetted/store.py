@@ -65,6 +65,8 @@ class Song(BaseModel):
     url_token = pw.CharField(max_length=64, unique=True, default=lambda: secrets.token_urlsafe(24))
     # The first take of a request made with variants > 1 (NULL for it and for plain songs).
     variant_of = pw.CharField(max_length=32, null=True, index=True)
+    # Shared with the household (default) or private to its maker.
+    shared = pw.BooleanField(default=True, index=True)
     created_at = pw.DoubleField(default=time.time, index=True)
 
 
@@ -74,6 +76,7 @@ class Job(BaseModel):
     id = pw.CharField(primary_key=True, max_length=32, default=new_id)
     request_id = pw.CharField(max_length=128, null=True, unique=True)
     request = pw.TextField(help_text="The validated SongRequest as JSON")
+    user = pw.CharField(max_length=64, null=True, index=True, help_text="Who asked (quotas)")
     state = pw.CharField(max_length=32, index=True)
     progress = pw.FloatField(default=0.0)
     attempts = pw.IntegerField(default=0)
@@ -125,15 +128,110 @@ class PlaylistEntry(BaseModel):
         indexes = ((("room", "position"), True),)
 
 
+class User(BaseModel):
+    """A household member (mirrored from `[users]` at start) or a guest (made over MQTT).
+
+    Tokens are stored as SHA-256 hashes: the database never holds one that works."""
+
+    id = pw.CharField(primary_key=True, max_length=64)
+    name = pw.CharField(max_length=64)
+    role = pw.CharField(max_length=16)
+    token_hash = pw.CharField(max_length=64, null=True, unique=True)
+    configured = pw.BooleanField(default=False, help_text="From [users]; else a guest")
+    rooms = pw.TextField(null=True, help_text="JSON list of rooms a guest may use; NULL = all")
+    quota = pw.IntegerField(null=True, help_text="Overrides the role's songs per window")
+    quota_since = pw.DoubleField(null=True, help_text="Count songs from here (party guests)")
+    party = pw.CharField(max_length=32, null=True, index=True, help_text="Guest of this party")
+    expires_at = pw.DoubleField(null=True, index=True)
+    created_by = pw.CharField(max_length=64, null=True)
+    created_at = pw.DoubleField(default=time.time)
+
+
+class RoomPreference(BaseModel):
+    """Evidence that a room likes a genre or mood (see household.learning)."""
+
+    id = pw.AutoField()
+    room = pw.CharField(max_length=64)
+    dimension = pw.CharField(max_length=8)  # genre | mood
+    value = pw.CharField(max_length=32)
+    weight = pw.DoubleField(default=0.0)
+    updated_at = pw.DoubleField(default=time.time)
+
+    class Meta:
+        indexes = ((("room", "dimension", "value"), True),)
+
+
+class RoomModeRow(BaseModel):
+    """A room's mode and child-safe switch, kept across restarts."""
+
+    room = pw.CharField(primary_key=True, max_length=64)
+    mode = pw.CharField(max_length=16, default="normal")
+    child_safe = pw.BooleanField(default=False)
+    params = pw.TextField(default="{}")
+    since = pw.DoubleField(default=time.time)
+
+    class Meta:
+        table_name = "room_mode"
+
+
+class ChildSafeLog(BaseModel):
+    """What was asked in a child-safe room, for the parents."""
+
+    id = pw.AutoField()
+    ts = pw.DoubleField(default=time.time, index=True)
+    room = pw.CharField(max_length=64, null=True, index=True)
+    user = pw.CharField(max_length=64, null=True)
+    request = pw.TextField()
+    outcome = pw.CharField(max_length=32)  # accepted | refused
+    reason = pw.TextField(default="")
+
+
+class Party(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=32, default=new_id)
+    theme = pw.CharField(max_length=64)
+    rooms = pw.TextField(default="[]")
+    guest_access = pw.BooleanField(default=True)
+    started_at = pw.DoubleField(default=time.time)
+    stopped_at = pw.DoubleField(null=True)
+    playlist = pw.CharField(max_length=128, null=True, help_text="Saved as this on stop")
+
+
+class PartyQueueEntry(BaseModel):
+    """A song on its way into a party, or waiting in its queue; played ones are kept."""
+
+    id = pw.AutoField()
+    party = pw.ForeignKeyField(Party, backref="entries", on_delete="CASCADE")
+    job_id = pw.CharField(max_length=32, null=True, index=True)
+    song = pw.ForeignKeyField(Song, null=True, on_delete="CASCADE")
+    user = pw.CharField(max_length=64, null=True)
+    filler = pw.BooleanField(default=False)
+    starter = pw.BooleanField(default=False)
+    added_at = pw.DoubleField(default=time.time)
+    played_at = pw.DoubleField(null=True)
+
+
 class SchemaVersion(BaseModel):
     version = pw.IntegerField()
 
 
-MODELS: list[type[BaseModel]] = [Song, Job, Vote, Credential, PlaylistEntry]
+MODELS: list[type[BaseModel]] = [Song, Job, Vote, Credential, PlaylistEntry, User,
+                                 RoomPreference, RoomModeRow, ChildSafeLog, Party,
+                                 PartyQueueEntry]
+
+
+def _household(migrator: SchemaMigrator) -> None:
+    """2: shared songs, the asker of a job, and the household tables."""
+    from playhouse.migrate import migrate
+
+    migrate(migrator.add_column("song", "shared", Song.shared),
+            migrator.add_column("job", "user", Job.user))
+    migrator.database.create_tables([User, RoomPreference, RoomModeRow, ChildSafeLog, Party,
+                                     PartyQueueEntry])
+
 
 # Step N brings the schema from version N-1 to N. Step 1 is the initial create_tables.
 Migration = Callable[[SchemaMigrator], None]
-MIGRATIONS: list[Migration] = []
+MIGRATIONS: list[Migration] = [_household]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 
@@ -155,13 +253,21 @@ def _connect(url: str | None, state_dir: Path) -> pw.Database:
     )
 
 
+def _has_table(db: pw.Database, name: str) -> bool:
+    """peewee looks for PostgreSQL tables in `public` only; ask for the table where the
+    connection's search_path finds it (a `?options=-csearch_path=...` URL)."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        return db.execute_sql("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+    return db.table_exists(name)
+
+
 def open_database(url: str | None, state_dir: Path) -> pw.Database:
     """Connect, create or migrate the schema, and bind the models. Returns the database."""
     db = _connect(url, state_dir)
     database.initialize(db)
     db.connect(reuse_if_open=True)
     with db.atomic():
-        if not db.table_exists(SchemaVersion._meta.table_name):
+        if not _has_table(db, SchemaVersion._meta.table_name):
             db.create_tables([*MODELS, SchemaVersion])
             SchemaVersion.create(version=SCHEMA_VERSION)
             log.info("database created at schema version %d", SCHEMA_VERSION)

@@ -37,7 +37,8 @@ class Received:
 class MqttProbe:
     """Subscribes to `<base>/#`; tests publish commands and wait for what comes back."""
 
-    def __init__(self, host: str, port: int, base: str, protocol: int = mqtt.MQTTv5) -> None:
+    def __init__(self, host: str, port: int, base: str, protocol: int = mqtt.MQTTv5,
+                 username: str | None = None, password: str | None = None) -> None:
         self.base = base
         self.messages: list[Received] = []
         self._cond = threading.Condition()
@@ -46,6 +47,8 @@ class MqttProbe:
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a, **k: subscribed.set()
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.connect(host, port)
         self.client.loop_start()
         self.client.subscribe(f"{base}/#", qos=1)

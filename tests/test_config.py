@@ -97,12 +97,20 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
 
 
 def test_example_config_is_valid_and_complete() -> None:
+    from cassetted.household.settings import (
+        ChildSafeSettings, HouseholdSettings, KaraokeSettings, PartySettings, SleepSettings,
+    )
+
     example = Path(__file__).parent.parent / "config" / "cassetted.example.toml"
     settings = config.load(example)
     text = example.read_text()
     for section, model in [("mqtt", config.MqttSettings), ("storage", config.StorageSettings),
                            ("generation", config.GenerationSettings),
-                           ("voice", config.VoiceSettings), ("hermes", config.HermesSettings)]:
+                           ("voice", config.VoiceSettings), ("hermes", config.HermesSettings),
+                           ("household", HouseholdSettings), ("party", PartySettings),
+                           ("sleep", SleepSettings), ("child_safe", ChildSafeSettings),
+                           ("karaoke", KaraokeSettings)]:
         for name in model.model_fields:
-            assert f"{name} =" in text or f"# {name} =" in text, f"{section}.{name} undocumented"
+            assert (f"{name} =" in text or f"# {name} =" in text  # a key, or a table of them
+                    or f"[{section}.{name}" in text), f"{section}.{name} undocumented"
     assert settings.rooms

@@ -92,3 +92,32 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
 def test_describe_hides_password() -> None:
     text = store.describe("postgresql://u:hunter2@db.local:5432/music", Path("/x"))
     assert "hunter2" not in text and "db.local" in text
+
+
+def test_a_version_1_database_migrates_to_the_household_schema(request: pytest.FixtureRequest,
+                                                               tmp_path: Path) -> None:
+    """A database made before the household (schema 1: no song.shared, no job.user, none of
+    its tables) keeps its rows and gains what is missing, on SQLite and on PostgreSQL."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    for url in (None, request.getfixturevalue("pg_url")):
+        here = tmp_path / ("pg" if url else "sqlite")
+        database = store.open_database(url, here)
+        database.drop_tables([store.User, store.RoomPreference, store.RoomModeRow,
+                              store.ChildSafeLog, store.PartyQueueEntry, store.Party])
+        migrator = SchemaMigrator.from_database(database)
+        migrate(migrator.drop_index("song", "song_shared"), migrator.drop_column("song", "shared"),
+                migrator.drop_index("job", "job_user"), migrator.drop_column("job", "user"))
+        store.SchemaVersion.update(version=1).execute()
+        database.execute_sql("INSERT INTO job (id, request, state, progress, attempts, "
+                             "created_at, updated_at) VALUES ('old', '{}', 'queued', 0, 0, 1, 1)")
+        database.close()
+
+        database = store.open_database(url, here)
+        assert store.SchemaVersion.get().version == store.SCHEMA_VERSION == 2
+        old = store.Job.get_by_id("old")
+        assert old.user is None and old.state == "queued"
+        store.User.create(id="dad", name="Dad", role="owner")
+        store.RoomPreference.create(room="living_room", dimension="genre", value="jazz", weight=1)
+        assert store.Song.shared.default is True
+        database.close()

@@ -65,6 +65,14 @@ class Topics:
     def panel_state(self) -> str:
         return f"{self.base}/ha/panel/state"
 
+    @property
+    def library_stats(self) -> str:
+        return f"{self.base}/library/stats"
+
+    @property
+    def party_state(self) -> str:
+        return f"{self.base}/party/state"
+
     def panel_set(self, entity: str) -> str:
         return f"{self.base}/ha/panel/{entity}/set"
 
@@ -241,6 +249,38 @@ def main_entities(topics: Topics, panel: PanelOptions) -> list[Entity]:
                 "'room': value_json.get('room'), 'file': value_json.file, "
                 "'url': value_json.get('url')} | tojson }}"),
         }),
+        Entity("sensor", "songs_made", {
+            "name": "Songs made", "icon": "mdi:music-box-multiple-outline",
+            "state_topic": topics.library_stats, "value_template": _json_value("songs"),
+            "state_class": "total", "unit_of_measurement": "songs",
+            "json_attributes_topic": topics.library_stats,
+            "json_attributes_template": "{{ {'by_user': value_json.by_user, "
+                                        "'private': value_json.private, "
+                                        "'votes': value_json.votes} | tojson }}",
+        }),
+        Entity("sensor", "songs_shared", {
+            "name": "Songs shared", "icon": "mdi:share-variant",
+            "state_topic": topics.library_stats, "value_template": _json_value("shared"),
+            "state_class": "total", "unit_of_measurement": "songs",
+        }),
+        Entity("sensor", "top_voted", {
+            "name": "Top voted song", "icon": "mdi:trophy",
+            "state_topic": topics.library_stats,
+            "value_template": "{{ value_json.top_voted[0].title[:255] "
+                              "if value_json.top_voted else None }}",
+            "json_attributes_topic": topics.library_stats,
+            "json_attributes_template": "{{ {'top_voted': value_json.top_voted} | tojson }}",
+        }),
+        Entity("sensor", "party_queue", {
+            "name": "Party queue", "icon": "mdi:playlist-star",
+            "state_topic": topics.party_state,
+            "value_template": "{{ value_json.queue | length }}",
+            "state_class": "measurement", "unit_of_measurement": "songs",
+            "json_attributes_topic": topics.party_state,
+            "json_attributes_template": "{{ {'active': value_json.active, "
+                                        "'theme': value_json.theme, "
+                                        "'queue': value_json.queue} | tojson }}",
+        }),
         Entity("event", "song_events", {
             "name": "Song events", "icon": "mdi:bell-ring",
             "state_topic": topics.event, "event_types": list(EVENT_TYPES),
@@ -288,6 +328,22 @@ def room_entities(topics: Topics, room_id: str, room_name: str) -> list[Entity]:
             # `playlist_length` is an optional field of the room state.
             "value_template": "{{ value_json.get('playlist_length') }}",
             "state_class": "measurement", "unit_of_measurement": "songs",
+        }, room_id),
+        Entity("sensor", f"{prefix}_mode", {
+            "name": "Mode", "icon": "mdi:weather-night", "state_topic": state,
+            "value_template": "{{ value_json.get('mode', 'normal') }}",
+            "device_class": "enum", "options": ["normal", "sleep", "karaoke"],
+            "json_attributes_topic": state,
+            "json_attributes_template": "{{ {'child_safe': value_json.get('child_safe'), "
+                                        "'volume_cap': value_json.get('volume_cap')} | tojson }}",
+        }, room_id),
+        Entity("sensor", f"{prefix}_learned", {
+            "name": "Learned taste", "icon": "mdi:brain", "state_topic": state,
+            "value_template": "{% set l = value_json.get('learned') or {} %}"
+                              "{{ [l.get('genre'), l.get('mood')] | select | join(' / ') "
+                              "or 'nothing yet' }}",
+            "json_attributes_topic": state,
+            "json_attributes_template": "{{ (value_json.get('learned') or {}) | tojson }}",
         }, room_id),
     ]
 

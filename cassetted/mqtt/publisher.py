@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from pydantic import BaseModel
+
 from cassetted.schemas import Event, JobEvent, QueueState, RoomState, SongInfo
 
 Publish = Callable[..., None]
@@ -45,6 +47,10 @@ class MqttPublisher:
 
     def room_state(self, room: str, state: RoomState) -> None:
         self._retain(f"{self._base}/room/{room}/state", state.model_dump_json())
+
+    def state(self, relative: str, model: BaseModel) -> None:
+        """A retained state topic under the base (`library/stats`, `party/state`, ...)."""
+        self._retain(f"{self._base}/{relative}", model.model_dump_json())
 
     def event(self, event: Event) -> None:
         self._publish(f"{self._base}/event", event.model_dump_json(exclude_none=True))

@@ -5,10 +5,16 @@ receives a validated model and the values of the `+` wildcards, and returns a Re
 router owns the whole error path, so every command is answered the same way:
 `{"ok": false, "error": {"code", "message", "field"}}` on the MQTT v5 response topic, or on
 the `reply_to` topic of the payload, or else on `<base>/reply`; an `error` event follows.
+
+With a `user_prefix` ("as"), every command is also accepted on `<base>/as/<mqtt user>/...`.
+Subscribers cannot see who published a message, but the broker can make a client prove it:
+a Mosquitto ACL `pattern write <base>/as/%u/#` lets each login publish only under its own
+name. The handler runs with that name in `MQTT_USER` (a context variable).
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
@@ -24,6 +30,9 @@ from cassetted.schemas import MAX_PAYLOAD_BYTES, Event, Reply
 
 log = logging.getLogger(__name__)
 
+# The broker-enforced MQTT login a command arrived under (`<base>/as/<login>/...`), or None.
+MQTT_USER: contextvars.ContextVar[str | None] = contextvars.ContextVar("mqtt_user", default=None)
+
 Publish = Callable[..., None]
 CommandHandler = Callable[[list[str], Any], Awaitable[Reply]]
 RawHandler = Callable[[str, bytes], Awaitable[None]]
@@ -34,6 +43,7 @@ class Route:
     filter: str
     model: type[BaseModel] | None
     handler: CommandHandler | RawHandler
+    as_user: bool = False  # the first `+` is the MQTT login, not a handler parameter
 
 
 def match(filter_: str, topic: str) -> list[str] | None:
@@ -65,14 +75,18 @@ def _field_of(error: ValidationError) -> tuple[str | None, str]:
 class Router:
     """Dispatch table of command routes (answered) and raw routes (external protocols)."""
 
-    def __init__(self, base_topic: str, publish: Publish) -> None:
+    def __init__(self, base_topic: str, publish: Publish, user_prefix: str | None = None) -> None:
         self.base = base_topic
         self._publish = publish
+        self._user_prefix = user_prefix
         self._routes: list[Route] = []
 
     def command(self, relative: str, model: type[BaseModel], handler: CommandHandler) -> None:
         """A command under the base topic, validated by `model` and always answered."""
         self._routes.append(Route(f"{self.base}/{relative}", model, handler))
+        if self._user_prefix:
+            self._routes.append(Route(f"{self.base}/{self._user_prefix}/+/{relative}", model,
+                                      handler, as_user=True))
 
     def raw(self, filter_: str, handler: RawHandler) -> None:
         """A foreign topic (Hermes, Home Assistant status): topic and bytes in; the handler
@@ -100,7 +114,11 @@ class Router:
                 log.exception("handler for %s failed", topic)
             return
         response_topic, correlation = response_target(message)
-        await self._command(route, params, payload, topic, response_topic, correlation)
+        token = MQTT_USER.set(params.pop(0) if route.as_user else None)
+        try:
+            await self._command(route, params, payload, topic, response_topic, correlation)
+        finally:
+            MQTT_USER.reset(token)
 
     async def _command(self, route: Route, params: list[str], payload: bytes, topic: str,
                        response_topic: str | None, correlation: bytes | None) -> None:
@@ -122,7 +140,7 @@ class Router:
                 raise errors.InvalidPayload(message, field) from None
             reply = await route.handler(params, model)  # type: ignore[arg-type]
         except errors.CassettedError as error:
-            reply = Reply(ok=False, error=error.info())
+            reply = Reply(ok=False, error=error.info(), **error.details)
         except Exception:  # noqa: BLE001 - the command boundary: answer, log, keep serving
             log.exception("command on %s failed", topic)
             reply = Reply(ok=False, error=errors.CassettedError("internal error").info())

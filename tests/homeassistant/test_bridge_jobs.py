@@ -18,6 +18,7 @@ from cassetted.daemon import home_assistant_bridge
 from cassetted.homeassistant.bridge import HomeAssistantBridge
 from cassetted.jobs import FanOut, JobRunner
 from cassetted.mqtt.client import MqttLink
+from cassetted.household.service import Household
 from cassetted.mqtt.commands import Commands
 from cassetted.mqtt.publisher import MqttPublisher
 from cassetted.mqtt.router import Router
@@ -62,7 +63,10 @@ class Stack:
         publisher = MqttPublisher(settings.mqtt.base_topic, link.publish)
         bridge = home_assistant_bridge(settings, link.publish, router, lambda: commands)
         self.runner = JobRunner(self.store, settings, listener=FanOut(publisher, bridge))
-        commands = Commands(settings, self.store, self.runner, NoPlayback())  # type: ignore[arg-type]
+        household = Household(settings, self.store, publish_stats=lambda stats: None,
+                              publish_event=publisher.event, read_prompt=lambda p: (None, None))
+        commands = Commands(settings, self.store, self.runner, NoPlayback(),  # type: ignore[arg-type]
+                            household)
         commands.register(router)
         await self.runner.start()
         self.link = link

@@ -133,12 +133,14 @@ def test_entities_of_the_main_device_and_each_room(messages) -> None:
         "generate": "button", "skip": "button", "like": "button", "dislike": "button",
         "party": "switch", "child_safe": "switch", "generation_status": "sensor",
         "progress": "sensor", "queue_length": "sensor", "last_song": "sensor",
-        "song_events": "event",
+        "song_events": "event", "songs_made": "sensor", "songs_shared": "sensor",
+        "top_voted": "sensor", "party_queue": "sensor",
     }
     for room in ("living_room", "kids_room"):
         expected.update({f"room_{room}_state": "sensor", f"room_{room}_now_playing": "sensor",
                          f"room_{room}_volume": "number", f"room_{room}_skip": "button",
-                         f"room_{room}_playlist": "sensor"})
+                         f"room_{room}_playlist": "sensor", f"room_{room}_mode": "sensor",
+                         f"room_{room}_learned": "sensor"})
     assert {k: v[0] for k, v in by_object.items()} == expected
     main_device = by_object["prompt"][1]["device"]
     assert all(by_object[k][1]["device"] == main_device for k in expected if not k.startswith("room_"))
@@ -181,6 +183,23 @@ def test_templates_render_like_home_assistant(messages) -> None:
     assert render("room_living_room_now_playing", {**room_state, "song": None}) == "None"
     assert render("room_living_room_volume", room_state) == "40"
     assert render("room_living_room_playlist", room_state) == "3"
+    assert render("room_living_room_mode", room_state) == "normal"
+    assert render("room_living_room_learned", room_state) == "nothing yet"
+    learned = {**room_state, "mode": "sleep", "child_safe": True, "volume_cap": 70,
+               "learned": {"genre": "jazz", "mood": None, "genres": {"jazz": 1.85}, "moods": {}}}
+    assert render("room_living_room_mode", learned) == "sleep"
+    assert json.loads(render("room_living_room_mode", learned, "json_attributes_template")) \
+        == {"child_safe": True, "volume_cap": 70}
+    assert render("room_living_room_learned", learned) == "jazz"
+    assert render("room_living_room_learned", {**learned, "learned": {
+        "genre": "jazz", "mood": "relaxing", "genres": {}, "moods": {}}}) == "jazz / relaxing"
+    stats = {"songs": 3, "shared": 2, "private": 1, "votes": 4, "by_user": {"mia": 3},
+             "top_voted": [{"id": "s1", "title": "Blue Night", "score": 3}], "ts": 1.0}
+    assert render("songs_made", stats) == "3" and render("songs_shared", stats) == "2"
+    assert render("top_voted", stats) == "Blue Night"
+    assert render("top_voted", {**stats, "top_voted": []}) == "None"
+    party = {"active": True, "theme": "edm", "queue": [{"position": 1}, {"position": 2}]}
+    assert render("party_queue", party) == "2"
     panel = {"prompt": "rain", "genre": "jazz", "mood": "auto", "room": "none",
              "lyrics_provider": "default", "duration": 60.0, "bpm": 0, "party": "OFF",
              "child_safe": "ON"}

@@ -1,0 +1,232 @@
+"""The household as the command handlers see it: identify, admit, learn, count.
+
+Every song request passes `admit` before it becomes a job: the caller's room permission,
+the room's mode (through `modes`, when the daemon has one), the quota, and the room's
+learned defaults for what the request left open. Data flows one way: the handlers call in,
+the household answers or raises; it hears about votes and songs through plain methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any, Callable, Protocol
+
+from cassetted.config import Settings
+from cassetted.household import guests, identity, learning, library, policy
+from cassetted.household.identity import Caller
+from cassetted.schemas import (
+    Event, GuestCreate, LearnedPreference, LibraryQuery, LibraryStats, QuotaInfo, RoomCommand,
+    SongRequest,
+)
+from cassetted.store import Song, Store
+
+log = logging.getLogger(__name__)
+
+PromptReader = Callable[[str], tuple[str | None, str | None]]
+_EXPIRY_INTERVAL_S = 60.0
+
+
+class ModeScreen(Protocol):
+    """The room modes (household.modes) as the admission sees them."""
+
+    def allowed(self, room_id: str) -> dict[str, tuple[str, ...]]:
+        """{"genre": (...), "mood": (...)} the room's mode allows; a missing key = any."""
+        ...
+
+    async def screen_song(self, request: SongRequest, caller: Caller) -> SongRequest: ...
+    async def screen_room_command(self, room_id: str, command: RoomCommand,
+                                  caller: Caller) -> RoomCommand: ...
+
+
+class Household:
+    """Owns identity, quotas, guests, the library's social side and room learning."""
+
+    def __init__(self, settings: Settings, store: Store, *,
+                 publish_stats: Callable[[LibraryStats], None],
+                 publish_event: Callable[[Event], None],
+                 read_prompt: PromptReader,
+                 room_changed: Callable[[str], None] = lambda room_id: None) -> None:
+        self.settings = settings
+        self._store = store
+        self._publish_stats = publish_stats
+        self._publish_event = publish_event
+        self._read_prompt = read_prompt
+        self._room_changed = room_changed
+        self.modes: ModeScreen | None = None
+        self._learned: dict[str, LearnedPreference] = {}
+        self._locks: defaultdict[str | None, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._expiry: asyncio.Task[None] | None = None
+        self._stats_pending = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self._store.call(identity.sync_members, self.settings)
+        for room_id in self.settings.rooms:
+            self._learned[room_id] = await self._store.call(
+                learning.preference, self.settings.household.learning, room_id)
+        self.library_changed()
+        self._expiry = asyncio.create_task(self._expire_guests(), name="guest-expiry")
+
+    async def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+
+    async def _expire_guests(self) -> None:
+        while True:
+            try:
+                await self.expire_guests()
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("could not expire guest passes")
+            await asyncio.sleep(_EXPIRY_INTERVAL_S)
+
+    async def expire_guests(self, party: str | None = None) -> list[str]:
+        gone = await self._store.call(guests.expire, None, party)
+        for user_id in gone:
+            log.info("guest %s expired", user_id)
+            self._publish_event(Event(type="guest_expired", ts=time.time(), user=user_id))
+        return gone
+
+    # ------------------------------------------------------------------ identity and admission
+
+    async def caller(self, token: str | None, claimed_user: str | None,
+                     mqtt_user: str | None = None) -> Caller:
+        """Who sent a command (see household.identity)."""
+        return await self._store.call(identity.identify, self.settings, token, mqtt_user,
+                                      claimed_user)
+
+    def bridge_caller(self, user: str | None) -> Caller:
+        """Requests from the Home Assistant panel and Hermes satellites: people in the house,
+        behind Home Assistant's own login, with `[household] bridge_role`."""
+        role = self.settings.household.bridge_role if self.settings.household.enabled else "owner"
+        return Caller(user=user, role=role, via="bridge")
+
+    @contextlib.asynccontextmanager
+    async def admission(self, caller: Caller) -> AsyncIterator[None]:
+        """Held from `admit` until the job exists, so two requests of one user cannot both
+        take the last song of a quota."""
+        async with self._locks[caller.user]:
+            yield
+
+    async def admit(self, request: SongRequest, caller: Caller) -> tuple[SongRequest, QuotaInfo, dict[str, Any]]:
+        """The request as it will be queued, the caller's quota after it, and reply extras
+        (`learned`: the defaults the room filled in). Raises Forbidden, ModeRefused,
+        QuotaExceeded.
+
+        Order: room permission; what the request says (its fields, else its prompt) becomes
+        explicit and teaches the room; the room's learned preference fills the rest (only
+        with values the room's mode allows); the mode screens the result; the quota last, so
+        a refused request costs nothing."""
+        settings = self.settings
+        if request.room is not None:
+            settings.room(request.room)
+        policy.check_room(settings, caller, request.room)
+        request = request.model_copy(update={
+            "user": caller.user,
+            "private": request.private or not settings.household.share_by_default,
+        })
+        extras: dict[str, Any] = {}
+        if request.task == "text2music":
+            request, extras = await self._learn_and_fill(request)
+        if self.modes is not None:
+            request = await self.modes.screen_song(request, caller)
+        quota = await self._store.call(policy.charge, settings, caller)
+        return request, quota, extras
+
+    async def _learn_and_fill(self, request: SongRequest) -> tuple[SongRequest, dict[str, Any]]:
+        said_genre, said_mood = self._read_prompt(request.prompt) if request.prompt else (None, None)
+        chosen = {"genre": request.genre or said_genre, "mood": request.mood or said_mood}
+        room = request.room
+        filled: dict[str, str] = {}
+        if room is not None:
+            learned = self._learned.get(room) or LearnedPreference()
+            allowed = dict(self.modes.allowed(room)) if self.modes is not None else {}
+            if request.child_safe:  # asked for child-safe in any room: the same limits
+                limits = self.settings.child_safe
+                allowed.setdefault("genre", tuple(limits.genres))
+                allowed.setdefault("mood", tuple(limits.moods))
+            for dim, value in chosen.items():
+                candidate = getattr(learned, dim)
+                if value is None and candidate is not None and candidate in allowed.get(dim, (candidate,)):
+                    filled[dim] = candidate
+            observed = {dim: value for dim, value in chosen.items() if value is not None}
+            if observed:
+                await self._observe(room, observed, 1.0)
+        update = {dim: value for dim, value in chosen.items() if value is not None} | filled
+        request = request.model_copy(update=update) if update else request
+        return request, ({"learned": filled} if filled else {})
+
+    async def _observe(self, room: str, values: dict[str, str], weight: float) -> None:
+        settings = self.settings.household.learning
+
+        def write() -> LearnedPreference:
+            for dimension, value in values.items():
+                learning.observe(settings, room, dimension, value, weight)
+            return learning.preference(settings, room)
+
+        self._learned[room] = await self._store.call(write)
+        self._room_changed(room)
+
+    def learned(self, room_id: str) -> LearnedPreference | None:
+        return self._learned.get(room_id)
+
+    async def screen_room_command(self, room_id: str, command: RoomCommand,
+                                  caller: Caller) -> RoomCommand:
+        policy.check_room(self.settings, caller, room_id)
+        if self.modes is not None:
+            command = await self.modes.screen_room_command(room_id, command, caller)
+        return command
+
+    async def quota(self, caller: Caller) -> QuotaInfo:
+        return await self._store.call(policy.quota, self.settings, caller)
+
+    # ------------------------------------------------------------------ library
+
+    async def query(self, query: LibraryQuery, caller: Caller) -> tuple[int, list[tuple[Song, int]]]:
+        return await self._store.call(library.query, query, caller)
+
+    async def vote(self, song_id: str, caller: Caller, value: int) -> tuple[Song, int]:
+        """Record a vote; the song's room learns from the change of this caller's vote."""
+        song, score, change = await self._store.call(library.vote, song_id, caller, value)
+        weight = change * self.settings.household.learning.vote_weight
+        if song.room in self.settings.rooms and weight:
+            await self._observe(song.room, {"genre": song.genre, "mood": song.mood}, weight)
+        self.library_changed()
+        return song, score
+
+    async def share(self, song_id: str, caller: Caller, shared: bool) -> Song:
+        song = await self._store.call(library.share, song_id, caller, shared)
+        self.library_changed()
+        return song
+
+    def library_changed(self) -> None:
+        """Re-publish the statistics soon (coalesced: a burst of songs is one publication)."""
+        if self._stats_pending:
+            return
+        self._stats_pending = True
+
+        async def publish() -> None:
+            await asyncio.sleep(0.2)
+            self._stats_pending = False
+            try:
+                self._publish_stats(await self._store.call(library.stats))
+            except Exception:  # noqa: BLE001 - statistics are never worth a failure
+                log.exception("could not publish library statistics")
+
+        asyncio.get_running_loop().create_task(publish(), name="library-stats")
+
+    # ------------------------------------------------------------------ guests
+
+    async def create_guest(self, command: GuestCreate, caller: Caller, *, party: str | None = None,
+                           since: float | None = None) -> dict[str, object]:
+        return await self._store.call(guests.create, self.settings, command, caller, party, since)
+
+    async def remove_guest(self, user_id: str, caller: Caller) -> None:
+        await self._store.call(guests.remove, user_id, caller)
