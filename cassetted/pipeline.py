@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from cassetted.lyrics.base import LyricsResult
-from cassetted import errors
+from cassetted import errors, lrc
 from cassetted.music.base import Audio, Cancelled, MusicEngine, ProgressCallback
 from cassetted.schemas import JobState, SongSpec
 
@@ -172,8 +172,9 @@ class Pipeline:
             suffix = f"-{i + 1}" if i else ""
             relative = Path(f"{slugify(spec.title)}-{song_id}{suffix}"
                             f"{_audio().FORMATS[self.format]}")
-            save(take, spec.model_copy(update={"seed": (spec.seed + i) % 2**32}),
-                 self.library_dir / relative, self.format)
+            take_spec = spec.model_copy(update={"seed": (spec.seed + i) % 2**32})
+            path = save(take, take_spec, self.library_dir / relative, self.format)
+            lrc.write_sidecar(path, take_spec, engine.name)  # timed lyrics beside the audio
             files.append(relative.as_posix())
         report(JobState.encoding, 1.0)
         return Produced(spec=spec, lyrics_provider=provider, engine=engine.name,
