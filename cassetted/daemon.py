@@ -21,6 +21,10 @@ from typing import Callable
 from cassetted import __version__, intake, sdnotify
 from cassetted.config import Settings
 from cassetted.homeassistant.bridge import HomeAssistantBridge
+from cassetted.household.karaoke import Karaoke
+from cassetted.household.modes import RoomModes
+from cassetted.household.party import PartyHost
+from cassetted.household.service import Household
 from cassetted.jobs import FanOut, JobListener, JobRunner
 from cassetted.media import MediaServer, song_file_lookup
 from cassetted.mqtt.hermes import HermesAdapter
@@ -60,6 +64,9 @@ class Daemon:
         parts = self._wire()
         if parts.media is not None:
             await parts.media.start()
+        await parts.household.start()
+        await parts.modes.start()
+        await parts.party.start()  # before the runner: no finished party song goes unheard
         await parts.runner.start()
         await parts.playback.start()
         self._spawn(parts.link.run(), "mqtt")
@@ -69,8 +76,11 @@ class Daemon:
         finally:
             log.info("stopping")
             sdnotify.notify("STOPPING=1")
+            await parts.modes.stop()
             await parts.runner.stop()
+            await parts.party.stop()
             await parts.playback.stop()
+            await parts.household.stop()
             if parts.media is not None:
                 await parts.media.stop()
             await parts.link.flush()
@@ -88,6 +98,7 @@ class Daemon:
         router: Router
         bridge: HomeAssistantBridge | None = None
         commands: Commands
+        modes: RoomModes
 
         def on_connect() -> None:
             publisher.republish()
@@ -96,7 +107,10 @@ class Daemon:
 
         link = MqttLink(settings.mqtt, on_message=lambda m: router.dispatch(m),
                         subscriptions=lambda: router.subscriptions(), on_connect=on_connect)
-        router = Router(settings.mqtt.base_topic, link.publish)
+        household_on = settings.household.enabled
+        router = Router(settings.mqtt.base_topic, link.publish,
+                        user_prefix="as" if household_on and "mqtt_username" in
+                        settings.household.identify_by else None)
         publisher = MqttPublisher(settings.mqtt.base_topic, link.publish)
         listeners: list[JobListener] = [publisher]
 
@@ -107,29 +121,53 @@ class Daemon:
                 submit=lambda request: commands.submit(request))
             for topic in hermes.subscriptions():
                 router.raw(topic, hermes.handle)
-            listeners.append(_HermesAnnouncer(hermes))
+            listeners.append(_HermesAnnouncer(hermes, quiet=lambda room_id: modes.quiet(room_id)))
         if settings.homeassistant.discovery:
             bridge = home_assistant_bridge(settings, link.publish, router, lambda: commands)
             listeners.append(bridge)
 
+        household = Household(settings, self.store,
+                              publish_stats=lambda stats: publisher.state("library/stats", stats),
+                              publish_event=publisher.event, read_prompt=intake.read_prompt,
+                              room_changed=lambda room_id: playback.refresh_room(room_id))
         playback = PlaybackController(settings, self.store, publisher.room_state,
-                                      publisher.event)
+                                      publisher.event,
+                                      room_extras=lambda room_id: _room_extras(household, room_id))
+        listeners.append(_LibraryWatcher(household))
+        # The party host makes songs itself (late-bound: the runner needs it as a listener)
+        # and keeps party songs out of their rooms (deliver): they play in queue order.
+        party = PartyHost(settings, self.store, playback=playback, household=household,
+                          submit_direct=lambda request: runner.submit(request),
+                          publish_state=lambda state: publisher.state("party/state", state),
+                          publish_event=publisher.event)
+        listeners.append(party)
         runner = JobRunner(self.store, settings, listener=FanOut(*listeners),
-                           read_prompt=intake.read_prompt, deliver=playback.song_ready)
+                           read_prompt=intake.read_prompt, deliver=party.deliver)
         credentials = None
         if settings.voice.llm_fallback:  # the LLM-assisted parse uses the asking user's keys
             from cassetted.credentials import CredentialStore
 
             credentials = intake.StoreThreadCredentials(
                 CredentialStore.open(settings.state_dir), self.store, asyncio.get_running_loop())
-        commands = Commands(settings, self.store, runner, playback,
+        commands = Commands(settings, self.store, runner, playback, household,
                             parse_voice=lambda command: intake.voice_request(command, settings,
                                                                              credentials))
+        # Household parts, each optional to the handlers (see Commands.modes/party/karaoke).
+        modes = RoomModes(settings, self.store, playback=playback, submit_direct=runner.submit,
+                          cancel_job=runner.cancel, publish_event=publisher.event)
+        household.modes = modes
+        commands.modes = modes
+        commands.party = party
+        karaoke = Karaoke(settings, self.store, publish_lyrics=lambda room_id, display:
+                          publisher.state(f"room/{room_id}/lyrics", display))
+        playback.add_event_listener(karaoke.playback_event)  # the mirror follows playback
+        commands.karaoke = karaoke
         commands.register(router)
         media = None
         if settings.media.enabled:
             media = MediaServer(settings.media, song_file_lookup(self.store, settings.library_dir))
-        return _Parts(link=link, runner=runner, playback=playback, media=media)
+        return _Parts(link=link, runner=runner, playback=playback, media=media,
+                      household=household, modes=modes, party=party)
 
     async def _wait_online(self, link: MqttLink, started: float) -> None:
         """READY=1 once store and broker are up; then keep the watchdog fed."""
@@ -173,10 +211,12 @@ def home_assistant_bridge(settings: Settings, publish: Callable[..., None], rout
     bridge = HomeAssistantBridge(
         settings, publish,
         submit=lambda request: commands().submit(request),
-        vote=lambda song_id, value: commands().vote(
-            [song_id], VoteCommand(vote=value, user="homeassistant")),
-        room_command=lambda room_id, command: commands().room_set([room_id], command),
-        party_command=lambda command: commands().party_set([], command))
+        vote=lambda song_id, value: commands().vote_as(
+            song_id, VoteCommand(vote=value), commands().bridge_caller("homeassistant")),
+        room_command=lambda room_id, command: commands().room_set_as(
+            room_id, command, commands().bridge_caller(None)),
+        party_command=lambda command: commands().party_set_as(
+            command, commands().bridge_caller(None)))
     for topic in bridge.subscriptions():
         router.raw(topic, bridge.handle)
     return bridge
@@ -190,13 +230,44 @@ class _Parts:
     runner: JobRunner
     playback: PlaybackController
     media: MediaServer | None
+    household: Household
+    modes: RoomModes
+    party: PartyHost
+
+
+def _room_extras(household: Household, room_id: str) -> dict[str, object]:
+    """The household's part of a room's retained state."""
+    extras: dict[str, object] = {"learned": household.learned(room_id)}
+    modes = household.modes
+    if modes is not None:
+        extras.update(modes.view(room_id))
+    return extras
+
+
+class _LibraryWatcher:
+    """A JobListener that keeps the library statistics current."""
+
+    def __init__(self, household: Household) -> None:
+        self._household = household
+
+    def job_changed(self, event: JobEvent) -> None:
+        pass
+
+    def queue_changed(self, state: QueueState) -> None:
+        pass
+
+    def song_ready(self, song: SongInfo, job_id: str) -> None:
+        self._household.library_changed()
 
 
 class _HermesAnnouncer:
-    """A JobListener that has the Hermes adapter say "your song is ready" on the satellite."""
+    """A JobListener that has the Hermes adapter say "your song is ready" on the satellite,
+    unless the song's room is quiet (asleep)."""
 
-    def __init__(self, adapter: HermesAdapter) -> None:
+    def __init__(self, adapter: HermesAdapter,
+                 quiet: Callable[[str | None], bool] = lambda room_id: False) -> None:
         self._adapter = adapter
+        self._quiet = quiet
         self._tasks: set[asyncio.Task[bool]] = set()
 
     def job_changed(self, event: JobEvent) -> None:
@@ -206,6 +277,9 @@ class _HermesAnnouncer:
         pass
 
     def song_ready(self, song: SongInfo, job_id: str) -> None:
+        if self._quiet(song.room):
+            log.info("song %s ready in quiet room %s: not announced", song.id, song.room)
+            return
         task = asyncio.create_task(self._adapter.on_song_ready(job_id, song.title))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -7,56 +7,24 @@ state of their own. Which topic maps to which handler is declared once, in `regi
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Any, Callable
 
-import peewee as pw
-
-from cassetted import errors
+from cassetted import errors, intake, lrc
 from cassetted.config import Settings
+from cassetted.household.identity import Caller
+from cassetted.household.service import Household
 from cassetted.jobs import JobRunner, song_info
-from cassetted.mqtt.router import Router
+from cassetted.mqtt.router import MQTT_USER, Router
 from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import (
-    JobCancel, JobState, KeepCommand, LibraryPage, LibraryQuery, PartyCommand, Reply, RoomCommand,
-    SongRequest, VoiceCommand, VoteCommand,
+    GuestCreate, GuestRemove, JobCancel, JobState, KeepCommand, LibraryPage, LibraryQuery,
+    PartyCommand, QuotaQuery, Reply, RoomCommand, ShareCommand, SongRequest, VoiceCommand,
+    VoteCommand,
 )
-from cassetted.store import Job, Song, Store, Vote
+from cassetted.store import Job, Song, Store
 
 # a voice command -> a SongRequest plus warnings (the intent parser); blocking, run in a thread
 VoiceParser = Callable[[VoiceCommand], tuple[SongRequest, list[str]]]
-
-_SORTS = {
-    "newest": Song.created_at.desc(),
-    "oldest": Song.created_at.asc(),
-    "title": Song.title.asc(),
-    "duration": Song.duration_s.asc(),
-}
-
-
-def _query_library(query: LibraryQuery) -> tuple[int, list[Song]]:
-    select = Song.select()
-    for field in ("genre", "mood", "room", "user"):
-        value = getattr(query, field)
-        if value is not None:
-            select = select.where(getattr(Song, field) == value)
-    if query.text:
-        # peewee's contains() is case-insensitive on SQLite and PostgreSQL alike.
-        select = select.where(Song.title.contains(query.text) | Song.prompt.contains(query.text)
-                              | Song.lyrics.contains(query.text))
-    total = select.count()
-    songs = list(select.order_by(_SORTS[query.sort], Song.id)
-                 .paginate(query.page, query.page_size))
-    return total, songs
-
-
-def _vote(song_id: str, user: str, value: int) -> int:
-    song = Song.get_or_none(Song.id == song_id)
-    if song is None:
-        raise errors.UnknownSong(f"no song {song_id!r}", "song_id")
-    Vote.delete().where((Vote.song == song) & (Vote.user == user)).execute()
-    if value:
-        Vote.create(song=song, user=user, value=value)
-    return Vote.select(pw.fn.COALESCE(pw.fn.SUM(Vote.value), 0)).where(Vote.song == song).scalar()
 
 
 def _keep(song_id: str) -> tuple[str, dict[str, str]]:
@@ -78,15 +46,26 @@ def _keep(song_id: str) -> tuple[str, dict[str, str]]:
 
 
 class Commands:
-    """Handlers for every inbound command of DESIGN.md's contract."""
+    """Handlers for every inbound command of DESIGN.md's contract.
+
+    Each handler first learns who is asking (`_caller`: token, MQTT login or `user` field,
+    see household.identity); song requests then pass the household's admission (rooms,
+    modes, quota, learned defaults) before they become jobs. The room modes, the party host
+    and karaoke are optional parts the daemon plugs in (`modes`, `party`, `karaoke`).
+    """
 
     def __init__(self, settings: Settings, store: Store, runner: JobRunner,
-                 playback: PlaybackController, parse_voice: VoiceParser | None = None) -> None:
+                 playback: PlaybackController, household: Household,
+                 parse_voice: VoiceParser | None = None) -> None:
         self._settings = settings
         self._store = store
         self._runner = runner
         self._playback = playback
+        self._household = household
         self._parse_voice = parse_voice
+        self.modes: Any = None    # household.modes.RoomModes
+        self.party: Any = None    # household.party.PartyHost
+        self.karaoke: Any = None  # household.karaoke.Karaoke
 
     def register(self, router: Router) -> None:
         router.command("song/create", SongRequest, self.create_song)
@@ -94,34 +73,82 @@ class Commands:
         router.command("job/+/cancel", JobCancel, self.cancel_job)
         router.command("song/+/vote", VoteCommand, self.vote)
         router.command("song/+/keep", KeepCommand, self.keep)
+        router.command("song/+/share", ShareCommand, self.share)
         router.command("library/query", LibraryQuery, self.library_query)
         router.command("room/+/set", RoomCommand, self.room_set)
         router.command("party/set", PartyCommand, self.party_set)
+        router.command("guest/create", GuestCreate, self.guest_create)
+        router.command("guest/+/remove", GuestRemove, self.guest_remove)
+        router.command("user/quota", QuotaQuery, self.user_quota)
+        for part in (self.modes, self.karaoke):
+            if part is not None:
+                part.register(router, self)
+
+    async def caller(self, token: str | None, claimed_user: str | None) -> Caller:
+        """Who sent the command being handled."""
+        return await self._household.caller(token, claimed_user, MQTT_USER.get())
+
+    def bridge_caller(self, user: str | None) -> Caller:
+        """The caller of a request from Home Assistant's panel or a Hermes satellite."""
+        return self._household.bridge_caller(user)
+
+    # ------------------------------------------------------------------ songs
 
     async def create_song(self, params: list[str], request: SongRequest) -> Reply:
-        job, duplicate = await self._runner.submit(request)
+        caller = await self.caller(request.token, request.user)
+        return await self._admit_and_submit(request, caller)
+
+    async def _admit_and_submit(self, song_request: SongRequest, caller: Caller,
+                                echo: bool = False, **extra: object) -> Reply:
+        """Admission (household), then the queue; the Reply of a song request (with the
+        request as admitted when `echo`: a voice command shows what it was read as)."""
+        request = song_request
+        async with self._household.admission(caller):
+            if request.request_id:  # a repeat is answered, never charged twice
+                existing = await self._store.call(Job.get_or_none, Job.request_id == request.request_id)
+                if existing is not None:
+                    quota = await self._household.quota(caller)
+                    return Reply(ok=True, request_id=request.request_id, job_id=existing.id,
+                                 state=JobState(existing.state), duplicate=True, quota=quota, **extra)
+            if request.party and self.party is not None:
+                self.party.admit(request, caller)  # e.g. a party closed to guests
+            request, quota, extras = await self._household.admit(request, caller)
+            if echo:
+                extras["request"] = request.model_dump(exclude_none=True,
+                                                       exclude={"reply_to", "token"})
+            job, duplicate = await self._runner.submit(request)
+        if request.party and self.party is not None:
+            extras.update(await self.party.enqueue(job.id, request, caller))
         return Reply(ok=True, request_id=request.request_id, job_id=job.id,
-                     state=JobState(job.state), duplicate=duplicate)
+                     state=JobState(job.state), duplicate=duplicate, quota=quota,
+                     **extras, **extra)
 
     async def voice(self, params: list[str], command: VoiceCommand) -> Reply:
         if self._parse_voice is None:
             raise errors.Unsupported("voice parsing is not available")
         if command.room is not None:
             self._settings.room(command.room)
+        name, text = intake.speaker(command.text)  # "My name is Sarah, ..."
+        caller = await self.caller(command.token, command.user or name)
+        if intake.asks_quota(text):  # "How many songs can I create?"
+            return Reply(ok=True, request_id=command.request_id,
+                         quota=await self._household.quota(caller))
+        if self.karaoke is not None:  # "karaoke mode, American Pie at 150 BPM"
+            reply = await self.karaoke.voice(command.model_copy(update={"text": text}), caller)
+            if reply is not None:
+                return reply
         # Off the loop: with [voice] llm_fallback the parse may wait on an LLM.
         request, warnings = await asyncio.to_thread(self._parse_voice, command)
-        job, duplicate = await self._runner.submit(request)
-        return Reply(ok=True, request_id=command.request_id, job_id=job.id,
-                     state=JobState(job.state), duplicate=duplicate,
-                     request=request.model_dump(exclude_none=True, exclude={"reply_to"}),
-                     warnings=warnings)
+        return await self._admit_and_submit(
+            request, caller, echo=True, warnings=warnings)
 
     async def submit(self, request: SongRequest) -> dict:
-        """`create_song` for adapters that speak another protocol (Hermes): a plain dict."""
+        """`create_song` for adapters that speak another protocol (Hermes, the Home Assistant
+        panel): a plain dict."""
         try:
-            reply = await self.create_song([], request)
+            reply = await self._admit_and_submit(request, self.bridge_caller(request.user))
         except errors.CassettedError as error:
-            reply = Reply(ok=False, request_id=request.request_id, error=error.info())
+            reply = Reply(ok=False, request_id=request.request_id, error=error.info(), **error.details)
         return reply.model_dump(mode="json", exclude_none=True)
 
     async def cancel_job(self, params: list[str], command: JobCancel) -> Reply:
@@ -129,31 +156,86 @@ class Commands:
         return Reply(ok=True, request_id=command.request_id, job_id=job.id,
                      state=JobState(job.state))
 
+    # ------------------------------------------------------------------ library
+
     async def vote(self, params: list[str], command: VoteCommand) -> Reply:
-        score = await self._store.call(_vote, params[0], command.user or "household",
-                                       command.vote)
-        return Reply(ok=True, request_id=command.request_id, song_id=params[0], score=score)
+        caller = await self.caller(command.token, command.user)
+        return await self.vote_as(params[0], command, caller)
+
+    async def vote_as(self, song_id: str, command: VoteCommand, caller: Caller) -> Reply:
+        song, score = await self._household.vote(song_id, caller, command.vote)
+        extras: dict[str, object] = {}
+        if self.party is not None:
+            extras.update(await self.party.vote_changed(song.id))
+        return Reply(ok=True, request_id=command.request_id, song_id=song.id, score=score, **extras)
 
     async def keep(self, params: list[str], command: KeepCommand) -> Reply:
         kept, removed = await self._store.call(_keep, params[0])
         for path in removed.values():
             (self._settings.library_dir / path).unlink(missing_ok=True)
+            lrc.sidecar_path(self._settings.library_dir / path).unlink(missing_ok=True)
+        self._household.library_changed()
         return Reply(ok=True, request_id=command.request_id, song_id=kept,
                      removed=sorted(removed))
 
+    async def share(self, params: list[str], command: ShareCommand) -> Reply:
+        caller = await self.caller(command.token, command.user)
+        song = await self._household.share(params[0], caller, command.shared)
+        return Reply(ok=True, request_id=command.request_id, song_id=song.id, shared=song.shared)
+
     async def library_query(self, params: list[str], query: LibraryQuery) -> Reply:
-        total, songs = await self._store.call(_query_library, query)
+        caller = await self.caller(query.token, query.as_user)
+        total, rows = await self._household.query(query, caller)
+        songs = [song_info(song, self._settings).model_copy(update={"score": score})
+                 for song, score in rows]
         return LibraryPage(ok=True, request_id=query.request_id, total=total, page=query.page,
-                           page_size=query.page_size, songs=[song_info(s, self._settings) for s in songs])
+                           page_size=query.page_size, songs=songs)
+
+    # ------------------------------------------------------------------ rooms and party
 
     async def room_set(self, params: list[str], command: RoomCommand) -> Reply:
         self._settings.room(params[0])
-        result = await self._playback.handle_room_command(params[0], command)
+        caller = await self.caller(command.token, None)
+        return await self.room_set_as(params[0], command, caller)
+
+    async def room_set_as(self, room_id: str, command: RoomCommand, caller: Caller) -> Reply:
+        command = await self._household.screen_room_command(room_id, command, caller)
+        result = await self._playback.handle_room_command(room_id, command)
         return Reply(ok=True, request_id=command.request_id, **result)
 
     async def party_set(self, params: list[str], command: PartyCommand) -> Reply:
+        return await self.party_set_as(command, None)
+
+    async def party_set_as(self, command: PartyCommand, caller: Caller | None) -> Reply:
+        """`caller` None: whoever sent the command (the Home Assistant panel passes its own)."""
         if command.rooms != "all":
             for room_id in command.rooms:
                 self._settings.room(room_id)
-        result = await self._playback.handle_party(command)
+        if self.party is not None:
+            caller = caller or await self.caller(command.token, command.user)
+            result = await self.party.handle(command, caller)
+        else:
+            result = await self._playback.handle_party(command)
         return Reply(ok=True, request_id=command.request_id, **result)
+
+    # ------------------------------------------------------------------ people
+
+    async def guest_create(self, params: list[str], command: GuestCreate) -> Reply:
+        caller = await self.caller(command.token, command.user)
+        if command.party:
+            if self.party is None:
+                raise errors.Unsupported("party guests need party mode")
+            guest = await self.party.create_guest(command, caller)
+        else:
+            guest = await self._household.create_guest(command, caller)
+        return Reply(ok=True, request_id=command.request_id, **guest)
+
+    async def guest_remove(self, params: list[str], command: GuestRemove) -> Reply:
+        caller = await self.caller(command.token, command.user)
+        await self._household.remove_guest(params[0], caller)
+        return Reply(ok=True, request_id=command.request_id, user_id=params[0])
+
+    async def user_quota(self, params: list[str], command: QuotaQuery) -> Reply:
+        caller = await self.caller(command.token, command.user)
+        quota = await self._household.quota(caller)
+        return Reply(ok=True, request_id=command.request_id, quota=quota)

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 PublishState = Callable[[str, RoomState], None]
 PublishEvent = Callable[[Event], None]
 PLAYLIST_PREFIX = "cassetted-"
+PARTY_PLAYLIST_PREFIX = "party_"  # playlists a party saved when it stopped (household.party)
 _PLAYLIST_ACTIONS = ("add", "remove", "clear", "shuffle")
 
 
@@ -112,8 +113,11 @@ class PlaybackController:
 
     def __init__(self, settings: "Settings", store: Store, publish_state: PublishState,
                  publish_event: PublishEvent, *, zones: dict[str, Zone] | None = None,
-                 snapcast: SnapcastPlaybackSettings | None = None) -> None:
+                 snapcast: SnapcastPlaybackSettings | None = None,
+                 room_extras: Callable[[str], dict[str, Any]] | None = None) -> None:
         self._settings = settings
+        # What the household adds to a room's state: mode, child-safe, learned preference.
+        self._room_extras = room_extras
         self._store = store
         self._playlist_lengths: dict[str, int] = {}
         self._publish_state = publish_state
@@ -126,12 +130,15 @@ class PlaybackController:
         self.snapcast: SnapcastClient | None = None
         self.party: PartyMode | None = None
         self.party_zone: MpdZone | None = None  # the MPD feeding the party stream
+        # Who follows what the party MPD plays (the party host's voted queue).
+        self.party_status: Callable[[ZoneStatus], None] = lambda status: None
         self._songs: dict[str, SongInfo] = {}
         self._statuses: dict[str, ZoneStatus] = {}
         self._queues: dict[str, asyncio.Queue[ZoneStatus]] = {}
         self._published: dict[str, RoomState] = {}
         self._started_song: dict[str, str | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._event_listeners: list[PublishEvent] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -165,7 +172,7 @@ class PlaybackController:
                     log.error("[snapcast.mpd] needs the 'mpd' extra (python-mpd2): %s", error)
                 else:
                     self.party_zone = MpdZone("party", snap.mpd)
-                    await self.party_zone.start(lambda status: None)
+                    await self.party_zone.start(lambda status: self.party_status(status))
             self.snapcast.add_listener(self._snapcast_changed)
 
         if self._given_zones is not None:
@@ -180,10 +187,12 @@ class PlaybackController:
                     self.zones[room_id] = zone
                     if isinstance(zone, UnavailableZone):
                         log.error("room %s has no player: %s", room_id, zone.status.extra["reason"])
-        for room_id, zone in self.zones.items():
+        for room_id in rooms:  # a room without a player still shows its mode and learning
             self._queues[room_id] = asyncio.Queue()
             self._spawn(self._publisher(room_id), f"room-state-{room_id}")
-            self._on_state(room_id, getattr(zone, "status", ZoneStatus("unavailable")))
+            zone = self.zones.get(room_id)
+            self._on_state(room_id, getattr(zone, "status", ZoneStatus("unavailable" if zone else "idle")))
+        for room_id, zone in self.zones.items():
             await zone.start(lambda status, room_id=room_id: self._on_state(room_id, status))
 
     async def stop(self) -> None:
@@ -256,10 +265,17 @@ class PlaybackController:
 
     def _room_state(self, room_id: str, status: ZoneStatus, song: SongInfo | None) -> RoomState:
         room = self._settings.rooms[room_id]
+        extras = self._room_extras(room_id) if self._room_extras is not None else {}
         return RoomState(room=room_id, name=room.name, state=status.state, song=song,
                          volume=status.volume, output=room.output,
                          party=self.party is not None and room_id in self.party.rooms,
-                         playlist_length=self._playlist_lengths.get(room_id))
+                         playlist_length=self._playlist_lengths.get(room_id), **extras)
+
+    def refresh_room(self, room_id: str) -> None:
+        """Re-publish a room's state because something outside playback changed in it."""
+        status = self._statuses.get(room_id)
+        if status is not None:
+            self._on_state(room_id, status)
 
     def _playlist_changed(self, room_id: str, length: int) -> None:
         """Remember the new length and re-publish the room's state with it."""
@@ -268,11 +284,22 @@ class PlaybackController:
         if status is not None:
             self._on_state(room_id, status)
 
+    def add_event_listener(self, listener: PublishEvent) -> None:
+        """Also hand every event to `listener` (the karaoke lyrics display); it must not block."""
+        self._event_listeners.append(listener)
+
     def _event(self, kind: str, **fields: Any) -> None:
         try:
-            self._publish_event(Event(type=kind, ts=time.time(), **fields))  # type: ignore[arg-type]
+            event = Event(type=kind, ts=time.time(), **fields)  # type: ignore[arg-type]
+            self._publish_event(event)
         except Exception:  # noqa: BLE001 - a publishing problem must not stop playback
             log.exception("could not publish %s", kind)
+            return
+        for listener in self._event_listeners:
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - nor a listener's
+                log.exception("event listener failed on %s", kind)
 
     def room_states(self) -> dict[str, RoomState]:
         """The last published state of each room (for republishing on MQTT reconnect)."""
@@ -389,6 +416,22 @@ class PlaybackController:
         self._settings.room(room_id)
         return self._infos(await self._store.call(_playlist, room_id))
 
+    async def named_playlist(self, name: str) -> list[SongInfo]:
+        """A room's playlist by its id (or `cassetted-<room>`), or one a party saved when it
+        stopped (`party_<yyyymmdd_hhmm>`): what party/set {"playlist": ...} plays."""
+        name = name.removeprefix(PLAYLIST_PREFIX)
+        rooms = self._settings.rooms
+        if name not in rooms and not name.startswith(PARTY_PLAYLIST_PREFIX):
+            raise errors.InvalidPayload(
+                f"no playlist {name!r} (a room id, e.g. {next(iter(rooms), 'kitchen')!r}, "
+                f"or a saved party, {PARTY_PLAYLIST_PREFIX}<yyyymmdd_hhmm>)", "playlist")
+        songs = self._infos(await self._store.call(_playlist, name))
+        if not songs:
+            if name in rooms:
+                raise errors.InvalidState(f"the playlist of room {name!r} is empty", "playlist")
+            raise errors.InvalidPayload(f"no saved party playlist {name!r}", "playlist")
+        return songs
+
     async def _mirror(self, room_id: str, songs: list[SongInfo]) -> bool:
         """Copy a room's playlist into its player's stored playlist; False when it could not."""
         zone = self.zones.get(room_id)
@@ -444,8 +487,11 @@ class PlaybackController:
 
     # ------------------------------------------------------------------ party
 
-    async def handle_party(self, command: PartyCommand) -> dict[str, Any]:
-        """`<base>/party/set`: the reply's fields, or a CassettedError."""
+    async def handle_party(self, command: PartyCommand,
+                           event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`<base>/party/set`: the reply's fields, or a CassettedError. `event`: extra fields
+        for the party_started / party_stopped event (the party host's id, playlist)."""
+        event = event or {}
         if self.party is None:
             raise errors.Unsupported("party mode needs rooms with a snapcast_group")
         rooms = self._settings.rooms
@@ -465,7 +511,7 @@ class PlaybackController:
             if not self.party.active and self.party_zone is not None:
                 with contextlib.suppress(ZoneError):
                     await self.party_zone.control("stop")
-            self._event("party_stopped", rooms=result["restored"])
+            self._event("party_stopped", rooms=result["restored"], **event)
             self._republish()
             return result
 
@@ -473,14 +519,7 @@ class PlaybackController:
         if command.song_id is not None:
             tracks = [self._track(await self._require_song(command.song_id))]
         elif command.playlist is not None:
-            name = command.playlist.removeprefix(PLAYLIST_PREFIX)
-            if name not in rooms:
-                raise errors.InvalidPayload(
-                    f"no playlist {command.playlist!r} (a room id, e.g. {next(iter(rooms), 'kitchen')!r})",
-                    "playlist")
-            tracks = [self._track(s) for s in self._infos(await self._store.call(_playlist, name))]
-            if not tracks:
-                raise errors.InvalidState(f"the playlist of room {name!r} is empty", "playlist")
+            tracks = [self._track(s) for s in await self.named_playlist(command.playlist)]
         if tracks and self.party_zone is None:
             raise errors.Unsupported("playing into the party needs [snapcast.mpd] (the party MPD)")
 
@@ -496,7 +535,7 @@ class PlaybackController:
                     await self.party_zone.control("play")  # carry on with what it had
         except ZoneError as error:
             raise PlaybackFailed(f"party started, but the party MPD failed: {error}") from None
-        self._event("party_started", rooms=result["rooms"], song_id=command.song_id)
+        self._event("party_started", rooms=result["rooms"], song_id=command.song_id, **event)
         self._republish()
         return result
 

@@ -227,6 +227,9 @@ class MpdZone:
             except OSError:  # another filesystem, or links not allowed
                 shutil.copyfile(track.path, tmp)
             os.replace(tmp, dest)
+            lyrics = track.path.with_suffix(".lrc")  # timed lyrics, for clients that show them
+            if lyrics.is_file():
+                shutil.copyfile(lyrics, dest.with_suffix(".lrc"))
         except FileNotFoundError as error:
             raise ZoneError(f"song file missing: {error.filename}") from None
         except OSError as error:
@@ -299,6 +302,36 @@ class MpdZone:
                 await self._add(client, uri)
             if play and uris:
                 await client.play(min(max(start_index, 0), len(uris) - 1))
+
+    async def set_upcoming(self, tracks: list[Track]) -> None:
+        """Replace what follows the song on air, leaving that song alone: a voted party queue
+        changes its future without a gap. With nothing on air the queue becomes `tracks`,
+        played from the first.
+
+        The new songs are appended before the old ones go (by id): should the song on air
+        end meanwhile, MPD moves on to a song that is still there, never off the end of the
+        queue. A first track that is the song on air is not queued again."""
+        client = self._require()
+        uris = await self._deliver(tracks)
+        async with self._errors():
+            status = await client.status()
+            if status.get("state") not in ("play", "pause") or "songid" not in status:
+                await client.clear()
+                for uri in uris:
+                    await self._add(client, uri)
+                if uris:
+                    await client.play(0)
+                return
+            queue = await client.playlistinfo()
+            ids = [item["id"] for item in queue]
+            on_air = ids.index(status["songid"]) if status["songid"] in ids else int(status["song"])
+            if uris and on_air < len(queue) and uris[0] == queue[on_air]["file"]:
+                uris = uris[1:]
+            for uri in uris:
+                await self._add(client, uri)
+            for stale in ids[on_air + 1:]:
+                with contextlib.suppress(CommandError):  # removed by someone else meanwhile
+                    await client.deleteid(stale)
 
     async def control(self, action: str, *, volume: int | None = None,
                       position_s: float | None = None) -> None:
