@@ -74,14 +74,73 @@ def _k_weighting_sos(sr: int) -> np.ndarray:
     return np.array([np.concatenate([b1, a1]), np.concatenate([b2, a2])])
 
 
-def _block_powers(x: np.ndarray, sr: int) -> np.ndarray:
-    """Mean square of the K-weighted signal per 400 ms gating block, summed over channels.
+_CHUNK_STEPS = 8        # K-weighting is filtered in chunks of this many 100 ms steps
+
+
+@lru_cache(maxsize=8)
+def _k_ring(sr: int, floor: float = 1e-9) -> int:
+    """Samples after which the K-weighting filter's response to a stopped input has decayed
+    below `floor` (its slowest pole is the RLB high-pass, near the unit circle)."""
+    radius = 0.0
+    for section in _k_weighting_sos(sr):             # largest |pole|, in closed form
+        a1, a2 = section[4] / section[3], section[5] / section[3]
+        disc = a1 * a1 - 4.0 * a2
+        radius = max(radius, math.sqrt(a2) if disc < 0 else (abs(a1) + math.sqrt(disc)) / 2.0)
+    return int(np.ceil(np.log(floor) / np.log(radius)))
+
+
+@dataclass
+class _KSteps:
+    """The K-weighted energy of a signal per 100 ms step, per channel, with the filter state
+    at the start of every chunk (so any stretch can be filtered again without the rest)."""
+
+    steps: np.ndarray       # (channels, m): sum of squares per step
+    states: np.ndarray      # (channels, chunks, sections, 2)
+    step: int
+    q: int                  # steps per gating block
+
+
+def _k_steps(x: np.ndarray, sr: int) -> _KSteps | None:
+    """`_KSteps` of (frames, channels) `x`, or None where the block is not a whole number of
+    steps (odd rates) or `x` is shorter than one block.
 
     One channel at a time in float64 (bounded memory for a 10-minute song; float64 because
-    the RLB high-pass has poles within 0.005 of the unit circle). When the block is a whole
-    number of 100 ms steps, as at 44.1 and 48 kHz, each step is summed once and blocks add
-    their steps: cheaper than a running cumulative sum and free of its rounding drift.
+    the RLB high-pass has poles within 0.005 of the unit circle). Each step is summed once
+    and blocks add their steps: cheaper than a running cumulative sum and free of its drift.
     """
+    block = int(round(_BLOCK_S * sr))
+    step = int(round(_STEP_S * sr))
+    n = x.shape[0]
+    if n < block or block % step:
+        return None
+    q = block // step
+    m = 1 + (n - block) // step + q - 1               # whole steps that blocks cover
+    sos = _k_weighting_sos(sr)
+    chunk = _CHUNK_STEPS * step
+    n_chunks = -(-m // _CHUNK_STEPS)
+    steps = np.empty((x.shape[1], m))
+    states = np.empty((x.shape[1], n_chunks, sos.shape[0], 2))
+    for ch in range(x.shape[1]):
+        zi = np.zeros((sos.shape[0], 2))
+        for c in range(n_chunks):
+            states[ch, c] = zi
+            start = c * chunk
+            y, zi = signal.sosfilt(sos, np.asarray(x[start:min(start + chunk, m * step), ch], dtype=np.float64),
+                                   zi=zi)
+            y *= y
+            steps[ch, c * _CHUNK_STEPS:c * _CHUNK_STEPS + y.size // step] = y.reshape(-1, step).sum(axis=1)
+    return _KSteps(steps, states, step, q)
+
+
+def _powers_from_steps(k: _KSteps) -> np.ndarray:
+    return np.lib.stride_tricks.sliding_window_view(k.steps, k.q, axis=1).sum(axis=2).sum(axis=0) / (k.q * k.step)
+
+
+def _block_powers(x: np.ndarray, sr: int) -> np.ndarray:
+    """Mean square of the K-weighted signal per 400 ms gating block, summed over channels."""
+    k = _k_steps(x, sr)
+    if k is not None:
+        return _powers_from_steps(k)
     block = int(round(_BLOCK_S * sr))
     step = int(round(_STEP_S * sr))
     n = x.shape[0]
@@ -90,26 +149,43 @@ def _block_powers(x: np.ndarray, sr: int) -> np.ndarray:
     n_blocks = 1 + (n - block) // step
     sos = _k_weighting_sos(sr)
     power = np.zeros(n_blocks)
-    if block % step:                                  # odd rates: running sum, whole song
-        for ch in range(x.shape[1]):
-            y = signal.sosfilt(sos, np.asarray(x[:, ch], dtype=np.float64))
-            csum = np.concatenate([[0.0], np.cumsum(y * y)])
-            starts = np.arange(n_blocks) * step
-            power += csum[starts + block] - csum[starts]
-        return power / block
-    q = block // step
-    m = n_blocks + q - 1                              # whole steps that blocks cover
-    chunk = 64 * step                                 # filter in chunks: bounded memory
-    for ch in range(x.shape[1]):
-        zi = np.zeros((sos.shape[0], 2))
-        steps = np.empty(m)
-        for start in range(0, m * step, chunk):
-            y, zi = signal.sosfilt(sos, np.asarray(x[start:min(start + chunk, m * step), ch], dtype=np.float64),
-                                   zi=zi)
-            y *= y
-            steps[start // step:start // step + y.size // step] = y.reshape(-1, step).sum(axis=1)
-        power += np.lib.stride_tricks.sliding_window_view(steps, q).sum(axis=1)
+    for ch in range(x.shape[1]):                      # odd rates: running sum, whole song
+        y = signal.sosfilt(sos, np.asarray(x[:, ch], dtype=np.float64))
+        csum = np.concatenate([[0.0], np.cumsum(y * y)])
+        starts = np.arange(n_blocks) * step
+        power += csum[starts + block] - csum[starts]
     return power / block
+
+
+def _limited_powers(x: np.ndarray, sr: int, k: _KSteps, limit: _Limit) -> np.ndarray:
+    """`_block_powers` of `x` through the limiter `limit`, given `k = _k_steps(x, sr)`, refiltering only
+    the chunks where `limit` differs from 1 (or its effect still rings): a limiter touches a
+    few stretches of a song, and everywhere else the steps are those of `x`.
+
+    A chunk after a refiltered one starts from the carried state; one after an untouched
+    chunk from `x`'s saved state, which differs from the limited signal's by less than
+    1e-9 of its ringing (chunks are marked through the filter's ring time).
+    """
+    sos = _k_weighting_sos(sr)
+    chunk = _CHUNK_STEPS * k.step
+    end = k.steps.shape[1] * k.step
+    n_chunks = k.states.shape[1]
+    touched = np.zeros(n_chunks + 1, dtype=bool)
+    for lo, hi in zip(limit.lo, limit.hi):
+        if lo < end:
+            touched[lo // chunk:min(hi + _k_ring(sr), end) // chunk + 1] = True
+    steps = k.steps.copy()
+    for ch in range(x.shape[1]):
+        prev, zi = -2, None
+        for c in np.flatnonzero(touched[:n_chunks]):
+            start = c * chunk
+            stop = min(start + chunk, end)
+            seg = np.multiply(x[start:stop, ch], limit.over(start, stop), dtype=np.float64)
+            y, zi = signal.sosfilt(sos, seg, zi=zi if c == prev + 1 else k.states[ch, c])
+            y *= y
+            steps[ch, c * _CHUNK_STEPS:c * _CHUNK_STEPS + y.size // k.step] = y.reshape(-1, k.step).sum(axis=1)
+            prev = c
+    return _powers_from_steps(_KSteps(steps, k.states, k.step, k.q))
 
 
 def _gated_loudness(power: np.ndarray) -> float:
@@ -168,51 +244,108 @@ def _block_maxima(x: np.ndarray, b: int) -> np.ndarray:
     return out
 
 
-def _frame_peaks(x: np.ndarray, threshold: float) -> np.ndarray:
+_COARSE = 16       # fine blocks per coarse screening block
+
+
+def _candidate_blocks(x: np.ndarray, threshold: float) -> np.ndarray:
+    """Sorted indices of the `_PEAK_BLOCK`-frame blocks whose interpolated values may exceed
+    `threshold`: each frame's four interpolated values are 12-tap FIRs over the frame and
+    the 11 before it, so |value| <= `_phase_bound()` x the largest |sample| in the block or
+    the one before.
+
+    Screened twice: first blocks of 16 x 12 frames (long rows reduce fast), then the
+    12-frame blocks only inside the coarse blocks that pass, or follow one that does.
+    """
+    n, channels = x.shape
+    b = _PEAK_BLOCK
+    limit = threshold / _phase_bound() * (1.0 - 1e-12)    # rounding: never screen out a frame
+    coarse = _block_maxima(x, b * _COARSE) > limit
+    coarse[1:] |= coarse[:-1]                         # a block's window reaches into the one before
+    n_blocks = -(-n // b)
+    fine = np.zeros(n_blocks)                         # 0 where not measured: under the limit
+    whole = n // (b * _COARSE)                        # coarse blocks without a short end
+    rows = np.flatnonzero(coarse[:whole])
+    if rows.size:
+        v = x[:whole * b * _COARSE].reshape(whole, _COARSE, b * channels)[rows]
+        fine[(rows[:, None] * _COARSE + np.arange(_COARSE)).ravel()] = \
+            np.maximum(v.max(axis=2), -v.min(axis=2)).ravel()
+    if coarse.size > whole and coarse[-1]:
+        fine[whole * _COARSE:] = _block_maxima(x[whole * b * _COARSE:], b)
+    window_max = np.maximum(fine, np.r_[0.0, fine[:-1]])
+    return np.flatnonzero(window_max > limit)
+
+
+def _peaks_of_blocks(x: np.ndarray, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact 4x-oversampled peak (max over channels and phases) of every frame of the
+    sorted `blocks`: (frames, peaks).
+
+    Consecutive blocks are gathered as runs, each with the 11 frames before it, into one
+    float64 signal per channel; the four 12-tap phase FIRs then run over that signal
+    (outputs whose taps would reach into the previous run are dropped). Plain numpy, not a
+    BLAS matmul: BLAS worker threads spin-wait, which on a busy machine costs far more
+    than these few multiply-adds.
+    """
+    n, channels = x.shape
+    b = _PEAK_BLOCK
+    phases = _interpolation_phases()
+    lookback = phases[0].size - 1
+    breaks = np.flatnonzero(np.diff(blocks) != 1) + 1
+    starts = blocks[np.r_[0, breaks]] * b
+    ends = np.minimum(n, (blocks[np.r_[breaks - 1, blocks.size - 1]] + 1) * b)
+    lengths = ends - starts + lookback
+    seg_first = np.cumsum(lengths) - lengths        # where each run starts in the gathered signal
+    total = int(lengths.sum())
+    src = np.arange(total) + np.repeat(starts - lookback - seg_first, lengths)
+    outside = src < 0                                 # lookback before the song: zeros
+    np.maximum(src, 0, out=src)
+    keep = np.ones(total, dtype=bool)                 # outputs of whole windows
+    keep[(seg_first[:, None] + np.arange(lookback)).ravel()] = False
+    best = np.zeros(total - lookback)
+    acc = np.empty(total - lookback)
+    tmp = np.empty(total - lookback)
+    for ch in range(channels):
+        g = x[src, ch].astype(np.float64)
+        g[outside] = 0.0
+        for h in phases:
+            np.multiply(g[lookback:], h[0], out=acc)
+            for k in range(1, lookback + 1):
+                np.multiply(g[lookback - k:total - k], h[k], out=tmp)
+                acc += tmp
+            np.abs(acc, out=acc)
+            np.maximum(best, acc, out=best)
+    return src[lookback:][keep[lookback:]], best[keep[lookback:]]
+
+
+def _frame_peaks(x: np.ndarray, threshold: float, blocks: np.ndarray | None = None) -> np.ndarray:
     """Per-frame maximum |sample| over all channels at 4x oversampling, wherever it may
     exceed `threshold`; frames that provably cannot (reported as 0) are not computed.
 
-    Each frame's four interpolated values are 12-tap FIRs over the frame and the 11 before
-    it, so |value| <= `_phase_bound()` x the largest |sample| in that window. Blocks of 12
-    frames whose bound stays under the threshold are skipped: near a -1 dBTP ceiling that
-    is ~95 % of a song, so this costs a fraction of oversampling everything, yet is exact
-    wherever it matters.
+    Blocks of 12 frames whose bound stays under the threshold are skipped
+    (`_candidate_blocks`): near a -1 dBTP ceiling that is ~95 % of a song, so this costs a
+    fraction of oversampling everything, yet is exact wherever it matters. `blocks`, when
+    given, limits the work to those blocks (sorted indices); frames elsewhere read 0.
     """
     x = np.ascontiguousarray(x)
-    n, channels = x.shape
-    peaks = np.zeros(n)
-    if n == 0:
-        return peaks
-    b = _PEAK_BLOCK
-    block_max = _block_maxima(x, b)
-    window_max = np.maximum(block_max, np.concatenate([[0.0], block_max[:-1]]))
-    candidates = np.flatnonzero(_phase_bound() * window_max > threshold)
-    if candidates.size == 0:
-        return peaks
-    taps = np.array(_interpolation_phases())[:, ::-1].T.copy()      # (12, 4): window @ taps
-    lookback = taps.shape[0] - 1
-    offsets = np.arange(b + lookback) - lookback
-    for c0 in range(0, candidates.size, 8192):                      # bounded temporaries
-        blocks = candidates[c0:c0 + 8192]
-        idx = blocks[:, None] * b + offsets                         # sample index per window slot
-        outside = (idx < 0) | (idx >= n)
-        rows = x[np.clip(idx, 0, n - 1)].astype(np.float64)         # (blocks, b + 11, channels)
-        rows[outside] = 0.0
-        best = np.zeros(blocks.size * b)
-        for ch in range(channels):
-            # Plain numpy, not a BLAS matmul: BLAS worker threads spin-wait, which on a
-            # busy machine costs far more than these few multiply-adds.
-            col = rows[:, :, ch]
-            acc = np.zeros((blocks.size, b, taps.shape[1]))
-            for i in range(lookback + 1):
-                acc += col[:, i:i + b, None] * taps[i]
-            np.abs(acc, out=acc)
-            for p in range(taps.shape[1]):
-                np.maximum(best, acc[:, :, p].ravel(), out=best)
-        frames = (blocks[:, None] * b + np.arange(b)).ravel()
-        keep = frames < n
-        peaks[frames[keep]] = best[keep]
+    frames, values = _sparse_peaks(x, threshold, blocks)
+    peaks = np.zeros(x.shape[0])
+    peaks[frames] = values
     return peaks
+
+
+def _sparse_peaks(x: np.ndarray, threshold: float,
+                  blocks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`_frame_peaks` as (frames, peaks) of the frames computed, without a song-length array."""
+    x = np.ascontiguousarray(x)
+    n = x.shape[0]
+    if blocks is None:
+        blocks = _candidate_blocks(x, threshold) if n else np.zeros(0, dtype=np.int64)
+    else:
+        blocks = blocks[blocks < -(-n // _PEAK_BLOCK)]
+    if blocks.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    step = 16384                                      # bounded temporaries
+    found = [_peaks_of_blocks(x, blocks[i:i + step]) for i in range(0, blocks.size, step)]
+    return np.concatenate([f for f, _ in found]), np.concatenate([v for _, v in found])
 
 
 def true_peak_dbtp(samples: np.ndarray, sr: int) -> float:
@@ -244,8 +377,29 @@ _LIMITER_LOOKAHEAD_S = 0.005
 _LIMITER_RELEASE_S = 0.050
 
 
-def _limiter_gain(peaks: np.ndarray, sr: int, ceiling: float) -> np.ndarray | None:
-    """Per-frame gain (float32) of a look-ahead peak limiter, or None if nothing is over.
+@dataclass
+class _Limit:
+    """A look-ahead limiter's gain as the stretches where it acts: `gains[i]` (float32)
+    covers frames `lo[i]:hi[i]`; everywhere else the gain is exactly 1."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    gains: list[np.ndarray]
+
+    def over(self, start: int, stop: int) -> np.ndarray:
+        """The gain of frames `start:stop` (float32)."""
+        out = np.ones(stop - start, dtype=np.float32)
+        first = int(np.searchsorted(self.hi, start, side="right"))
+        last = int(np.searchsorted(self.lo, stop, side="left"))
+        for i in range(first, last):
+            lo, hi = max(start, int(self.lo[i])), min(stop, int(self.hi[i]))
+            out[lo - start:hi - start] = self.gains[i][lo - self.lo[i]:hi - self.lo[i]]
+        return out
+
+
+def _limiter_gain(frames: np.ndarray, peaks: np.ndarray, n: int, sr: int, ceiling: float) -> _Limit | None:
+    """The gain of a look-ahead peak limiter over `n` frames whose 4x-oversampled peaks are
+    `peaks` at the sorted `frames` (0 elsewhere), or None if nothing is over `ceiling`.
 
     The gain each frame needs is min-filtered over look-ahead + release, then smoothed by a
     moving average half that wide: every smoothed value is an average of values that are all
@@ -253,22 +407,35 @@ def _limiter_gain(peaks: np.ndarray, sr: int, ceiling: float) -> np.ndarray | No
     smoothly (no clicks). Only the stretches around frames that are over are computed: the
     filters reach `2 * hold` frames at most, and beyond that the gain is exactly 1.
     """
-    over = np.flatnonzero(peaks > ceiling)
+    over = frames[peaks > ceiling]
     if over.size == 0:
         return None
-    n = peaks.size
     half = max(1, int(_LIMITER_LOOKAHEAD_S * sr))
     hold = max(2 * half + 1, int(_LIMITER_RELEASE_S * sr))
     reach = 2 * hold + 2
-    gain = np.ones(n, dtype=np.float32)
     cuts = np.flatnonzero(np.diff(over) > 2 * reach)
+    los, his, gains = [], [], []
     for first, last in zip(over[np.r_[0, cuts + 1]], over[np.r_[cuts, over.size - 1]]):
-        lo, hi = max(0, first - reach), min(n, last + reach + 1)
-        need = np.minimum(1.0, ceiling / np.maximum(peaks[lo:hi], 1e-12))
+        lo, hi = max(0, int(first) - reach), min(n, int(last) + reach + 1)
+        seg = np.zeros(hi - lo)
+        i, j = np.searchsorted(frames, [lo, hi])
+        seg[frames[i:j] - lo] = peaks[i:j]
+        need = np.minimum(1.0, ceiling / np.maximum(seg, 1e-12))
         g = ndimage.minimum_filter1d(need, size=2 * hold + 1, mode="nearest")
         g = ndimage.uniform_filter1d(g, size=hold, mode="nearest")
-        gain[lo:hi] = np.minimum(g, need)
-    return gain
+        los.append(lo)
+        his.append(hi)
+        gains.append(np.minimum(g, need).astype(np.float32))
+    return _Limit(np.array(los), np.array(his), gains)
+
+
+def _apply_limit(x: np.ndarray, gain: float, limit: _Limit | None) -> np.ndarray:
+    """`x` times `gain` and the limiter's per-frame gain, as a new float32 array."""
+    out = np.multiply(x, gain, dtype=np.float32)
+    if limit is not None:
+        for lo, hi, g in zip(limit.lo, limit.hi, limit.gains):
+            np.multiply(x[lo:hi], (gain * g)[:, None], out=out[lo:hi], dtype=np.float32)
+    return out
 
 
 def normalize_loudness(audio: Audio, target_lufs: float = -14.0,
@@ -284,7 +451,8 @@ def normalize_loudness(audio: Audio, target_lufs: float = -14.0,
     """
     sr = audio.sample_rate
     x = _as_2d(audio.samples)
-    power = _block_powers(x, sr)
+    k = _k_steps(x, sr)
+    power = _block_powers(x, sr) if k is None else _powers_from_steps(k)
     measured = _gated_loudness(power)
     if not math.isfinite(measured):
         return audio
@@ -292,23 +460,30 @@ def normalize_loudness(audio: Audio, target_lufs: float = -14.0,
     # create a new inter-sample peak above the promised limit.
     ceiling = 10.0 ** ((true_peak_dbtp - 0.1) / 20.0)
     gain = 10.0 ** ((target_lufs - measured) / 20.0)
-    limit: np.ndarray | None = None
+    limit: _Limit | None = None
     for attempt in range(3):
-        limit = _limiter_gain(_frame_peaks(x, ceiling / gain) * gain, sr, ceiling)
+        frames, peaks = _sparse_peaks(x, ceiling / gain)
+        limit = _limiter_gain(frames, peaks * gain, x.shape[0], sr, ceiling)
         if limit is None:
             break
-        limited = (_gated_loudness(_block_powers(x * limit[:, None], sr))
-                   + 20.0 * math.log10(gain))
+        limited_power = (_block_powers(_apply_limit(x, 1.0, limit), sr) if k is None
+                         else _limited_powers(x, sr, k, limit))
+        limited = _gated_loudness(limited_power) + 20.0 * math.log10(gain)
         if abs(limited - target_lufs) < 0.1 or attempt == 2:
             break
         gain *= 10.0 ** ((target_lufs - limited) / 20.0)
-    frame_gain = gain if limit is None else (gain * limit)[:, None]
-    out = np.multiply(x, frame_gain, dtype=np.float32)
+    out = _apply_limit(x, gain, limit)
     if limit is not None:
         # Belt and braces: never exceed the promise. (Without limiting every frame was
-        # measured under the ceiling at this very gain, 0.1 dB below the promise.)
+        # measured under the ceiling at this very gain, 0.1 dB below the promise.) The
+        # same holds for every frame whose 12-frame window has no limited frame: there
+        # `out` is `x` at this gain, which the limiter saw under the ceiling. So only the
+        # blocks in or just after a limited stretch are measured again.
         promise = 10.0 ** (true_peak_dbtp / 20.0)
-        final_peak = float(_frame_peaks(out, promise).max())
+        blocks = np.unique(np.concatenate([np.arange(lo // _PEAK_BLOCK, hi // _PEAK_BLOCK + 2)
+                                           for lo, hi in zip(limit.lo, limit.hi)]))
+        _, final = _sparse_peaks(out, promise, blocks=blocks)
+        final_peak = float(final.max(initial=0.0))
         if final_peak > promise:
             out *= np.float32(promise / final_peak * 10.0 ** (-0.05 / 20.0))
     return Audio(samples=out if audio.samples.ndim == 2 else out[:, 0], sample_rate=sr)

@@ -81,53 +81,119 @@ class Patch:
 
 
 def _envelope(n_on: int, n_total: int, sr: int, p: Patch) -> np.ndarray:
-    t = np.arange(n_total) / sr
+    """ADSR gain of a note `n_total` samples long with note-off at `n_on`, as float32.
+
+    The decay's exponential is evaluated only up to note-off: the release that follows
+    is a straight fade from the level there."""
     att = max(p.attack, 1e-4)
-    env = np.where(t < att, t / att, p.sustain + (1 - p.sustain) * np.exp(-(t - att) / max(p.decay, 1e-4)))
+    n_held = min(n_total, n_on + 1)                   # through the note-off sample
+    t = np.arange(n_held, dtype=np.float32) / np.float32(sr)
+    env = np.empty(n_total, dtype=np.float32)
+    held = env[:n_held]
+    np.subtract(t, np.float32(att), out=held)
+    held *= np.float32(-1.0 / max(p.decay, 1e-4))
+    np.exp(held, out=held)
+    held *= np.float32(1 - p.sustain)
+    held += np.float32(p.sustain)
+    n_att = int(np.count_nonzero(t < att))            # the attack ramp: t / att
+    np.multiply(t[:n_att], np.float32(1.0 / att), out=held[:n_att])
     if n_total > n_on:  # release: fade from the level at note-off to zero
         level = env[min(n_on, n_total - 1)]
-        rel = np.linspace(1.0, 0.0, n_total - n_on)
-        env[n_on:] = level * rel
+        env[n_on:] = level * np.linspace(1.0, 0.0, n_total - n_on, dtype=np.float32)
     return env
 
 
-def _note_wave(pitch: int, n_on: int, n: int, vel: float, patch: Patch, sr: int) -> np.ndarray:
-    """One note of `patch`, `n` samples long with note-off at `n_on`, as float32.
+@lru_cache(maxsize=256)
+def _voice_table(shape: str, harmonics: int, gain: float) -> np.ndarray:
+    """`wavetable` times `gain`, as float32 (read-only, cached)."""
+    table = (wavetable(shape, harmonics) * gain).astype(np.float32)
+    table.setflags(write=False)
+    return table
 
-    The phase is computed in float64 (a float32 phase drifts audibly within seconds); the
-    finished note is float32 like the buses it is added to.
+
+def _oscillators(pitch: int, n: int, patch: Patch, sr: int) -> np.ndarray:
+    """The sum of `patch`'s detuned voices and layers at `pitch` for `n` samples, before
+    the note envelope (layers' own decays included), as float32.
+
+    It depends on the pitch only, not on the note's length: notes of one pitch share the
+    longest render. The phase is computed in float64, in table units (a float32 phase
+    drifts audibly within seconds); the table lookups and the sum are float32.
     """
-    t = np.arange(n) / sr
-    env = _envelope(min(n_on, n), n, sr, patch) * vel
+    i = np.arange(n, dtype=np.float64)
     f0 = midi_to_hz(pitch)
-    vib: np.ndarray | float = 0.0
+    vib: np.ndarray | None = None
     if patch.vibrato_cents:
+        t = i / sr
         depth = np.clip((t - patch.vibrato_delay) / 0.3, 0.0, 1.0) * patch.vibrato_cents / 1200
-        # Integrated frequency modulation: phase offset in cycles.
-        vib = depth * f0 * np.log(2) * np.sin(2 * np.pi * patch.vibrato_hz * t) / (2 * np.pi * patch.vibrato_hz)
-    x = np.zeros(n)
+        # Integrated frequency modulation: phase offset in cycles, here in table steps.
+        vib = depth * (f0 * np.log(2) * _TABLE_SIZE / (2 * np.pi * patch.vibrato_hz)) \
+            * np.sin((2 * np.pi * patch.vibrato_hz / sr) * i)
+    decays = [np.exp(np.arange(n, dtype=np.float32) * np.float32(-1.0 / (layer.decay_s * sr)))
+              if layer.decay_s else None for layer in patch.layers]
+    x = np.zeros(n, dtype=np.float32)
+    phase = np.empty(n)
+    idx = np.empty(n, dtype=np.int64)
+    y = np.empty(n, dtype=np.float32)
+    voices = len(patch.detune_cents)
     for cents in patch.detune_cents:
         f = f0 * 2 ** (cents / 1200)
-        for layer in patch.layers:
+        for layer, decay in zip(patch.layers, decays):
             fl = f * 2 ** layer.octave
-            table = wavetable(layer.shape, _harmonics_for(fl, sr, layer.harmonics))
-            phase = fl * t + vib
-            idx = ((phase * _TABLE_SIZE).astype(np.int64)) & (_TABLE_SIZE - 1)
-            y = table[idx] * layer.gain
-            if layer.decay_s:
-                y = y * np.exp(-t / layer.decay_s)
+            table = _voice_table(layer.shape, _harmonics_for(fl, sr, layer.harmonics), layer.gain / voices)
+            np.multiply(i, fl * _TABLE_SIZE / sr, out=phase)
+            if vib is not None:
+                phase += vib
+            np.copyto(idx, phase, casting="unsafe")   # truncation, as astype
+            np.bitwise_and(idx, _TABLE_SIZE - 1, out=idx)
+            np.take(table, idx, out=y, mode="clip")
+            if decay is not None:
+                y *= decay
             x += y
-    x *= env / len(patch.detune_cents)
+    return x
+
+
+def _note_wave(osc: np.ndarray, n_on: int, n: int, vel: float, patch: Patch, sr: int) -> np.ndarray:
+    """One note of `patch`, `n` samples long with note-off at `n_on`, as float32, from its
+    pitch's oscillators `osc` (at least `n` samples of `_oscillators`)."""
+    x = osc[:n] * _envelope(min(n_on, n), n, sr, patch)
+    if vel != 1.0:
+        x *= np.float32(vel)
     if patch.drive:
-        x = np.tanh(patch.drive * x) / np.tanh(patch.drive)
-    return (x * patch.gain).astype(np.float32)
+        x *= np.float32(patch.drive)
+        np.tanh(x, out=x)
+        x *= np.float32(1.0 / np.tanh(patch.drive))
+    if patch.gain != 1.0:
+        x *= np.float32(patch.gain)
+    return x
+
+
+def filter_with_tail(x: np.ndarray, sos: np.ndarray, ring: int | None = None, floor: float = 1e-6) -> np.ndarray:
+    """`x` through the filter `sos`, followed by its ringing once `x` stops: up to `ring`
+    samples (`ring_samples(sos)` by default), without the end of that tail that stays below
+    `floor` times the peak (a high-pass rings long, but mostly at a level nobody hears)."""
+    if ring is None:
+        ring = ring_samples(sos)
+    y = signal.sosfilt(_sos_for(x, sos), np.concatenate([x, np.zeros(ring, x.dtype)]))
+    peak = max(float(y.max(initial=0.0)), -float(y.min(initial=0.0)))
+    loud = np.flatnonzero(np.abs(y[x.size:]) > floor * peak)
+    return y[:x.size + (int(loud[-1]) + 1 if loud.size else 0)]
 
 
 def ring_samples(sos: np.ndarray, floor: float = 1e-6) -> int:
     """How long the filter `sos` rings after its input stops, until its slowest pole has
     decayed below `floor` (-120 dB)."""
-    radius = max(float(np.abs(np.roots(section[3:])).max()) for section in sos)
+    radius = max(pole_radius(section) for section in sos)
     return 1 if radius <= 0 else int(np.ceil(np.log(floor) / np.log(min(radius, 1 - 1e-9))))
+
+
+def pole_radius(section: np.ndarray) -> float:
+    """Largest |pole| of one biquad section (b0, b1, b2, a0, a1, a2), in closed form (no
+    LAPACK eigenvalue call, whose BLAS threads spin on a busy machine)."""
+    a1, a2 = section[4] / section[3], section[5] / section[3]
+    disc = a1 * a1 - 4.0 * a2
+    if disc < 0:                                      # a complex pair: |z|^2 = a2
+        return float(np.sqrt(a2))
+    return float(max(abs(-a1 + np.sqrt(disc)), abs(-a1 - np.sqrt(disc))) / 2.0)
 
 
 def render_notes(notes: list, patch: Patch, sr: int, beat_s: float, n_frames: int,
@@ -152,8 +218,10 @@ def render_notes(notes: list, patch: Patch, sr: int, beat_s: float, n_frames: in
         out[:] = 0.0
     rel_n = int(patch.release * sr)
     ring = ring_samples(sos) if sos is not None else 0
-    cache: dict[tuple[int, int, int, float], np.ndarray] = {}
-    for i, note in enumerate(notes):
+    # What to place: (start, key, scale) per note; a key is a distinct synthesised note.
+    placements: list[tuple[int, tuple[int, int, int, float], float]] = []
+    longest: dict[int, int] = {}                      # per pitch, the longest note
+    for note in notes:
         start = int(round(note.start * beat_s * sr))
         if start >= n_frames:
             continue
@@ -163,14 +231,41 @@ def render_notes(notes: list, patch: Patch, sr: int, beat_s: float, n_frames: in
             continue
         vel = float(note.vel) if patch.drive else 1.0
         key = (int(note.pitch), n_on, n, vel)
-        wave = cache.get(key)
+        placements.append((start, key, 1.0 if patch.drive else float(note.vel)))
+        longest[key[0]] = max(longest.get(key[0], 0), n)
+    # A (key, scale) pair placed more than once is scaled once and then just added; each
+    # is dropped after its last placement, so the cache holds what is still to come.
+    last_use = {(key, scale): i for i, (_, key, scale) in enumerate(placements)}
+    uses: dict[tuple, int] = {}
+    for _, key, scale in placements:
+        uses[(key, scale)] = uses.get((key, scale), 0) + 1
+    oscs: dict[int, np.ndarray] = {}
+    waves: dict[tuple[int, int, int, float], np.ndarray] = {}
+    scaled: dict[tuple, np.ndarray] = {}
+    for i, (start, key, scale) in enumerate(placements):
+        wave = waves.get(key)
         if wave is None:
-            wave = _note_wave(note.pitch, n_on, n, vel, patch, sr)
+            pitch, n_on, n, vel = key
+            osc = oscs.get(pitch)
+            if osc is None:
+                osc = oscs[pitch] = _oscillators(pitch, longest[pitch], patch, sr)
+            wave = _note_wave(osc, n_on, n, vel, patch, sr)
             if sos is not None:
-                wave = signal.sosfilt(_sos_for(wave, sos), np.concatenate([wave, np.zeros(ring, wave.dtype)]))
-            cache[key] = wave
+                wave = filter_with_tail(wave, sos, ring)
+            waves[key] = wave
         m = min(wave.size, n_frames - start)
-        axpy(out[start:start + m], wave[:m], 1.0 if patch.drive else float(note.vel))
+        combo = (key, scale)
+        if scale == 1.0:
+            out[start:start + m] += wave[:m]
+        elif uses[combo] > 1:
+            w = scaled.get(combo)
+            if w is None:
+                w = scaled[combo] = wave * np.float32(scale)
+            out[start:start + m] += w[:m]
+            if last_use[combo] == i:
+                del scaled[combo]
+        else:
+            axpy(out[start:start + m], wave[:m], scale)
         if tick is not None and i % 64 == 63:
             tick()
     return out
@@ -232,15 +327,28 @@ def pan_gains(position: float) -> tuple[float, float]:
     return float(np.cos(angle)), float(np.sin(angle))
 
 
-def pan_into(dst: np.ndarray, mono: np.ndarray, position: float, gain: float = 1.0) -> None:
-    """Add `mono` panned into the stereo bus `dst` in place (no stereo temporary).
+def pan_into(dst: np.ndarray, mono: np.ndarray, position: float, gain: float = 1.0,
+             send: np.ndarray | None = None, send_gain: float = 0.0, chunk: int = 1 << 16) -> None:
+    """Add `mono` panned into the stereo bus `dst` in place (no stereo temporary), and, when
+    given, `send_gain` times it into the mono bus `send`.
 
     Buses are channel-major, shaped (2, frames): each channel is contiguous, which makes
-    these adds several times faster than on interleaved (frames, 2) arrays.
+    these adds several times faster than on interleaved (frames, 2) arrays. One pass over
+    `mono`, a cache-sized chunk at a time, feeds every bus (the same sums as one `axpy`
+    per bus, without reading a song-length `mono` once per bus).
     """
     left, right = pan_gains(position)
-    axpy(dst[0], mono, gain * left)
-    axpy(dst[1], mono, gain * right)
+    targets = [(dst[0], gain * left), (dst[1], gain * right)]
+    if send is not None:
+        targets.append((send, send_gain))
+    scales = [(bus, np.asarray(a, dtype=bus.dtype)) for bus, a in targets]
+    tmp = np.empty(min(chunk, mono.size), dtype=mono.dtype)
+    for start in range(0, mono.size, chunk):
+        src = mono[start:start + chunk]
+        t = tmp[:src.size]
+        for bus, a in scales:
+            np.multiply(src, a, out=t)
+            bus[start:start + src.size] += t
 
 
 def widen_into(dst: np.ndarray, mono: np.ndarray, sr: int, gain: float = 1.0, delay_ms: float = 11.0) -> None:
@@ -305,12 +413,26 @@ def echo_into(dst: np.ndarray, mono: np.ndarray, sr: int, delay_s: float, feedba
         axpy(target[shift:], mono[: n - shift], gain * feedback ** k)
 
 
-def sidechain_inplace(mono: np.ndarray, sr: int, beat_s: float, depth: float, release_s: float = 0.12,
-                      chunk: int = 1 << 18) -> None:
+def sidechain_inplace(mono: np.ndarray, sr: int, beat_s: float, depth: float, release_s: float = 0.12) -> None:
     """Duck `mono` on every beat and let it recover: the "pumping" of electronic music.
 
-    Applied chunk by chunk, so no song-length gain array is built.
+    The gain is 1 - depth * exp(-(time since the beat) / release). Within a beat that is
+    one decaying exponential, scaled by where the beat falls between two samples, so one
+    table serves every beat: a loop per beat, no song-length gain array and no exp per
+    sample.
     """
-    for start in range(0, mono.size, chunk):
-        t = np.arange(start, min(mono.size, start + chunk)) / sr
-        mono[start:start + t.size] *= (1.0 - depth * np.exp(-np.mod(t, beat_s) / release_s)).astype(mono.dtype)
+    beat_n = beat_s * sr
+    n_beats = int(np.ceil(mono.size / beat_n))
+    decay = np.exp(-np.arange(int(np.ceil(beat_n)) + 1) / (release_s * sr)).astype(mono.dtype)
+    one = mono.dtype.type(1.0)
+    g = np.empty(decay.size, dtype=mono.dtype)
+    for k in range(n_beats):
+        first = int(np.ceil(k * beat_n))              # the beat's first sample
+        last = min(mono.size, int(np.ceil((k + 1) * beat_n)))
+        if first >= last:
+            break
+        m = last - first
+        lag = (first - k * beat_n) / sr               # the beat falls this long before it
+        np.multiply(decay[:m], mono.dtype.type(depth * np.exp(-lag / release_s)), out=g[:m])
+        np.subtract(one, g[:m], out=g[:m])
+        mono[first:last] *= g[:m]

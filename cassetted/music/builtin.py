@@ -108,6 +108,15 @@ _PEAK = 0.89   # about -1 dBFS of sample peak before the loudness stage takes ov
 _SEND_LEVEL = float(np.sqrt(0.5))
 
 
+def _master_sos(sr: int, brightness: float) -> np.ndarray:
+    """The master bus filter: a rumble cut, and a mood tilt (calm moods are darker)."""
+    top = 5000.0 + 15000.0 * brightness
+    sos = _synth.highpass_sos(sr, 25.0)
+    if top < 0.4 * sr:
+        sos = np.vstack([sos, _synth.lowpass_sos(sr, top, order=1)])
+    return sos
+
+
 class _Progress:
     """Turns stage-local progress into one monotonic 0..1 stream for the callback."""
 
@@ -139,6 +148,10 @@ class BuiltinEngine:
     # remix at a new tempo: same seed, key and lyrics); repainting needs a model.
     tasks = frozenset({"text2music", "cover"})
 
+    # Whether the master filter may move into the sources (see generate); False filters the
+    # finished mix, as a sung song does: the same sound, for comparison.
+    fold_master = True
+
     def __init__(self, sample_rate: int = 44100) -> None:
         self.sample_rate = sample_rate
 
@@ -154,6 +167,13 @@ class BuiltinEngine:
         arr = arrange(spec.genre, spec.mood, spec.bpm, spec.key, spec.time_signature, spec.duration_s,
                       spec.lyrics, spec.instrumental, np.random.default_rng(arr_seed))
         report(0.05, "arranged")
+        # The master filter is linear and time-invariant, and comes before anything that is
+        # not (saturation): applied to each drum sample and each distinct note (which the
+        # parts filter anyway) instead of to the finished mix, it costs the sounds, not the
+        # song length. The reverb then hears filtered sends, as the room's output would be.
+        # A sung song adds the voice unfiltered, so there the mix is filtered as a whole.
+        master_sos = _master_sos(sr, mood.brightness)
+        fold = self.fold_master and not arr.parts["vocal"]
 
         # Channel-major buses (2, frames): contiguous channels make the many adds cheap;
         # float32 halves the memory of a 10-minute song. The reverb send is mono (one room
@@ -166,7 +186,7 @@ class BuiltinEngine:
         # Drums.
         tonic_pc, _ = parse_key(spec.key)
         self._drums(mix, send, arr, spec.genre, tonic_pc, beat_s, mood.punch, np.random.default_rng(kit_seed),
-                    report)
+                    report, master_sos if fold else None)
         report(0.25, "drums")
 
         # Pitched parts: each rendered, filtered by the mood's brightness, panned.
@@ -182,27 +202,33 @@ class BuiltinEngine:
             sos = _synth.lowpass_sos(sr, cutoff * (0.2 + 0.8 * mood.brightness))
             if name == "bass":
                 sos = np.vstack([sos, _synth.highpass_sos(sr, 30.0)])
+            ducked = spec.genre == "electronic" and name in ("bass", "pad")
+            if fold and not ducked:
+                sos = np.vstack([sos, master_sos])
             mono = _synth.render_notes(notes, patch, sr, beat_s, n_frames, tick, out=part, sos=sos)
-            if spec.genre == "electronic" and name in ("bass", "pad"):
+            if ducked:
                 _synth.sidechain_inplace(mono, sr, beat_s, depth=0.35 if name == "pad" else 0.3)
+                if fold:                                  # ducking is time-varying: filter after it
+                    _synth.filter_inplace(mono, master_sos)
             send_gain = gain * rev * mood.space * _SEND_LEVEL
             if name == "pad":
                 _synth.widen_into(mix, mono, sr, gain)
+                _synth.axpy(send, mono, send_gain)
             else:
-                _synth.pan_into(mix, mono, position, gain)
+                _synth.pan_into(mix, mono, position, gain, send=send, send_gain=send_gain)
                 if name == "lead" and spec.genre in ("ambient", "electronic", "pop"):
                     # Echoes on the beat: a dotted-eighth delay would add a competing 3:2 pulse.
                     _synth.echo_into(mix, mono, sr, beat_s, 0.45, 0.35 * gain)
                     _synth.echo_into(send, mono, sr, beat_s, 0.45, 0.35 * send_gain)
-            _synth.axpy(send, mono, send_gain)
             report(p1, name)
         del part
 
-        # Voice: sings the melody of the sections that have lyrics, on the lyrics' vowels.
+        # Voice: sings the melody of the sections that have lyrics, on their words (a Piper
+        # voice, when installed) or on their vowels.
         if arr.parts["vocal"]:
             tick = report.ticker(0.78, 0.86, len(arr.parts["vocal"]), "vocal")
-            voice = _voice.render_voice(arr.parts["vocal"], _voice.vowels(spec.lyrics), sr, beat_s, n_frames,
-                                        np.random.default_rng(voice_seed), tick)
+            voice = _voice.sing(arr, spec.lyrics, spec.language, sr, beat_s, n_frames,
+                                np.random.default_rng(voice_seed), tick)
             _synth.pan_into(mix, voice, 0.0, VOICE_GAIN)
             _synth.axpy(send, voice, VOICE_GAIN * 0.35 * mood.space * _SEND_LEVEL)
             del voice
@@ -216,16 +242,18 @@ class BuiltinEngine:
         del send
         report(0.93, "reverb")
 
-        out = self._master(mix, sr, mood.brightness)
+        out = self._master(mix, sr, None if fold else master_sos)
         report(1.0, "done")
         return Audio(samples=out, sample_rate=sr)
 
     def _drums(self, mix: np.ndarray, send: np.ndarray, arr: Arrangement, genre: str, tonic_pc: int,
-               beat_s: float, punch: float, rng: np.random.Generator, report: _Progress) -> None:
+               beat_s: float, punch: float, rng: np.random.Generator, report: _Progress,
+               sos: np.ndarray | None = None) -> None:
         """Add every drum hit, panned, to the mix and the reverb send.
 
         Each hit is its drum's sample added at an exact offset, straight into the buses:
         no song-length track per drum, so the cost follows the hits, not the song length.
+        `sos`, when given, filters every sample once (with its ringing tail).
         """
         sr = self.sample_rate
         n_frames = mix.shape[1]
@@ -233,8 +261,13 @@ class BuiltinEngine:
         names = sorted({h.drum for h in arr.hits})
         for i, name in enumerate(names):
             sample = kit[name].astype(np.float32)
+            if sos is not None:
+                sample = _synth.filter_with_tail(sample, sos)
             gain = DRUM_GAIN[genre] * punch * (0.7 if name in ("hat", "open_hat", "shaker") else 1.0)
             left, right = _synth.pan_gains(_drums.PAN[name])
+            # A drum plays at a handful of velocities: each is scaled (panned, and for the
+            # send) once, and every hit at it is then two plain adds.
+            scaled: dict[float, tuple[np.ndarray, np.ndarray]] = {}
             for hit in arr.hits:
                 if hit.drum != name:
                     continue
@@ -242,34 +275,48 @@ class BuiltinEngine:
                 if not 0 <= start < n_frames:
                     continue
                 n = min(sample.size, n_frames - start)
-                g = gain * hit.vel
-                _synth.axpy(mix[0, start:start + n], sample[:n], g * left)
-                _synth.axpy(mix[1, start:start + n], sample[:n], g * right)
-                _synth.axpy(send[start:start + n], sample[:n], g * 0.08 * _SEND_LEVEL)
+                pair = scaled.get(hit.vel)
+                if pair is None:
+                    g = gain * hit.vel
+                    pair = scaled[hit.vel] = (
+                        sample * np.array([[g * left], [g * right]], dtype=np.float32),
+                        sample * np.float32(g * 0.08 * _SEND_LEVEL))
+                mix[:, start:start + n] += pair[0][:, :n]
+                send[start:start + n] += pair[1][:n]
             report(0.05 + 0.2 * (i + 1) / len(names), "drums")
 
     @staticmethod
-    def _master(mix: np.ndarray, sr: int, brightness: float) -> np.ndarray:
-        """Rumble cut, a mood tilt (calm moods are darker), gentle saturation, fades, and a
-        fixed sample-peak ceiling. Works in place on the bus, then interleaves it."""
+    def _master(mix: np.ndarray, sr: int, sos: np.ndarray | None) -> np.ndarray:
+        """The master filter `sos` (None where the sources carry it already), gentle
+        saturation, fades, and a fixed sample-peak ceiling. Works in place on the bus, then
+        interleaves it."""
         x = mix                                                   # (2, frames), float32
-        top = 5000.0 + 15000.0 * brightness
-        sos = _synth.highpass_sos(sr, 25.0)
-        if top < 0.4 * sr:
-            sos = np.vstack([sos, _synth.lowpass_sos(sr, top, order=1)])
-        for ch in range(2):
-            _synth.filter_inplace(x[ch], sos)
+        if sos is not None:
+            for ch in range(2):
+                _synth.filter_inplace(x[ch], sos)
         n = x.shape[1]
         fade_in = min(n, int(0.005 * sr))
         x[:, :fade_in] *= np.linspace(0.0, 1.0, fade_in, dtype=np.float32)
         fade_out = min(n, int(min(2.0, 0.1 * n / sr) * sr))
         x[:, n - fade_out:] *= (np.cos(np.linspace(0.0, np.pi / 2, fade_out)) ** 2).astype(np.float32)
-        peak = max(float(x.max()), -float(x.min()))
-        if peak > 0:
-            x *= np.float32(1.2 / peak)
-            np.tanh(x, out=x)                                     # peaks compressed, not clipped
-            x *= np.float32(_PEAK / max(1e-12, float(x.max()), -float(x.min())))
-        return np.ascontiguousarray(x.T)                          # (frames, 2) float32
+        hi, lo = float(x.max()), float(x.min())
+        if max(hi, -lo) <= 0:
+            return np.ascontiguousarray(x.T)
+        drive = np.float32(1.2 / max(hi, -lo))
+        # tanh is monotonic: the extremes after it are the images of those before, so the
+        # ceiling's scale is known before the pass, and saturation, scaling and interleaving
+        # run as one chunked pass into the (frames, 2) output.
+        ends = np.tanh(np.array([hi, lo], dtype=np.float32) * drive)
+        scale = np.float32(_PEAK / max(1e-12, float(ends[0]), -float(ends[1])))
+        out = np.empty((n, 2), dtype=np.float32)
+        chunk = 1 << 16
+        buf = np.empty((2, chunk), dtype=np.float32)
+        for start in range(0, n, chunk):
+            b = buf[:, :min(chunk, n - start)]
+            np.multiply(x[:, start:start + b.shape[1]], drive, out=b)
+            np.tanh(b, out=b)                                     # peaks compressed, not clipped
+            np.multiply(b.T, scale, out=out[start:start + b.shape[1]])
+        return out                                                # (frames, 2) float32
 
 
 def create(settings: Any, credentials: Any = None) -> BuiltinEngine:

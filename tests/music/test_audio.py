@@ -194,3 +194,38 @@ def test_normalize_limits_peaks_at_high_gain() -> None:
     out = normalize_loudness(Audio(x, sr))
     assert integrated_loudness(out.samples, sr) == pytest.approx(-14.0, abs=0.5)
     assert true_peak_dbtp(out.samples, sr) <= -1.0
+
+
+def test_limited_loudness_refilters_only_where_the_limiter_acts() -> None:
+    from cassetted.audio import _block_powers, _k_steps, _Limit, _limited_powers
+
+    sr = 44100
+    x = _music_like(sr, seconds=40)
+    rng = np.random.default_rng(3)
+    stretches = [(int(lo), int(lo) + 3000) for lo in sorted(rng.choice(x.shape[0] - 3000, 6, replace=False))]
+    stretches.append((x.shape[0] - 500, x.shape[0]))                 # one at the very end
+    limit = _Limit(np.array([lo for lo, _ in stretches]), np.array([hi for _, hi in stretches]),
+                   [rng.uniform(0.3, 1.0, hi - lo).astype(np.float32) for lo, hi in stretches])
+    dense = np.ones(x.shape[0], dtype=np.float32)
+    for lo, hi, g in zip(limit.lo, limit.hi, limit.gains):
+        dense[lo:hi] = g
+    want = _block_powers(x.astype(np.float64) * dense[:, None], sr)
+    got = _limited_powers(x, sr, _k_steps(x, sr), limit)
+    np.testing.assert_allclose(got, want, rtol=1e-7)
+    assert np.array_equal(limit.over(0, x.shape[0]), dense)
+
+
+def test_sparse_peaks_agree_with_the_dense_ones() -> None:
+    from cassetted.audio import _frame_peaks, _sparse_peaks
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((30000, 2)) * 0.2).astype(np.float32)
+    x[rng.integers(0, 30000, 40)] *= 4.0
+    dense = _frame_peaks(x, 0.6)
+    frames, values = _sparse_peaks(x, 0.6)
+    assert np.array_equal(np.flatnonzero(dense), np.flatnonzero(np.isin(np.arange(30000), frames) & (dense > 0)))
+    np.testing.assert_array_equal(dense[frames], values)
+    blocks = np.array([0, 7, 8, 2499])
+    f2, v2 = _sparse_peaks(x, 0.0, blocks=blocks)
+    assert np.array_equal(f2, (blocks[:, None] * 12 + np.arange(12)).ravel())
+    np.testing.assert_allclose(v2, _reference_peaks(x)[f2], rtol=1e-12)

@@ -274,3 +274,55 @@ def test_lyrics_are_sung_and_instrumental_is_not() -> None:
     a = _render(_spec(lyrics=_LYRICS, duration_s=20.0)).samples
     b = _render(_spec(lyrics=_LYRICS, duration_s=20.0, instrumental=True)).samples
     assert not np.array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- render shortcuts
+
+
+@pytest.mark.parametrize("genre, mood", [("electronic", "relaxing"), ("rock", "uplifting"),
+                                         ("classical", "melancholic")])
+def test_master_filter_moved_into_the_sources_sounds_the_same(genre: str, mood: str) -> None:
+    # Filtering each drum sample and distinct note instead of the finished mix is the same
+    # linear filter; what differs is float32 rounding (the song-length float32 high-pass
+    # itself is only ~-68 dB from a float64 one).
+    spec = _spec(genre=genre, mood=mood, duration_s=15.0)
+    folded = _render(spec).samples
+    engine = BuiltinEngine(SR)
+    engine.fold_master = False
+    whole = engine.generate(spec, lambda f, n: None).samples
+    err = np.sqrt(np.mean((folded - whole) ** 2)) / np.sqrt(np.mean(whole ** 2))
+    assert 20 * np.log10(err) < -60
+
+
+def test_sidechain_follows_the_beat_exactly() -> None:
+    from cassetted.music._synth import sidechain_inplace
+
+    sr, beat_s, depth, release = 44100, 60 / 127, 0.35, 0.12
+    x = np.ones(5 * sr, dtype=np.float32)
+    sidechain_inplace(x, sr, beat_s, depth, release)
+    t = np.arange(x.size) / sr
+    want = 1.0 - depth * np.exp(-np.mod(t, beat_s) / release)
+    # Equal to float32 precision, except where a sample sits within rounding of a beat.
+    off_beat = np.abs((t + beat_s / 2) % beat_s - beat_s / 2) > 1e-9
+    np.testing.assert_allclose(x[off_beat], want[off_beat], atol=1e-6)
+
+
+def test_notes_match_the_direct_oscillator_formula() -> None:
+    from cassetted.music._synth import _TABLE_SIZE, _envelope, _oscillators, _note_wave, wavetable
+    from cassetted.music.builtin import STRINGS
+
+    sr, pitch, n_on, n = 44100, 62, 30000, 40000
+    wave = _note_wave(_oscillators(pitch, n + 5000, STRINGS, sr), n_on, n, 0.8, STRINGS, sr)
+    t = np.arange(n) / sr
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    depth = np.clip((t - STRINGS.vibrato_delay) / 0.3, 0, 1) * STRINGS.vibrato_cents / 1200
+    vib = depth * f0 * np.log(2) * np.sin(2 * np.pi * STRINGS.vibrato_hz * t) / (2 * np.pi * STRINGS.vibrato_hz)
+    want = np.zeros(n)
+    for cents in STRINGS.detune_cents:
+        f = f0 * 2 ** (cents / 1200)
+        table = wavetable("saw", 1 << (min(24, int(0.45 * sr / f)).bit_length() - 1))
+        want += table[((f * t + vib) * _TABLE_SIZE).astype(np.int64) & (_TABLE_SIZE - 1)]
+    want *= _envelope(n_on, n, sr, STRINGS) * 0.8 / len(STRINGS.detune_cents)
+    # A phase landing exactly on a table step may round either way: a few lone samples.
+    close = np.abs(wave - want) < 1e-5
+    assert close.mean() > 0.999
