@@ -4,18 +4,25 @@ It cannot pronounce words, but it sings the melody on the vowels of the lyrics i
 ("Morning light" -> o, i, i), which is enough for a sung line to read as a voice rather
 than another synth. Per-note filtering only (a handful of biquads per note), no
 per-sample loops.
+
+`sing` is what the engine calls: when piper-tts and a Piper voice are installed, the words
+themselves are sung (`_piper`); otherwise this wordless voice sings.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy import signal
 
 from cassetted.music._synth import _TABLE_SIZE, wavetable
 from cassetted.music._theory import midi_to_hz
+
+log = logging.getLogger(__name__)
 
 # Formant centre frequencies (Hz) and relative gains: averaged adult values, slightly
 # brightened so the voice sits above the band.
@@ -85,3 +92,32 @@ def render_voice(notes: list, vowel_seq: list[str], sr: int, beat_s: float, n_fr
             tick()
     peak = np.abs(out).max()
     return (out / peak if peak > 0 else out).astype(np.float32)
+
+
+def sing(arr: Any, lyrics: str, language: str | None, sr: int, beat_s: float, n_frames: int,
+         rng: np.random.Generator, tick: Callable[[], None] | None = None) -> np.ndarray:
+    """Mono render of the arrangement's vocal part: the lyrics' words sung by a Piper voice
+    when one is installed (`_piper`), else the wordless voice on the lyrics' vowels."""
+    from cassetted.music import _piper
+
+    singer = _piper.singer_for(language)
+    if singer is not None:
+        state = rng.bit_generator.state
+        raised: list[BaseException] = []
+
+        def guarded_tick() -> None:
+            try:
+                if tick is not None:
+                    tick()
+            except BaseException as exc:        # Cancelled and the like pass straight through
+                raised.append(exc)
+                raise
+
+        try:
+            return _piper.render_vocals(singer, arr, lyrics, sr, beat_s, n_frames, rng, guarded_tick)
+        except Exception as exc:  # noqa: BLE001 - a song without words beats no song
+            if raised and exc is raised[-1]:
+                raise
+            log.warning("the Piper voice failed; the voice sings without words", exc_info=True)
+            rng.bit_generator.state = state
+    return render_voice(arr.parts["vocal"], vowels(lyrics), sr, beat_s, n_frames, rng, tick)
