@@ -104,7 +104,8 @@ class Commands:
         request as admitted when `echo`: a voice command shows what it was read as)."""
         request = song_request
         async with self._household.admission(caller):
-            if request.request_id:  # a repeat is answered, never charged twice
+            # A repeat (QoS 1 redelivery) is answered, never charged or learned from twice.
+            if request.request_id and (self._household.counts_songs or request.room):
                 existing = await self._store.call(Job.get_or_none, Job.request_id == request.request_id)
                 if existing is not None:
                     quota = await self._household.quota(caller)
