@@ -18,7 +18,6 @@ Structure tags ([Verse], [Chorus]) are never sung lines: they are skipped.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 import re
@@ -47,46 +46,20 @@ def timed_lines(spec: SongSpec, engine: str = "builtin") -> list[TimedLine]:
     return _estimated_lines(spec)
 
 
-def _lines_by_kind(lyrics: str) -> dict[str, list[list[str]]]:
-    """The lyric lines of every section of a kind, in order: {"verse": [[...], [...]]}."""
-    from cassetted.music._form import lyric_sections
-
-    by_kind: dict[str, list[list[str]]] = {}
-    for kind, lines in lyric_sections(lyrics):
-        by_kind.setdefault(kind, []).append(lines)
-    return by_kind
-
-
 def _builtin_lines(spec: SongSpec) -> list[TimedLine]:
     """Exact: the engine's own arrangement, and the first vocal note of every phrase."""
     import numpy as np
 
     from cassetted.music._arrange import arrange
+    from cassetted.music._form import sung_phrases
 
     # The arrangement's generator, seeded as BuiltinEngine.generate seeds it (the first of
     # four streams spawned from the spec's seed).
     arrangement_seed = np.random.SeedSequence(spec.seed).spawn(4)[0]
     arr = arrange(spec.genre, spec.mood, spec.bpm, spec.key, spec.time_signature, spec.duration_s,
                   spec.lyrics, spec.instrumental, np.random.default_rng(arrangement_seed))
-    onsets = sorted(float(note.start) for note in arr.parts.get("vocal", []))
-    if not onsets:
-        return []
     beat_s = 60.0 / spec.bpm
-    bpb = arr.meter.beats_per_bar
-    by_kind = _lines_by_kind(spec.lyrics)
-    out: list[TimedLine] = []
-    for section in arr.sections:
-        groups = by_kind.get(section.kind)
-        lines = groups[section.index % len(groups)] if groups else []
-        if not lines:
-            continue
-        end = (section.start_bar + section.bars) * bpb
-        for k, bar_in_section in enumerate(range(0, section.bars, 2)):
-            start = (section.start_bar + bar_in_section) * bpb
-            i = bisect.bisect_left(onsets, start - 1e-9)
-            if i < len(onsets) and onsets[i] < min(start + 2 * bpb, end):
-                out.append((onsets[i] * beat_s, lines[k % len(lines)]))
-    return out
+    return [(float(notes[0].start) * beat_s, line) for line, notes in sung_phrases(arr, spec.lyrics)]
 
 
 def _estimated_lines(spec: SongSpec) -> list[TimedLine]:

@@ -7,8 +7,10 @@ fitted so the sections fill exactly the bars that the requested duration holds.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
+from typing import Any
 
 SECTION_KINDS = ("intro", "verse", "chorus", "bridge", "instrumental", "outro")
 
@@ -108,3 +110,32 @@ def plan_form(kinds: list[str] | tuple[str, ...], total_bars: int) -> list[Secti
         seen[kind] = seen.get(kind, 0) + 1
         start += n
     return sections
+
+
+def sung_phrases(arr: Any, lyrics: str) -> list[tuple[str, list[Any]]]:
+    """(lyric line, its vocal notes) for every sung phrase of an arrangement, in order.
+
+    A phrase is two bars of a section with lyrics: its line is the section's next line (they
+    repeat when the section is longer than its lines). The voice sings a line on these
+    notes, and `cassetted.lrc` times the line at the first of them: one rule for both.
+    """
+    by_kind: dict[str, list[list[str]]] = {}
+    for kind, lines in lyric_sections(lyrics):
+        by_kind.setdefault(kind, []).append(lines)
+    notes = sorted(arr.parts.get("vocal", []), key=lambda note: note.start)
+    starts = [note.start for note in notes]
+    bpb = arr.meter.beats_per_bar
+    out: list[tuple[str, list]] = []
+    for section in arr.sections:
+        groups = by_kind.get(section.kind)
+        lines = groups[section.index % len(groups)] if groups else []
+        if not lines:
+            continue
+        end = (section.start_bar + section.bars) * bpb
+        for k, bar_in_section in enumerate(range(0, section.bars, 2)):
+            start = (section.start_bar + bar_in_section) * bpb
+            i = bisect.bisect_left(starts, start - 1e-9)
+            j = bisect.bisect_left(starts, min(start + 2 * bpb, end) - 1e-9)
+            if j > i:
+                out.append((lines[k % len(lines)], notes[i:j]))
+    return out

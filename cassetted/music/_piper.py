@@ -23,7 +23,6 @@ installed voice package; espeak-ng data ships inside the piper-tts wheel.
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ import numpy as np
 from scipy import signal
 from scipy.ndimage import median_filter, uniform_filter1d
 
+from cassetted.music._form import sung_phrases
 from cassetted.music._theory import midi_to_hz
 
 log = logging.getLogger(__name__)
@@ -407,32 +407,6 @@ def line_syllables(line: str) -> list[tuple[int, str, int]]:
     return [(k, w, j) for k, w in enumerate(_WORD.findall(line)) for j in range(syllables(w))]
 
 
-def phrases(arr: Any, lyrics: str) -> list[tuple[str, list]]:
-    """(lyric line, its notes) for every sung phrase, in order; as `cassetted.lrc` times them."""
-    from cassetted.music._form import lyric_sections
-
-    by_kind: dict[str, list[list[str]]] = {}
-    for kind, lines in lyric_sections(lyrics):
-        by_kind.setdefault(kind, []).append(lines)
-    notes = sorted(arr.parts.get("vocal", []), key=lambda note: note.start)
-    starts = [note.start for note in notes]
-    bpb = arr.meter.beats_per_bar
-    out: list[tuple[str, list]] = []
-    for section in arr.sections:
-        groups = by_kind.get(section.kind)
-        lines = groups[section.index % len(groups)] if groups else []
-        if not lines:
-            continue
-        end = (section.start_bar + section.bars) * bpb
-        for k, bar_in_section in enumerate(range(0, section.bars, 2)):
-            start = (section.start_bar + bar_in_section) * bpb
-            i = bisect.bisect_left(starts, start - 1e-9)
-            j = bisect.bisect_left(starts, min(start + 2 * bpb, end) - 1e-9)
-            if j > i:
-                out.append((lines[k % len(lines)], notes[i:j]))
-    return out
-
-
 def groups(n_syllables: int, n_notes: int) -> list[tuple[range, range]]:
     """Pair runs of syllables with runs of notes: one syllable per note when they match;
     otherwise a syllable held over several notes, or several syllables on one note."""
@@ -469,7 +443,7 @@ def render_vocals(singer: Singer, arr: Any, lyrics: str, sr: int, beat_s: float,
     """The vocal stem of a song (mono float32, peak 1): every phrase sung on its lyric line."""
     out = np.zeros(n_frames)
     done = 0
-    for line, notes in phrases(arr, lyrics):
+    for line, notes in sung_phrases(arr, lyrics):
         for s0, audio in sing_line(singer, line, notes, sr, beat_s, rng):
             if s0 >= n_frames:
                 continue

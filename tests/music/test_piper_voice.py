@@ -17,7 +17,7 @@ import librosa
 import numpy as np
 import pytest
 
-from cassetted.music import _piper, _voice
+from cassetted.music import _form, _piper, _voice
 from cassetted.music._arrange import Note, arrange
 from cassetted.music.base import Cancelled
 from cassetted.music.builtin import BuiltinEngine
@@ -135,7 +135,7 @@ def test_phrases_are_timed_as_the_lrc_sidecar_times_lines() -> None:
     spec = _spec(duration_s=40.0)
     arr = arrange(spec.genre, spec.mood, spec.bpm, spec.key, spec.time_signature, spec.duration_s, spec.lyrics,
                   spec.instrumental, np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(4)[0]))
-    sung = [(round(notes[0].start * BEAT_S, 6), line) for line, notes in _piper.phrases(arr, spec.lyrics)]
+    sung = [(round(notes[0].start * BEAT_S, 6), line) for line, notes in _form.sung_phrases(arr, spec.lyrics)]
     assert sung == [(round(t, 6), line) for t, line in timed_lines(spec)]
 
 
