@@ -33,7 +33,7 @@ from cassetted.household.identity import Caller
 from cassetted.schemas import (
     ChildSafeLogQuery, Event, Reply, RoomCommand, RoomModeCommand, SongRequest,
 )
-from cassetted.store import ChildSafeLog, Job, RoomModeRow, Store
+from cassetted.store import ChildSafeLog, Job, RoomModeRow, Song, Store
 
 if TYPE_CHECKING:
     from cassetted.mqtt.router import Router
@@ -231,8 +231,9 @@ class RoomModes:
 
     async def screen_room_command(self, room_id: str, command: RoomCommand,
                                   caller: Caller) -> RoomCommand:
-        """A sleeping room takes only `stop` (which wakes it); a child-safe room's volume is
-        capped (silently: the cap shows in the room's state as volume_cap)."""
+        """A sleeping room takes only `stop` (which wakes it); a child-safe room plays only
+        songs made child-safe, and its volume is capped (silently: the cap shows in the
+        room's state as volume_cap)."""
         state = self._rooms.get(room_id)
         if state is None:
             return command
@@ -242,6 +243,11 @@ class RoomModes:
                                          "only stop is accepted", "action")
             await self._wake(room_id, stop_player=True)
             return command
+        if state.child_safe and command.action in ("play_song", "add") and command.song_id:
+            song = await self._store.call(Song.get_or_none, Song.id == command.song_id)
+            if song is not None and not song.child_safe:
+                raise errors.ModeRefused(f"{self._name(room_id)} is child-safe and song "
+                                         f"{command.song_id} was not made child-safe", "song_id")
         cap = self._settings.child_safe.volume_cap
         if state.child_safe and command.action == "volume" and (command.volume or 0) > cap:
             log.info("room %s: volume %s capped at %d (child-safe)", room_id, command.volume, cap)

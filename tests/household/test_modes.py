@@ -207,6 +207,15 @@ def test_child_safe_limits_songs_caps_volume_needs_the_pin_and_keeps_a_log(
         (child_safe,) = db.execute("SELECT child_safe FROM song WHERE id = ?",
                                    (song["id"],)).fetchone()
     assert child_safe == 1  # the office is not child-safe by config: the mode forced it
+    # Only songs made child-safe play there; a grown-up song from the library is refused.
+    grown_up = probe.command("song/create", {"prompt": "late night", "genre": "rock",
+                                             "room": "living_room"})
+    grown_up_id = probe.wait_job(grown_up["job_id"], timeout=60)["song_id"]
+    refused = probe.command("room/office/set", {"action": "play_song", "song_id": grown_up_id})
+    assert refused["error"]["code"] == "mode_refused" and refused["error"]["field"] == "song_id"
+    assert probe.command("room/office/set", {"action": "add", "song_id": grown_up_id}) \
+        ["error"]["code"] == "mode_refused"
+    assert probe.command("room/office/set", {"action": "play_song", "song_id": song["id"]})["ok"]
 
     assert probe.command("room/office/mode", {"child_safe": False})["error"]["code"] == "wrong_pin"
     wrong = probe.command("room/office/mode", {"child_safe": False, "pin": "1111"})
