@@ -139,7 +139,8 @@ class Daemon:
         party = PartyHost(settings, self.store, playback=playback, household=household,
                           submit_direct=lambda request: runner.submit(request),
                           publish_state=lambda state: publisher.state("party/state", state),
-                          publish_event=publisher.event)
+                          publish_event=publisher.event,
+                          cancel_job=lambda job_id: runner.cancel(job_id))
         listeners.append(party)
         runner = JobRunner(self.store, settings, listener=FanOut(*listeners),
                            read_prompt=intake.read_prompt, deliver=party.deliver)

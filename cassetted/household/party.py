@@ -68,12 +68,14 @@ class PartyHost:
     def __init__(self, settings: Settings, store: Store, *, playback: PlaybackController,
                  household: Household, submit_direct: SubmitDirect,
                  publish_state: Callable[[PartyState], None],
-                 publish_event: Callable[[Event], None]) -> None:
+                 publish_event: Callable[[Event], None],
+                 cancel_job: Callable[[str], Awaitable[object]] | None = None) -> None:
         self._settings = settings
         self._store = store
         self._playback = playback
         self._household = household
         self._submit = submit_direct
+        self._cancel_job = cancel_job
         self._publish_state = publish_state
         self._publish_event = publish_event
         self._party: PartyInfo | None = None
@@ -192,14 +194,26 @@ class PartyHost:
 
         name = await self._store.call(party_queue.playlist_name, party.id)
         result = await playback.handle_party(command, event={"party_id": party.id, "playlist": name})
+        leftovers = await self._store.call(party_queue.own_jobs_in_flight, party.id)
         songs = await self._store.call(party_queue.finish, party.id, name)
         self._party, self._jobs, self._songs, self._on_air = None, set(), set(), None
+        await self._cancel(leftovers)
         expired = await self._household.expire_guests(party=party.id)
         await self._mirror(name, songs)
         await self._publish()
         log.info("party %s stopped; %d songs saved as %s", party.id, len(songs), name)
         return {**result, "party_id": party.id, "playlist": name, "songs": songs,
                 "guests_expired": expired}
+
+    async def _cancel(self, job_ids: list[str]) -> None:
+        """Cancel starters and fillers still being made (guests' songs finish: they asked)."""
+        if self._cancel_job is None:
+            return
+        for job_id in job_ids:
+            try:
+                await self._cancel_job(job_id)
+            except errors.CassettedError:
+                pass  # finished meanwhile: it stays in the library
 
     async def create_guest(self, command: GuestCreate, caller: Caller) -> dict[str, object]:
         """A guest of the running party: counted from its start against [party]

@@ -187,3 +187,13 @@ def finish(party_id: str, name: str) -> list[str]:
             PlaylistEntry.create(room=name, position=position, song=song_id)
         Party.update(stopped_at=time.time(), playlist=name).where(Party.id == party_id).execute()
     return songs
+
+
+def own_jobs_in_flight(party_id: str) -> list[str]:
+    """Jobs still making the party's own songs (starters, fillers): nobody asked for them,
+    so they are not worth finishing once the party ends."""
+    rows = (PartyQueueEntry.select(PartyQueueEntry.job_id)
+            .where((PartyQueueEntry.party == party_id) & PartyQueueEntry.song.is_null()
+                   & PartyQueueEntry.job_id.is_null(False)
+                   & (PartyQueueEntry.starter | PartyQueueEntry.filler)))
+    return [row.job_id for row in rows]

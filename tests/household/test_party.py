@@ -254,6 +254,25 @@ def test_a_party_closed_to_guests_refuses_their_songs(
         next(i for i in shown["queue"] if i["job_id"] == dads["job_id"]).items()
     assert shown["guest_songs"] == 0  # members' songs are no guests' songs
     assert probe.command(f"{OWNER}/party/set", {"action": "stop"})["ok"] is True
+    # Stopped: starters still being made are not worth finishing; what a person asked for is.
+    ends = {job: probe.wait_job(job)["state"] for job in started["starters"]}
+    assert set(ends.values()) <= {"done", "cancelled"}, ends
+    assert probe.wait_job(dads["job_id"])["state"] == "done"
+
+
+def test_stopping_a_party_cancels_the_starters_still_being_made(
+        snapserver: SnapServer, party_mpd: MpdServer,  # noqa: F811 - the daemon stops first
+        daemon_factory: Any, probe: MqttProbe) -> None:
+    # Long starters (600 s songs take seconds each), so most still wait when the party ends.
+    daemon_factory(_config(snapserver, party_mpd).replace(
+        "song_duration_s = 10", "song_duration_s = 600", 1)).start()
+    probe.wait_online()
+    started = probe.command(f"{OWNER}/party/set", {"action": "start", "theme": "edm",
+                                                   "starters": 4})
+    assert started["ok"] is True and len(started["starters"]) == 4, started
+    assert probe.command(f"{OWNER}/party/set", {"action": "stop"})["ok"] is True
+    ends = [probe.wait_job(job, timeout=120)["state"] for job in started["starters"]]
+    assert ends[-1] == "cancelled" and set(ends) <= {"done", "cancelled"}, ends
 
 
 def test_party_without_snapcast_is_unsupported(daemon_factory: Any, probe: MqttProbe) -> None:
