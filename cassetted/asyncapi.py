@@ -84,6 +84,8 @@ def channels(base: str = "cassetted", prefix: str = "homeassistant") -> list[Cha
                 reply="reply", parameters=(room,)),
         Channel(f"{base}/party/set", "in", "party_set", "Start or stop party mode.",
                 reply="reply"),
+        Channel(f"{base}/party/playlists", "in", "party_playlists",
+                "The playlists saved when parties ended, newest first.", reply="reply"),
         Channel(f"{base}/song/{{song_id}}/vote", "in", "song_vote", "Vote on a song.",
                 reply="reply", parameters=(song,)),
         Channel(f"{base}/song/{{song_id}}/keep", "in", "song_keep",
@@ -168,7 +170,8 @@ def channels(base: str = "cassetted", prefix: str = "homeassistant") -> list[Cha
 
 # Commands are described as they are validated (defaults make fields optional); what the
 # daemon publishes, as it is serialised (every field with a default is always present).
-_INBOUND = {"song_create", "voice", "job_cancel", "room_set", "party_set", "song_vote",
+_INBOUND = {"song_create", "voice", "job_cancel", "room_set", "party_set", "party_playlists",
+            "song_vote",
             "song_keep", "library_query", "song_share", "guest_create", "guest_remove",
             "user_quota", "room_mode", "karaoke_start", "child_safe_log"}
 

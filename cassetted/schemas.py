@@ -155,6 +155,10 @@ class PartyCommand(_Command):
     user: str | None = Field(None, max_length=64, description="Who asks (identify_by user_field)")
 
 
+class PartyPlaylistsQuery(_Command):
+    """`<base>/party/playlists`: the playlists saved when parties ended, newest first."""
+
+
 class KeepCommand(_Command):
     """`<base>/song/<id>/keep`: of a request's variants keep this one, delete the others."""
 
@@ -488,6 +492,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "job_cancel": JobCancel,
     "room_set": RoomCommand,
     "party_set": PartyCommand,
+    "party_playlists": PartyPlaylistsQuery,
     "song_vote": VoteCommand,
     "song_keep": KeepCommand,
     "library_query": LibraryQuery,

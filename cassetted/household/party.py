@@ -215,6 +215,10 @@ class PartyHost:
             except errors.CassettedError:
                 pass  # finished meanwhile: it stays in the library
 
+    async def saved_playlists(self) -> list[dict[str, object]]:
+        """The playlists parties left behind (start one again with party/set playlist)."""
+        return await self._store.call(party_queue.saved_playlists)
+
     async def create_guest(self, command: GuestCreate, caller: Caller) -> dict[str, object]:
         """A guest of the running party: counted from its start against [party]
         guest_song_limit, expired when it stops."""

@@ -197,3 +197,15 @@ def own_jobs_in_flight(party_id: str) -> list[str]:
                    & PartyQueueEntry.job_id.is_null(False)
                    & (PartyQueueEntry.starter | PartyQueueEntry.filler)))
     return [row.job_id for row in rows]
+
+
+def saved_playlists() -> list[dict[str, object]]:
+    """Every ended party's playlist, newest first: name, theme, when, how many songs."""
+    parties = (Party.select().where(Party.playlist.is_null(False))
+               .order_by(Party.started_at.desc()))
+    out: list[dict[str, object]] = []
+    for party in parties:
+        count = PlaylistEntry.select().where(PlaylistEntry.room == party.playlist).count()
+        out.append({"name": party.playlist, "theme": party.theme, "started_at": party.started_at,
+                    "stopped_at": party.stopped_at, "songs": count})
+    return out

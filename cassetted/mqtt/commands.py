@@ -18,8 +18,8 @@ from cassetted.mqtt.router import MQTT_USER, Router
 from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import (
     GuestCreate, GuestRemove, JobCancel, JobState, KeepCommand, LibraryPage, LibraryQuery,
-    PartyCommand, QuotaQuery, Reply, RoomCommand, ShareCommand, SongRequest, VoiceCommand,
-    VoteCommand,
+    PartyCommand, PartyPlaylistsQuery, QuotaQuery, Reply, RoomCommand, ShareCommand,
+    SongRequest, VoiceCommand, VoteCommand,
 )
 from cassetted.store import Job, Song, Store
 
@@ -77,6 +77,7 @@ class Commands:
         router.command("library/query", LibraryQuery, self.library_query)
         router.command("room/+/set", RoomCommand, self.room_set)
         router.command("party/set", PartyCommand, self.party_set)
+        router.command("party/playlists", PartyPlaylistsQuery, self.party_playlists)
         router.command("guest/create", GuestCreate, self.guest_create)
         router.command("guest/+/remove", GuestRemove, self.guest_remove)
         router.command("user/quota", QuotaQuery, self.user_quota)
@@ -218,6 +219,10 @@ class Commands:
         else:
             result = await self._playback.handle_party(command)
         return Reply(ok=True, request_id=command.request_id, **result)
+
+    async def party_playlists(self, params: list[str], command: PartyPlaylistsQuery) -> Reply:
+        playlists = await self.party.saved_playlists() if self.party is not None else []
+        return Reply(ok=True, request_id=command.request_id, playlists=playlists)
 
     # ------------------------------------------------------------------ people
 

@@ -221,6 +221,9 @@ def test_themed_party_with_guests_votes_fillers_restart_and_saved_playlist(
     for client in ("kitchen", "bedroom"):
         assert snapserver.group_of(client)["stream_id"] == "radio"
     assert len(party_mpd.stored_playlist(f"cassetted-{name}")) == len(stopped["songs"])
+    listed = probe.command("party/playlists", {})["playlists"]
+    assert [(p["name"], p["theme"], p["songs"]) for p in listed] == [
+        (name, "edm", len(stopped["songs"]))]
     gone = probe.command("user/quota", {"token": token})
     assert gone["error"]["code"] == "unauthorized", gone
 

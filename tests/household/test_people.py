@@ -151,6 +151,12 @@ def test_guest_passes_tokens_and_expiry(daemon_factory, probe: MqttProbe) -> Non
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
 
+    # Passes that ran out are swept (at start, then every minute) and announced.
+    daemon_factory(HOUSEHOLD).start()
+    gone = probe.wait(lambda m: m.topic == f"{probe.base}/event"
+                      and m.json()["type"] == "guest_expired", timeout=30).json()
+    assert gone["user"] == "tom"
+
 
 def test_household_off_is_open(daemon_factory, probe: MqttProbe) -> None:
     """Without [household] enabled, everybody is the owner: nothing is refused for who asks."""
