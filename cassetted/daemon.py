@@ -217,7 +217,9 @@ def home_assistant_bridge(settings: Settings, publish: Callable[..., None], rout
         room_command=lambda room_id, command: commands().room_set_as(
             room_id, command, commands().bridge_caller(None)),
         party_command=lambda command: commands().party_set_as(
-            command, commands().bridge_caller(None)))
+            command, commands().bridge_caller(None)),
+        mode_command=lambda room_id, command: commands().mode_as(
+            room_id, command, commands().bridge_caller(None)))
     for topic in bridge.subscriptions():
         router.raw(topic, bridge.handle)
     return bridge

@@ -32,7 +32,8 @@ from cassetted.homeassistant.payloads import GenerationState
 from cassetted.homeassistant.panel import STATE_FILE_NAME, Panel, PanelValueError
 from cassetted.mqtt.router import match
 from cassetted.schemas import (
-    ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, SongInfo, SongRequest,
+    ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, RoomModeCommand, SongInfo,
+    SongRequest,
 )
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ Submit = Callable[[SongRequest], Awaitable[Any]]
 Vote = Callable[[str, int], Awaitable[Any]]
 RoomCommandFn = Callable[[str, RoomCommand], Awaitable[Any]]
 PartyCommandFn = Callable[[PartyCommand], Awaitable[Any]]
+ModeCommandFn = Callable[[str, RoomModeCommand], Awaitable[Any]]
 
 MAX_COMMAND_BYTES = 1024
 BUTTONS = ("generate", "skip", "like", "dislike")
@@ -53,7 +55,8 @@ class HomeAssistantBridge:
 
     def __init__(self, settings: Settings, publish: Publish, submit: Submit, vote: Vote,
                  room_command: RoomCommandFn, party_command: PartyCommandFn,
-                 state_file: Path | None = None) -> None:
+                 state_file: Path | None = None,
+                 mode_command: ModeCommandFn | None = None) -> None:
         self.topics = Topics(settings.mqtt.base_topic, settings.mqtt.discovery_prefix)
         self._settings = settings
         self._publish = publish
@@ -61,6 +64,7 @@ class HomeAssistantBridge:
         self._vote = vote
         self._room_command = room_command
         self._party_command = party_command
+        self._mode_command = mode_command
         self.panel = Panel(settings, state_file if state_file is not None
                            else settings.state_dir / STATE_FILE_NAME)
         self._active: dict[str, JobEvent] = {}
@@ -201,8 +205,12 @@ class HomeAssistantBridge:
                 log.warning("Home Assistant volume %r is not a number", text)
                 return
             command = RoomCommand(action="volume", volume=max(0, min(100, volume)))
+        elif entity == "sleep" and self._mode_command is not None and text in ("ON", "OFF"):
+            mode = RoomModeCommand(mode="sleep" if text == "ON" else "normal")
+            await self._call(self._mode_command(room_id, mode), f"{room_id} sleep")
+            return
         else:
-            log.warning("unknown Home Assistant room entity %r", entity)
+            log.warning("unknown Home Assistant room entity %r (%r)", entity, text[:20])
             return
         await self._call(self._room_command(room_id, command), f"{room_id} {entity}")
 

@@ -329,6 +329,12 @@ def room_entities(topics: Topics, room_id: str, room_name: str) -> list[Entity]:
             "value_template": "{{ value_json.get('playlist_length') }}",
             "state_class": "measurement", "unit_of_measurement": "songs",
         }, room_id),
+        Entity("switch", f"{prefix}_sleep", {
+            "name": "Sleep mode", "icon": "mdi:sleep", "state_topic": state,
+            "command_topic": topics.room_set(room_id, "sleep"),
+            "value_template": "{{ 'ON' if value_json.get('mode') == 'sleep' else 'OFF' }}",
+            "payload_on": "ON", "payload_off": "OFF", "state_on": "ON", "state_off": "OFF",
+        }, room_id),
         Entity("sensor", f"{prefix}_mode", {
             "name": "Mode", "icon": "mdi:weather-night", "state_topic": state,
             "value_template": "{{ value_json.get('mode', 'normal') }}",

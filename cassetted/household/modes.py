@@ -258,9 +258,13 @@ class RoomModes:
 
     async def mode_command(self, params: list[str], command: RoomModeCommand) -> Reply:
         """`<base>/room/<room>/mode`."""
-        room_id = params[0]
-        self._settings.room(room_id)
         caller = await self._commands.caller(command.token, command.user)
+        return await self.mode_command_as(params[0], command, caller)
+
+    async def mode_command_as(self, room_id: str, command: RoomModeCommand,
+                              caller: Caller) -> Reply:
+        """A mode change on behalf of `caller` (the Home Assistant room switch passes its own)."""
+        self._settings.room(room_id)
         if command.mode is None and command.child_safe is None:
             raise errors.InvalidPayload("say what to change: mode (normal, sleep) or child_safe",
                                         "mode")

@@ -18,7 +18,8 @@ from cassetted.mqtt.router import MQTT_USER, Router
 from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import (
     GuestCreate, GuestRemove, JobCancel, JobState, KeepCommand, LibraryPage, LibraryQuery,
-    PartyCommand, PartyPlaylistsQuery, QuotaQuery, Reply, RoomCommand, ShareCommand,
+    PartyCommand, PartyPlaylistsQuery, QuotaQuery, Reply, RoomCommand, RoomModeCommand,
+    ShareCommand,
     SongRequest, VoiceCommand, VoteCommand,
 )
 from cassetted.store import Job, Song, Store
@@ -219,6 +220,12 @@ class Commands:
         else:
             result = await self._playback.handle_party(command)
         return Reply(ok=True, request_id=command.request_id, **result)
+
+    async def mode_as(self, room_id: str, command: RoomModeCommand, caller: Caller) -> Reply:
+        """A room mode change from another protocol (the Home Assistant room switch)."""
+        if self.modes is None:
+            raise errors.Unsupported("room modes are not available")
+        return await self.modes.mode_command_as(room_id, command, caller)
 
     async def party_playlists(self, params: list[str], command: PartyPlaylistsQuery) -> Reply:
         playlists = await self.party.saved_playlists() if self.party is not None else []

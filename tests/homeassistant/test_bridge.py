@@ -20,7 +20,7 @@ from cassetted.homeassistant.discovery import node_id
 from cassetted.mqtt.client import MqttLink
 from cassetted.mqtt.router import Router
 from cassetted.schemas import (
-    JobEvent, JobState, PartyCommand, RoomCommand, SongInfo, SongRequest,
+    JobEvent, JobState, PartyCommand, RoomCommand, RoomModeCommand, SongInfo, SongRequest,
 )
 from tests.probe import MqttProbe
 
@@ -62,6 +62,9 @@ class Recorder:
     async def room_command(self, room_id: str, command: RoomCommand) -> None:
         self.record("room", (room_id, command))
 
+    async def mode_command(self, room_id: str, command: RoomModeCommand) -> None:
+        self.record("mode", (room_id, command))
+
     async def party_command(self, command: PartyCommand) -> None:
         self.record("party", command)
         if self.fail_party:
@@ -90,7 +93,8 @@ class BridgeInThread:
         router = Router(settings.mqtt.base_topic, link.publish)
         bridge = HomeAssistantBridge(settings, link.publish, submit=recorder.submit,
                                      vote=recorder.vote, room_command=recorder.room_command,
-                                     party_command=recorder.party_command)
+                                     party_command=recorder.party_command,
+                                     mode_command=recorder.mode_command)
         for topic in bridge.subscriptions():
             router.raw(topic, bridge.handle)
         self.bridge, self.link = bridge, link
@@ -264,6 +268,11 @@ def test_buttons_switches_and_job_state(start, probe: MqttProbe, base_topic: str
     assert rooms == [("kids_room", RoomCommand(action="next")),
                      ("living_room", RoomCommand(action="volume", volume=55)),
                      ("living_room", RoomCommand(action="next"))]
+
+    probe.publish("ha/room/kids_room/sleep/set", "ON", raw=True)
+    probe.publish("ha/room/kids_room/sleep/set", "OFF", raw=True)
+    assert recorder.wait("mode", 2) == [("kids_room", RoomModeCommand(mode="sleep")),
+                                        ("kids_room", RoomModeCommand(mode="normal"))]
 
     probe.publish("ha/panel/party/set", "ON", raw=True)
     assert recorder.wait("party")[0] == PartyCommand(action="start", rooms="all")

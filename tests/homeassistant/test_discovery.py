@@ -140,6 +140,7 @@ def test_entities_of_the_main_device_and_each_room(messages) -> None:
         expected.update({f"room_{room}_state": "sensor", f"room_{room}_now_playing": "sensor",
                          f"room_{room}_volume": "number", f"room_{room}_skip": "button",
                          f"room_{room}_playlist": "sensor", f"room_{room}_mode": "sensor",
+                         f"room_{room}_sleep": "switch",
                          f"room_{room}_learned": "sensor"})
     assert {k: v[0] for k, v in by_object.items()} == expected
     main_device = by_object["prompt"][1]["device"]
@@ -188,6 +189,8 @@ def test_templates_render_like_home_assistant(messages) -> None:
     learned = {**room_state, "mode": "sleep", "child_safe": True, "volume_cap": 70,
                "learned": {"genre": "jazz", "mood": None, "genres": {"jazz": 1.85}, "moods": {}}}
     assert render("room_living_room_mode", learned) == "sleep"
+    assert render("room_living_room_sleep", learned) == "ON"
+    assert render("room_living_room_sleep", room_state) == "OFF"
     assert json.loads(render("room_living_room_mode", learned, "json_attributes_template")) \
         == {"child_safe": True, "volume_cap": 70}
     assert render("room_living_room_learned", learned) == "jazz"

@@ -307,3 +307,18 @@ def test_no_song_ready_announcement_in_a_sleeping_room() -> None:
 
     asyncio.run(main())
     assert adapter.announced == ["job-awake"]
+
+
+def test_the_home_assistant_sleep_switch(daemon_factory, probe: MqttProbe) -> None:
+    """The room device's Sleep switch puts the room to sleep and wakes it."""
+    daemon_factory("\n[sleep]\nsong_duration_s = 60\nfade_min = 0.05\n").start()
+    probe.wait_online()
+    config = probe.wait(lambda m: m.topic.endswith("/room_living_room_sleep/config")).json()
+    probe.publish(config["command_topic"].removeprefix(probe.base + "/"), "ON", raw=True)
+    _state(probe, "living_room", lambda s: s["mode"] == "sleep")
+    refused = probe.command("song/create", {"room": "living_room"})
+    assert refused["error"]["code"] == "mode_refused"
+    seen = {id(m) for m in probe.messages}
+    probe.publish(config["command_topic"].removeprefix(probe.base + "/"), "OFF", raw=True)
+    _state(probe, "living_room", lambda s: s["mode"] == "normal", new=lambda m: id(m) not in seen)
+    assert probe.command("song/create", {"room": "living_room"})["ok"]
