@@ -156,7 +156,7 @@ def channels(base: str = "cassetted", prefix: str = "homeassistant") -> list[Cha
                 "duration, bpm, party, child_safe, generate, skip, like, dislike).",
                 parameters=(("entity", "Panel entity."),)),
         Channel(f"{base}/ha/room/{{room}}/{{entity}}/set", "in", "ha_value",
-                "Home Assistant room commands (volume, skip).",
+                "Home Assistant room commands (volume, skip, sleep).",
                 parameters=(room, ("entity", "Room entity."))),
         Channel(f"{base}/ha/panel/state", "out", "ha_panel_state",
                 "The panel's values (what Generate will use).", retained=True),
