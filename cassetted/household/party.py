@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from cassetted import errors
+from cassetted.background import BackgroundTasks
 from cassetted.config import Settings
 from cassetted.household import party_queue
 from cassetted.household.identity import Caller
@@ -84,7 +85,7 @@ class PartyHost:
         self._on_air: str | None = None
         self._zone_up = False
         self._tracks_cache: dict[str, Track] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks("party")
         self._fill_lock = asyncio.Lock()
         self._publish_lock = asyncio.Lock()
         self._sync_wanted = False
@@ -104,21 +105,7 @@ class PartyHost:
         await self._publish()
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        task.set_name(f"party-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("party task %s failed: %r", task.get_name(), task.exception())
+        await self._tasks.cancel_all()
 
     # ------------------------------------------------------------------ commands
 
@@ -160,7 +147,7 @@ class PartyHost:
                  ", ".join(party.rooms), count)
         self._resync()
         await self._publish()
-        self._spawn(self._top_up(), "top-up")
+        self._tasks.spawn(self._top_up(), "top-up")
         return {**result, "party_id": party_id, "theme": name, "starters": starters,
                 "guest_access": command.guest_access}
 
@@ -275,7 +262,7 @@ class PartyHost:
     def job_changed(self, event: JobEvent) -> None:
         if event.job_id in self._jobs and event.state in (JobState.failed, JobState.cancelled):
             self._jobs.discard(event.job_id)
-            self._spawn(self._job_gone(event.job_id), f"gone-{event.job_id}")
+            self._tasks.spawn(self._job_gone(event.job_id), f"gone-{event.job_id}")
 
     def queue_changed(self, state: QueueState) -> None:
         pass
@@ -283,7 +270,7 @@ class PartyHost:
     def song_ready(self, song: SongInfo, job_id: str) -> None:
         if job_id in self._jobs:
             self._songs.add(song.id)
-            self._spawn(self._song_made(job_id, song.id), f"ready-{song.id}")
+            self._tasks.spawn(self._song_made(job_id, song.id), f"ready-{song.id}")
 
     async def _song_made(self, job_id: str, song_id: str) -> None:
         await self._store.call(party_queue.attach_song, job_id, song_id)
@@ -309,7 +296,7 @@ class PartyHost:
         on_air = status.song_id if status.state in ("playing", "paused") else None
         if on_air != self._on_air:
             self._on_air = on_air
-            self._spawn(self._now_playing(on_air), "on-air")
+            self._tasks.spawn(self._now_playing(on_air), "on-air")
 
     async def _now_playing(self, song_id: str | None) -> None:
         party = self._party
@@ -322,7 +309,7 @@ class PartyHost:
         """Bring the party MPD in line with the queue soon; bursts coalesce into one pass."""
         self._sync_wanted = True
         if self._sync_task is None or self._sync_task.done():
-            self._sync_task = self._spawn(self._sync(), "sync")
+            self._sync_task = self._tasks.spawn(self._sync(), "sync")
 
     async def _sync(self) -> None:
         while self._sync_wanted:

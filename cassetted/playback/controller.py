@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from cassetted import errors
+from cassetted.background import BackgroundTasks
 from cassetted.jobs import song_info
 from cassetted.playback.base import Track, Zone, ZoneError, ZoneStatus
 from cassetted.playback.errors import PlaybackFailed
@@ -137,7 +138,7 @@ class PlaybackController:
         self._queues: dict[str, asyncio.Queue[ZoneStatus]] = {}
         self._published: dict[str, RoomState] = {}
         self._started_song: dict[str, str | None] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks("playback")
         self._event_listeners: list[PublishEvent] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -189,7 +190,7 @@ class PlaybackController:
                         log.error("room %s has no player: %s", room_id, zone.status.extra["reason"])
         for room_id in rooms:  # a room without a player still shows its mode and learning
             self._queues[room_id] = asyncio.Queue()
-            self._spawn(self._publisher(room_id), f"room-state-{room_id}")
+            self._tasks.spawn(self._publisher(room_id), f"room-state-{room_id}")
             zone = self.zones.get(room_id)
             self._on_state(room_id, getattr(zone, "status", ZoneStatus("unavailable" if zone else "idle")))
         for room_id, zone in self.zones.items():
@@ -204,20 +205,7 @@ class PlaybackController:
             await self.party_zone.stop()
         if self.snapcast is not None:
             await self.snapcast.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("playback task %s failed: %r", task.get_name(), task.exception())
+        await self._tasks.cancel_all()
 
     # ------------------------------------------------------------------ state and events
 
@@ -477,13 +465,13 @@ class PlaybackController:
                 log.warning("room %s: song %s not played: %s", room_id, song.id, error)
                 self._event("error", room=room_id, song_id=song.id,
                             error=ErrorInfo(code=PlaybackFailed.code, message=str(error)))
-        self._spawn(self._mirror_append(room_id, song), f"mirror-{room_id}")
+        self._tasks.spawn(self._mirror_append(room_id, song), f"mirror-{room_id}")
         return started
 
     def on_song_ready(self, song: SongInfo) -> None:
         """song_ready for synchronous callers (a JobListener): runs in the background and is
         cancelled by stop()."""
-        self._spawn(self.song_ready(song), f"song-ready-{song.id}")
+        self._tasks.spawn(self.song_ready(song), f"song-ready-{song.id}")
 
     # ------------------------------------------------------------------ party
 
