@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+import peewee as pw
+
 from cassetted import errors
 from cassetted.config import Settings
 from cassetted.household.identity import Caller
@@ -51,16 +53,15 @@ def quota(settings: Settings, caller: Caller, adding: int = 0) -> QuotaInfo:
     limit, window_h, since = _limits(settings, caller)
     used, resets_at = 0, None
     if caller.user is not None:
-        counted = (Job.select(Job.created_at)
-                   .where((Job.user == caller.user) & (Job.created_at >= since)
-                          & Job.state.not_in(_NOT_COUNTED))
-                   .order_by(Job.created_at))
-        times = [job.created_at for job in counted]
-        used = len(times)
-        if adding and window_h is not None:
-            times.append(time.time())
-        if times and window_h is not None:
-            resets_at = times[0] + window_h * 3600
+        # Count in the database: an unlimited member's history can be long.
+        used, oldest = (Job.select(pw.fn.COUNT(Job.id), pw.fn.MIN(Job.created_at))
+                        .where((Job.user == caller.user) & (Job.created_at >= since)
+                               & Job.state.not_in(_NOT_COUNTED))
+                        .tuples().get())
+        if oldest is None and adding:
+            oldest = time.time()  # the song being added is the oldest in the window
+        if oldest is not None and window_h is not None:
+            resets_at = oldest + window_h * 3600
     used += adding
     remaining = None if limit is None else max(0, limit - used)
     return QuotaInfo(user=caller.user, role=caller.role, limit=limit, used=used,
