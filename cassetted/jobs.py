@@ -24,7 +24,7 @@ from cassetted.music import ENGINES
 from cassetted.music.base import Cancelled
 from cassetted.pipeline import Produced, TaskOrder
 from cassetted.schemas import (
-    ErrorInfo, JobEvent, JobState, QueueState, SongInfo, SongRequest, SongSpec,
+    ENVELOPE_FIELDS, ErrorInfo, JobEvent, JobState, QueueState, SongInfo, SongRequest, SongSpec,
 )
 from cassetted.store import Job, Song, Store, new_id
 from cassetted.worker import WorkerProcess
@@ -129,7 +129,7 @@ def _insert(request: SongRequest, max_pending: int) -> tuple[Job, bool]:
         raise errors.QueueFull(f"{max_pending} requests are already waiting; try again later")
     job = Job.create(
         id=new_id(), request_id=request.request_id,
-        request=request.model_dump_json(exclude={"reply_to", "token"}), user=request.user,
+        request=request.model_dump_json(exclude=ENVELOPE_FIELDS), user=request.user,
         state=JobState.queued.value, progress=0.0,
     )
     return job, False

@@ -45,6 +45,11 @@ ReplyTopic = Annotated[
 ]
 
 
+# Fields that say where to answer and who asks, not what was asked: a command is stored,
+# logged or echoed without them (a token must never leave the request that carried it).
+ENVELOPE_FIELDS: frozenset[str] = frozenset({"reply_to", "token"})
+
+
 class _Command(BaseModel):
     """Every inbound command: unknown fields are refused so typos get a clear error."""
 

@@ -69,7 +69,7 @@ def _find_source(song_id: str | None, title: str | None, caller: Caller) -> Song
     """The song to remix: by id, or the newest whose title contains `title` (any case),
     among the songs the caller may see. An original wins over an earlier karaoke cover of
     it, so asking twice does not make a cover of a cover. Store thread."""
-    visible = library._visible(Song.select(), caller)
+    visible = library.visible(Song.select(), caller)
     if song_id is not None:
         song = visible.where(Song.id == song_id).first()
         if song is None:
@@ -138,7 +138,7 @@ class Karaoke:
             user=command.user, request_id=command.request_id)
         extras: dict[str, Any] = {"source_song_id": source.id, "title": source.title,
                                   "bpm": command.bpm, "source_bpm": source.bpm}
-        reply = await self._commands._admit_and_submit(request, caller, **extras)
+        reply = await self._commands.admit_and_submit(request, caller, **extras)
         modes = self._commands.modes
         if command.room is not None and modes is not None:
             try:

@@ -19,7 +19,8 @@ from cassetted.store import Song, Vote
 _SCORE = pw.fn.COALESCE(pw.fn.SUM(Vote.value), 0)
 
 
-def _visible(select: pw.ModelSelect, caller: Caller) -> pw.ModelSelect:
+def visible(select: pw.ModelSelect, caller: Caller) -> pw.ModelSelect:
+    """`select` narrowed to the songs `caller` may see."""
     if caller.role == "owner" and caller.via != "anonymous":
         return select
     if caller.user is None:
@@ -30,7 +31,7 @@ def _visible(select: pw.ModelSelect, caller: Caller) -> pw.ModelSelect:
 def query(query: LibraryQuery, caller: Caller) -> tuple[int, list[tuple[Song, int]]]:
     """(total matches, [(song, score)] of the requested page)."""
     select = Song.select(Song, _SCORE.alias("score")).join(Vote, pw.JOIN.LEFT_OUTER).group_by(Song)
-    select = _visible(select, caller)
+    select = visible(select, caller)
     for field in ("genre", "mood", "room", "user", "shared"):
         value = getattr(query, field)
         if value is not None:
@@ -50,8 +51,8 @@ def query(query: LibraryQuery, caller: Caller) -> tuple[int, list[tuple[Song, in
 
 
 def _song(song_id: str, caller: Caller) -> Song:
-    song = Song.get_or_none(Song.id == song_id)
-    if song is None or not _visible(Song.select().where(Song.id == song_id), caller).exists():
+    song = visible(Song.select().where(Song.id == song_id), caller).first()
+    if song is None:  # or not the caller's to see: the same answer
         raise errors.UnknownSong(f"no song {song_id!r}", "song_id")
     return song
 

@@ -31,7 +31,7 @@ from cassetted.config import Settings
 from cassetted.household import policy
 from cassetted.household.identity import Caller
 from cassetted.schemas import (
-    ChildSafeLogQuery, Event, Reply, RoomCommand, RoomModeCommand, SongRequest,
+    ENVELOPE_FIELDS, ChildSafeLogQuery, Event, Reply, RoomCommand, RoomModeCommand, SongRequest,
 )
 from cassetted.store import ChildSafeLog, Job, RoomModeRow, Song, Store
 
@@ -226,7 +226,7 @@ class RoomModes:
         return drawn
 
     async def _log(self, request: SongRequest, caller: Caller, outcome: str, reason: str) -> None:
-        body = request.model_dump_json(exclude_none=True, exclude={"token", "reply_to"})
+        body = request.model_dump_json(exclude_none=True, exclude=ENVELOPE_FIELDS)
         await self._store.call(_write_log, request.room, caller.user, body, outcome, reason)
 
     async def screen_room_command(self, room_id: str, command: RoomCommand,

@@ -17,10 +17,9 @@ from cassetted.jobs import JobRunner, song_info
 from cassetted.mqtt.router import MQTT_USER, Router
 from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import (
-    GuestCreate, GuestRemove, JobCancel, JobState, KeepCommand, LibraryPage, LibraryQuery,
-    PartyCommand, PartyPlaylistsQuery, QuotaQuery, Reply, RoomCommand, RoomModeCommand,
-    ShareCommand,
-    SongRequest, VoiceCommand, VoteCommand,
+    ENVELOPE_FIELDS, GuestCreate, GuestRemove, JobCancel, JobState, KeepCommand, LibraryPage,
+    LibraryQuery, PartyCommand, PartyPlaylistsQuery, QuotaQuery, Reply, RoomCommand,
+    RoomModeCommand, ShareCommand, SongRequest, VoiceCommand, VoteCommand,
 )
 from cassetted.store import Job, Song, Store
 
@@ -98,13 +97,12 @@ class Commands:
 
     async def create_song(self, params: list[str], request: SongRequest) -> Reply:
         caller = await self.caller(request.token, request.user)
-        return await self._admit_and_submit(request, caller)
+        return await self.admit_and_submit(request, caller)
 
-    async def _admit_and_submit(self, song_request: SongRequest, caller: Caller,
+    async def admit_and_submit(self, request: SongRequest, caller: Caller,
                                 echo: bool = False, **extra: object) -> Reply:
         """Admission (household), then the queue; the Reply of a song request (with the
         request as admitted when `echo`: a voice command shows what it was read as)."""
-        request = song_request
         async with self._household.admission(caller):
             # A repeat (QoS 1 redelivery) is answered, never charged or learned from twice.
             if request.request_id and (self._household.counts_songs or request.room):
@@ -118,7 +116,7 @@ class Commands:
             request, quota, extras = await self._household.admit(request, caller)
             if echo:
                 extras["request"] = request.model_dump(exclude_none=True,
-                                                       exclude={"reply_to", "token"})
+                                                       exclude=ENVELOPE_FIELDS)
             job, duplicate = await self._runner.submit(request)
         if request.party and self.party is not None:
             extras.update(await self.party.enqueue(job.id, request, caller))
@@ -142,14 +140,14 @@ class Commands:
                 return reply
         # Off the loop: with [voice] llm_fallback the parse may wait on an LLM.
         request, warnings = await asyncio.to_thread(self._parse_voice, command)
-        return await self._admit_and_submit(
+        return await self.admit_and_submit(
             request, caller, echo=True, warnings=warnings)
 
     async def submit(self, request: SongRequest) -> dict:
         """`create_song` for adapters that speak another protocol (Hermes, the Home Assistant
         panel): a plain dict."""
         try:
-            reply = await self._admit_and_submit(request, self.bridge_caller(request.user))
+            reply = await self.admit_and_submit(request, self.bridge_caller(request.user))
         except errors.CassettedError as error:
             reply = Reply(ok=False, request_id=request.request_id, error=error.info(), **error.details)
         return reply.model_dump(mode="json", exclude_none=True)
