@@ -50,8 +50,10 @@ class AceStepTask:
     shift: float | None = None
     guidance_scale: float | None = None
 
-    def validate(self, duration_s: float) -> None:
-        """Raise TaskInvalid naming the field when the task cannot be run."""
+    def validate(self, duration_s: float, max_variants: int = MAX_VARIANTS,
+                 section: str = "acestep") -> None:
+        """Raise TaskInvalid naming the field when the task cannot be run (by an engine that
+        takes at most `max_variants` at once, configured in `[section]`)."""
         if self.kind not in ("text2music", "cover", "repaint"):
             raise TaskInvalid(f"task kind {self.kind!r} is not one of text2music, cover, repaint",
                               "task")
@@ -61,6 +63,9 @@ class AceStepTask:
             raise TaskInvalid("text2music takes no source audio (use cover or repaint)", "task")
         if not 1 <= self.variants <= MAX_VARIANTS:
             raise TaskInvalid(f"variants must be 1..{MAX_VARIANTS}", "variants")
+        if self.variants > max_variants:
+            raise TaskInvalid(f"at most {max_variants} variants ([{section}] max_variants)",
+                              "variants")
         if not 0.0 <= self.cover_strength <= 1.0:
             raise TaskInvalid("cover_strength must be within 0..1", "cover_strength")
         if self.source_bpm is not None and not 20 <= self.source_bpm <= 400:

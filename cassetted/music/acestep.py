@@ -176,10 +176,7 @@ class AceStepEngine:
     def generate_variants(self, spec: SongSpec, progress: ProgressCallback,
                           task: AceStepTask | None = None) -> list[Audio]:
         task = task or TEXT2MUSIC
-        task.validate(spec.duration_s)
-        if task.variants > self.settings.max_variants:
-            raise TaskInvalid(f"at most {self.settings.max_variants} variants "
-                              "([acestep] max_variants)", "variants")
+        task.validate(spec.duration_s, self.settings.max_variants, "acestep")
         loaded = self._ensure_loaded(progress)
         request = self._request(spec, task, loaded)
         started = time.perf_counter()

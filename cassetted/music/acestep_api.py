@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cassetted import errors
 from cassetted.music import _acestep_audio as shaping
 from cassetted.music import _acestep_prompt as prompting
-from cassetted.music._acestep_task import MAX_VARIANTS, TEXT2MUSIC, AceStepTask, TaskInvalid
+from cassetted.music._acestep_task import MAX_VARIANTS, TEXT2MUSIC, AceStepTask
 from cassetted.music.base import Audio, ProgressCallback
 from cassetted.schemas import SongSpec
 
@@ -205,10 +205,7 @@ class AceStepApiEngine:
     def generate_variants(self, spec: SongSpec, progress: ProgressCallback,
                           task: AceStepTask | None = None) -> list[Audio]:
         task = task or TEXT2MUSIC
-        task.validate(spec.duration_s)
-        if task.variants > self.settings.max_variants:
-            raise TaskInvalid(f"at most {self.settings.max_variants} variants "
-                              "([acestep_api] max_variants)", "variants")
+        task.validate(spec.duration_s, self.settings.max_variants, "acestep_api")
         fields, files = self._request_body(spec, task)
         deadline = self._clock() + self.settings.task_timeout_s
         tracker = _Progress(progress)
