@@ -251,4 +251,5 @@ class HomeAssistantBridge:
         pass  # the queue sensor reads <base>/queue directly
 
     def song_ready(self, song: SongInfo, job_id: str) -> None:
-        self.panel.set_latest_song(song.id)
+        if song.shared:  # Like/Dislike act on what `song/latest` shows: shared songs only
+            self.panel.set_latest_song(song.id)

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any, Callable, Protocol
 
+from cassetted import errors
 from cassetted.config import Settings
 from cassetted.household import guests, identity, learning, library, policy
 from cassetted.household.identity import Caller
@@ -23,7 +24,7 @@ from cassetted.schemas import (
     Event, GuestCreate, LearnedPreference, LibraryQuery, LibraryStats, QuotaInfo, RoomCommand,
     SongRequest,
 )
-from cassetted.store import Song, Store
+from cassetted.store import Song, Store, User
 
 log = logging.getLogger(__name__)
 
@@ -134,17 +135,21 @@ class Household:
         if request.room is not None:
             settings.room(request.room)
         policy.check_room(settings, caller, request.room)
-        request = request.model_copy(update={
-            "user": caller.user,
-            "private": request.private or not settings.household.share_by_default,
-        })
+        private = request.private or not settings.household.share_by_default
+        if request.source_song_id is not None:
+            # A cover, repaint or karaoke remix needs the right to read its source, and is
+            # as private as the source: a copy must not share private lyrics.
+            source = await self._store.call(library.readable, request.source_song_id, caller)
+            private = private or not source.shared
+        request = request.model_copy(update={"user": caller.user, "private": private})
         extras: dict[str, Any] = {}
         if request.task == "text2music":
             request, extras = await self._learn_and_fill(request)
         if self.modes is not None:
             request = await self.modes.screen_song(request, caller)
         if settings.household.enabled:
-            quota = await self._store.call(policy.charge, settings, caller)
+            # Every take is a song made: "variants": 4 costs four.
+            quota = await self._store.call(policy.charge, settings, caller, request.variants)
         else:
             quota = policy.quota(settings, caller)  # no limits: nothing to read
         return request, quota, extras
@@ -216,6 +221,24 @@ class Household:
             await self._observe(song.room, {"genre": song.genre, "mood": song.mood}, weight)
         self.library_changed()
         return song, score
+
+    async def view_as(self, caller: Caller, name: str, what: str) -> Caller:
+        """The caller `name` would be, for an owner who asks on their behalf (`as_user`, or
+        another member's quota); Forbidden for anybody else."""
+        if not caller.is_owner:
+            hint = "" if self.settings.household.trusted_user_field else (
+                " (a name alone proves nothing here: send a token or use the MQTT login)")
+            raise errors.Forbidden(f"{what} of another person needs an owner's rights{hint}",
+                                   "user")
+        user_id = identity.slug(name)
+        row = await self._store.call(User.get_or_none, User.id == user_id)
+        role = row.role if row is not None else self.settings.household.unknown_user_role
+        return Caller(user=user_id, role="guest" if role == "none" else role, via="as_user")
+
+    async def keep(self, song_id: str, caller: Caller) -> tuple[str, dict[str, str]]:
+        kept = await self._store.call(library.keep, song_id, caller)
+        self.library_changed()
+        return kept
 
     async def share(self, song_id: str, caller: Caller, shared: bool) -> Song:
         song = await self._store.call(library.share, song_id, caller, shared)

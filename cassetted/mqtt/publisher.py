@@ -2,6 +2,11 @@
 
 Retained topics (queue, latest song) are remembered and re-sent on every connection, so a
 broker restarted without persistence still shows the current state.
+
+Everything here is readable by every client of the broker, so a private song never shows
+in full: `song/latest` carries shared songs only, and a private song's event or room state
+says that a song is there, not its title, lyrics, file or URL (its maker finds it with a
+library query).
 """
 
 from __future__ import annotations
@@ -40,12 +45,18 @@ class MqttPublisher:
         self._retain(f"{self._base}/queue", state.model_dump_json())
 
     def song_ready(self, song: SongInfo, job_id: str) -> None:
-        self._retain(f"{self._base}/song/latest", song.model_dump_json())
-        event = Event(type="song_ready", ts=time.time(), job_id=job_id, song_id=song.id,
-                      room=song.room, title=song.title, file=song.file)
+        if song.shared:
+            self._retain(f"{self._base}/song/latest", song.model_dump_json())
+            event = Event(type="song_ready", ts=time.time(), job_id=job_id, song_id=song.id,
+                          room=song.room, title=song.title, file=song.file)
+        else:
+            event = Event(type="song_ready", ts=time.time(), job_id=job_id, song_id=song.id,
+                          room=song.room)
         self.event(event)
 
     def room_state(self, room: str, state: RoomState) -> None:
+        if state.song is not None and not state.song.shared:
+            state = state.model_copy(update={"song": public_view(state.song)})
         self._retain(f"{self._base}/room/{room}/state", state.model_dump_json())
 
     def state(self, relative: str, model: BaseModel) -> None:
@@ -54,3 +65,9 @@ class MqttPublisher:
 
     def event(self, event: Event) -> None:
         self._publish(f"{self._base}/event", event.model_dump_json(exclude_none=True))
+
+
+def public_view(song: SongInfo) -> SongInfo:
+    """What everybody may know of a private song: that it is there, not what it says."""
+    return song.model_copy(update={"title": "Private song", "prompt": "", "lyrics": "",
+                                   "file": "", "url": None})
