@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _plugins() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
     """Subcommands that live beside the feature they drive."""
     from cassetted import keys_cli, parse_cli
+    from cassetted.household import token_cli
 
-    return [parse_cli.register, keys_cli.register]
+    return [parse_cli.register, keys_cli.register, token_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

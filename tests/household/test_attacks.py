@@ -1,0 +1,236 @@
+"""The household attacked the way a stranger on the broker would: over the real Mosquitto,
+against the real daemon, with nothing but what any client may publish.
+
+Issue 14 ("Trust") items 1-6: a payload's name grants nothing, private songs never leak,
+only the maker or an owner may touch a song or a job, every take counts, one message cannot
+make the daemon flood the broker, and a guest's token never goes to a shared topic.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BROKER_HOST, DaemonProcess, free_port
+from tests.probe import MqttProbe
+
+HOUSEHOLD = """
+[household]
+enabled = true
+anonymous_role = "guest"
+
+[household.quotas.guest]
+songs = 1
+per_hours = 24
+
+[users.dad]
+role = "owner"
+
+[users.anna]
+role = "family"
+
+[rooms.master_bedroom]
+name = "Master Bedroom"
+roles = ["owner"]
+
+[child_safe]
+pin = "2468"
+max_pin_attempts = 3
+"""
+
+
+def member_token(daemon: DaemonProcess, member: str) -> str:
+    """`cassetted token <member>`, as the household's admin would run it."""
+    done = subprocess.run([sys.executable, "-m", "cassetted", "token", member,
+                           "--config", str(daemon.config)],
+                          env=daemon.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    assert len(token) >= 24
+    return token
+
+
+def _create(probe: MqttProbe, **fields: object) -> dict:
+    return probe.command("song/create", {"duration_s": 10, "genre": "pop", **fields})
+
+
+def _song(probe: MqttProbe, **fields: object) -> str:
+    reply = _create(probe, **fields)
+    assert reply["ok"], reply
+    done = probe.wait_job(reply["job_id"], timeout=120)
+    assert done["state"] == "done", done
+    return done["song_id"]
+
+
+def test_a_name_grants_nothing_and_only_the_maker_or_an_owner_acts(
+        daemon_factory, probe: MqttProbe) -> None:
+    daemon = daemon_factory(HOUSEHOLD)
+    dad = member_token(daemon, "dad")
+    daemon.start()
+    probe.wait_online()
+
+    # 1. Naming the owner does not make you the owner.
+    posing = _create(probe, user="dad", room="master_bedroom")
+    assert posing["error"]["code"] == "forbidden" and posing["error"]["field"] == "room"
+    assert probe.command("guest/create", {"name": "Mallory", "quota": 1000, "user": "dad"}
+                         )["error"]["code"] == "forbidden"
+    assert probe.command("child_safe/log", {"user": "dad"})["error"]["code"] == "forbidden"
+    spoken = probe.command("voice", {"text": "My name is Dad, play jazz in the master bedroom"})
+    assert spoken["error"]["code"] == "forbidden"
+    # ... while dad's token keeps his rights.
+    mine = _create(probe, token=dad, room="master_bedroom", duration_s=600)
+    assert mine["ok"] and mine["quota"]["user"] == "dad" and mine["quota"]["role"] == "owner"
+
+    # 4. Every take counts: four variants do not fit a quota of one; names share the count.
+    four = _create(probe, variants=4, request_id="four-takes")
+    assert four["error"]["code"] == "quota_exceeded" and four["quota"]["limit"] == 1
+    one = _create(probe, room="living_room")
+    assert one["ok"] and one["quota"]["used"] == 1 and "user" not in one["quota"]
+    renamed = _create(probe, user="somebody_else", room="living_room")
+    assert renamed["error"]["code"] == "quota_exceeded"  # a new name is no new quota
+
+    # 6. A guest pass answers with its token: never on the shared <base>/reply.
+    probe.publish("guest/create", {"name": "Sarah", "token": dad, "request_id": "g-shared"})
+    refused = probe.wait(lambda m: m.topic == f"{probe.base}/reply"
+                         and m.json().get("request_id") == "g-shared").json()
+    assert refused["error"]["code"] == "invalid_payload" and refused["error"]["field"] == "reply_to"
+    assert "token" not in refused
+    probe.publish("guest/create", {"name": "Sarah", "token": dad, "request_id": "g-aimed",
+                                   "reply_to": f"{probe.base}/reply"})
+    aimed = probe.wait(lambda m: m.topic == f"{probe.base}/reply"
+                       and m.json().get("request_id") == "g-aimed").json()
+    assert aimed["error"]["field"] == "reply_to" and "token" not in aimed
+    probe.publish("guest/create", {"name": "Sarah", "token": dad, "request_id": "g-v3",
+                                   "reply_to": f"{probe.base}/dads-flow/reply"})
+    v3 = probe.wait(lambda m: m.topic == f"{probe.base}/dads-flow/reply").json()
+    assert v3["ok"] and v3["token"]  # a Node-RED flow's own reply_to is private enough
+    made = probe.command("guest/create", {"name": "Sarah", "token": dad, "quota": 3})
+    assert made["ok"] and made["token"]
+    sarah = made["token"]
+
+    # 3. Only who asked, or an owner, cancels a job ...
+    job = mine["job_id"]
+    assert probe.command(f"job/{job}/cancel", {})["error"]["code"] == "forbidden"
+    assert probe.command(f"job/{job}/cancel", {"user": "dad"})["error"]["code"] == "forbidden"
+    assert probe.command(f"job/{job}/cancel", {"token": sarah})["error"]["code"] == "forbidden"
+    assert probe.command(f"job/{job}/cancel", {"token": dad})["ok"]
+    assert probe.wait_job(job, timeout=120)["state"] == "cancelled"
+
+    # ... keeps a take (deleting the others' rows and files) ...
+    takes = _create(probe, token=dad, variants=2, room="living_room")
+    assert takes["ok"], takes
+    first = probe.wait_job(takes["job_id"], timeout=180)["song_id"]
+    page = probe.command("library/query", {"token": dad, "page_size": 100})
+    files = {s["id"]: s["file"] for s in page["songs"] if first in (s["id"], s.get("variant_of"))}
+    assert len(files) == 2
+    for who in ({}, {"user": "dad"}, {"token": sarah}):
+        denied = probe.command(f"song/{first}/keep", who)
+        assert denied["error"]["code"] == "forbidden", (who, denied)
+    assert all(Path(f).exists() for f in files.values())  # nothing was deleted
+    kept = probe.command(f"song/{first}/keep", {"token": dad})
+    assert kept["ok"] and len(kept["removed"]) == 1
+    assert {i: Path(f).exists() for i, f in files.items()} == {i: i == first for i in files}
+
+    # ... shares, or reads another person's quota.
+    assert probe.command(f"song/{first}/share", {"shared": False, "user": "dad"}
+                         )["error"]["code"] == "forbidden"
+    assert probe.command("user/quota", {"user": "dad"})["error"]["code"] == "forbidden"
+    assert probe.command("user/quota", {"token": sarah, "user": "dad"})["error"]["code"] \
+        == "forbidden"
+    hers = probe.command("user/quota", {"token": sarah})
+    assert hers["ok"] and hers["quota"]["user"] == "sarah" and hers["quota"]["limit"] == 3
+    for_anna = probe.command("user/quota", {"token": dad, "user": "anna"})
+    assert for_anna["ok"] and for_anna["quota"]["user"] == "anna"
+
+    # The PIN lock-out counts per caller: a stranger cannot lock the parents out.
+    for _ in range(3):
+        wrong = probe.command("room/kids_room/mode", {"child_safe": False, "pin": "0000"})
+        assert wrong["error"]["code"] == "wrong_pin"
+    assert "locked" in wrong["error"]["message"]
+    still = probe.command("room/kids_room/mode", {"child_safe": False, "pin": "2468"})
+    assert still["error"]["code"] == "mode_refused"  # strangers are locked out ...
+    parents = probe.command("room/kids_room/mode", {"child_safe": False, "pin": "2468",
+                                                    "token": dad})
+    assert parents["ok"] and parents["child_safe"] is False, parents  # ... dad is not
+    assert "2468" not in daemon.log() and dad not in daemon.log()
+
+
+def _fetch(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            response.read(1024)
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_private_songs_never_leak(daemon_factory, probe: MqttProbe, broker_port: int) -> None:
+    port = free_port()
+    media = (f'\n[media]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\n'
+             f'public_url = "http://127.0.0.1:{port}"\n')
+    daemon = daemon_factory(HOUSEHOLD + media)
+    dad, anna = member_token(daemon, "dad"), member_token(daemon, "anna")
+    daemon.start()
+    probe.wait_online()
+
+    shared = _song(probe, token=anna, prompt="a song for everybody")
+    diary = _song(probe, token=anna, prompt="my secret diary", lyrics="[verse]\nnobody reads this",
+                  private=True)
+
+    # Everything published to everyone shows shared songs only.
+    latest = [m.json() for m in probe.on("song/latest")]
+    assert [s["id"] for s in latest] == [shared]
+    ready = [m.json() for m in probe.on("event") if m.json().get("song_id") == diary]
+    assert ready and all("title" not in e and "file" not in e for e in ready)
+    everything = b"".join(m.payload for m in probe.messages
+                          if "/replies/" not in m.topic and not m.topic.endswith("/song/create"))
+    assert b"nobody reads this" not in everything and b"secret diary" not in everything
+    late = MqttProbe(BROKER_HOST, broker_port, probe.base)  # a newcomer's retained view
+    try:
+        kept = late.wait(lambda m: m.topic == f"{probe.base}/song/latest")
+        assert kept.json()["id"] == shared
+    finally:
+        late.close()
+
+    # as_user needs an owner's rights; a stranger sees the shared library only.
+    posing = probe.command("library/query", {"as_user": "anna"})
+    assert posing["error"]["code"] == "forbidden"
+    assert [s["id"] for s in probe.command("library/query", {})["songs"]] == [shared]
+    own = probe.command("library/query", {"token": anna})
+    assert {s["id"] for s in own["songs"]} == {shared, diary}
+    as_anna = probe.command("library/query", {"token": dad, "as_user": "anna"})
+    assert {s["id"] for s in as_anna["songs"]} == {shared, diary}
+
+    # A derived song needs the right to read its source and inherits its privacy.
+    made = probe.command("guest/create", {"name": "Visitor", "token": dad, "quota": 5})
+    visitor = made["token"]
+    for who in ({}, {"token": visitor}, {"user": "anna"}):
+        stolen = _create(probe, task="cover", source_song_id=diary, **who)
+        assert stolen["error"]["code"] == "unknown_song", (who, stolen)
+    karaoke = probe.command("karaoke/start", {"song_id": diary, "bpm": 150, "token": visitor})
+    assert karaoke["ok"] is False
+    cover = _song(probe, task="cover", source_song_id=diary, token=anna)
+    mine = probe.command("library/query", {"token": anna, "shared": False})
+    assert {s["id"] for s in mine["songs"]} == {diary, cover}
+    assert [m.json()["id"] for m in probe.on("song/latest")] == [shared]
+
+    # Switching shared off makes the URL seen while it was shared stop working.
+    url = next(s["url"] for s in own["songs"] if s["id"] == shared)
+    assert _fetch(url) == 200
+    assert probe.command(f"song/{shared}/share", {"shared": False, "token": visitor}
+                         )["error"]["code"] == "forbidden"
+    assert _fetch(url) == 200
+    private = probe.command(f"song/{shared}/share", {"shared": False, "token": anna})
+    assert private["ok"] and private["shared"] is False
+    assert _fetch(url) == 404
+    again = probe.command("library/query", {"token": anna})
+    new_url = next(s["url"] for s in again["songs"] if s["id"] == shared)
+    assert new_url != url and _fetch(new_url) == 200
+    assert probe.command("library/query", {"token": visitor})["total"] == 0
