@@ -20,6 +20,7 @@ from cassetted import errors
 from cassetted.config import Settings
 from cassetted.household import guests, identity, learning, library, policy
 from cassetted.household.identity import Caller
+from cassetted.household.ratelimit import RateLimiter
 from cassetted.schemas import (
     Event, GuestCreate, LearnedPreference, LibraryQuery, LibraryStats, QuotaInfo, RoomCommand,
     SongRequest,
@@ -63,6 +64,9 @@ class Household:
         self._locks: defaultdict[str | None, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._expiry: asyncio.Task[None] | None = None
         self._stats_pending = False
+        household = settings.household
+        self._rates = RateLimiter(household.rate_per_s if household.enabled else None,
+                                  household.rate_burst)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -102,8 +106,14 @@ class Household:
         """Who sent a command (see household.identity)."""
         if not self.settings.household.enabled:  # everybody is the owner: no lookup
             return identity.identify(self.settings, token, mqtt_user, claimed_user)
-        return await self._store.call(identity.identify, self.settings, token, mqtt_user,
-                                      claimed_user)
+        try:
+            caller = await self._store.call(identity.identify, self.settings, token, mqtt_user,
+                                            claimed_user)
+        except errors.Unauthorized:
+            self._rates.check("anonymous")  # guessing tokens is no way around the limit
+            raise
+        self._rates.check(caller.key)
+        return caller
 
     def bridge_caller(self, user: str | None) -> Caller:
         """Requests from the Home Assistant panel and Hermes satellites: people in the house,

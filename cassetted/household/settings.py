@@ -76,6 +76,10 @@ class HouseholdSettings(_Section):
                            "only where the broker ACL pins who may publish")
     bridge_role: Role = Field("family", description="Requests from the Home Assistant panel "
                                                     "and Hermes satellites")
+    rate_per_s: float | None = Field(
+        20.0, gt=0, description="Commands a second one sender may send (anonymous senders "
+                                "share one allowance); unset = no limit")
+    rate_burst: int = Field(200, ge=1, description="Commands one sender may send at once")
     guest_ttl_h: float = Field(24.0, gt=0, le=24 * 30)
     quotas: dict[Role, QuotaSettings] = Field(default_factory=_default_quotas)
     share_by_default: bool = True

@@ -11,14 +11,81 @@ library query).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from pydantic import BaseModel
 
 from cassetted.schemas import Event, JobEvent, QueueState, RoomState, SongInfo
 
+log = logging.getLogger(__name__)
+
 Publish = Callable[..., None]
+_FLUSH_DELAY_S = 0.2
+
+
+class ReplyFirst:
+    """Replies before bulk, in front of the link's bounded outbox.
+
+    The outbox drops its oldest message when full, so a burst of bulk (discovery, state,
+    events) could push out the answers people wait for. Here bulk may fill at most
+    `bulk_limit` of the outbox (`backlog` says how full it is): beyond that, retained state
+    waits here - only its newest value per topic, it is state - and is sent when the outbox
+    has room again, while an event (a moment, worthless late) is dropped with a warning.
+    Replies always go straight to the outbox and keep the rest of it for themselves.
+    """
+
+    def __init__(self, publish: Publish, backlog: Callable[[], int], bulk_limit: int,
+                 base_topic: str) -> None:
+        self._publish = publish
+        self._backlog = backlog
+        self._limit = bulk_limit
+        self._event_topic = f"{base_topic}/event"
+        self._waiting: dict[str, tuple[bytes | str, dict[str, Any]]] = {}
+        self._flush: asyncio.TimerHandle | None = None
+        self._dropped = 0
+
+    def reply(self, topic: str, payload: bytes | str, **options: Any) -> None:
+        self._publish(topic, payload, **options)
+
+    def command_output(self, topic: str, payload: bytes | str, **options: Any) -> None:
+        """The router's publish: its replies are replies, its error events are bulk."""
+        if topic == self._event_topic:
+            self.bulk(topic, payload, **options)
+        else:
+            self.reply(topic, payload, **options)
+
+    def bulk(self, topic: str, payload: bytes | str, **options: Any) -> None:
+        self._send_waiting()
+        if not self._waiting and self._backlog() < self._limit:
+            self._publish(topic, payload, **options)
+        elif options.get("retain"):
+            self._waiting.pop(topic, None)  # keep the order of the newest values
+            self._waiting[topic] = (payload, options)
+            self._schedule()
+        else:
+            self._dropped += 1
+            if self._dropped in (1, 10, 100) or self._dropped % 1000 == 0:
+                log.warning("MQTT outbox busy with bulk: %d events dropped so far, replies "
+                            "kept", self._dropped)
+
+    def _send_waiting(self) -> None:
+        while self._waiting and self._backlog() < self._limit:
+            topic = next(iter(self._waiting))
+            payload, options = self._waiting.pop(topic)
+            self._publish(topic, payload, **options)
+
+    def _schedule(self) -> None:
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(_FLUSH_DELAY_S, self._tick)
+
+    def _tick(self) -> None:
+        self._flush = None
+        self._send_waiting()
+        if self._waiting:
+            self._schedule()
 
 
 class MqttPublisher:

@@ -234,3 +234,87 @@ def test_private_songs_never_leak(daemon_factory, probe: MqttProbe, broker_port:
     new_url = next(s["url"] for s in again["songs"] if s["id"] == shared)
     assert new_url != url and _fetch(new_url) == 200
     assert probe.command("library/query", {"token": visitor})["total"] == 0
+
+
+def test_one_message_cannot_flood_the_broker(daemon_factory, probe: MqttProbe) -> None:
+    """5. The 26 KB room list that made 24,000 publishes, and a sender looping on the
+    broker: bounded, rate-limited per sender, and every command still answered."""
+    from cassetted.homeassistant.bridge import MAX_STALE_ROOMS
+    from cassetted.homeassistant.discovery import Topics, room_config_topics
+
+    daemon = daemon_factory(HOUSEHOLD.replace("anonymous_role = \"guest\"",
+                                              "anonymous_role = \"guest\"\nrate_per_s = 5\n"
+                                              "rate_burst = 50"))
+    dad = member_token(daemon, "dad")
+    daemon.start()
+    probe.wait_online()
+    prefix = f"{probe.base}/discovery"
+    probe.wait(lambda m: m.topic == f"{probe.base}/ha/rooms")
+    per_room = len(room_config_topics(Topics(probe.base, prefix), ["x"]))
+
+    def deletions() -> int:
+        with probe._cond:
+            return sum(1 for m in probe.messages
+                       if m.topic.startswith(prefix + "/") and m.payload == b"")
+
+    # 26 KB of made-up room ids: too big to be our list, ignored whole.
+    huge = json.dumps([f"room_{i:05d}" for i in range(2600)])
+    assert len(huge) > 26_000
+    probe.publish("ha/rooms", huge, raw=True)
+    # 12 KB of them: at most MAX_STALE_ROOMS rooms' entities are removed ...
+    probe.publish("ha/rooms", json.dumps([f"room_{i:04d}" for i in range(1000)]), raw=True)
+    # ... malformed ids never count, and a second list within the minute does nothing.
+    probe.publish("ha/rooms", json.dumps(["../../x", "Kitchen", 7, {"a": 1}] * 500), raw=True)
+    probe.publish("ha/rooms", json.dumps([f"other_{i}" for i in range(30)]), raw=True)
+
+    # Meanwhile a stranger loops on the broker, and dad asks for his quota 40 times.
+    for i in range(300):
+        probe.publish("user/quota", {"request_id": f"flood-{i}"}, response=f"replies/flood")
+    answers = [probe.command("user/quota", {"token": dad}) for _ in range(40)]
+    assert all(a["ok"] for a in answers), [a for a in answers if not a["ok"]][:2]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        flood = [m.json() for m in probe.on("replies/flood")]
+        if len(flood) == 300:
+            break
+        time.sleep(0.2)
+    assert len(flood) == 300  # every message answered, none dropped
+    limited = [r for r in flood if not r["ok"]]
+    assert limited and {r["error"]["code"] for r in limited} == {"rate_limited"}
+    assert len(limited) >= 300 - 50 - 5 * 30  # the burst, then five a second at most
+    time.sleep(1.0)
+    removed = deletions()
+    assert 0 < removed <= MAX_STALE_ROOMS * per_room
+    log = daemon.log()
+    assert "Traceback" not in log
+    assert "cleaned up" in log and "the first 32 only" in log
+
+
+def test_replies_keep_their_place_in_a_full_outbox() -> None:
+    """The outbox gate itself: bulk stops at its share, retained state waits (newest value
+    per topic), events are dropped, replies always go."""
+    import asyncio
+
+    from cassetted.mqtt.publisher import ReplyFirst
+
+    sent: list[tuple[str, object]] = []
+
+    async def scenario() -> None:
+        gate = ReplyFirst(lambda topic, payload, **o: sent.append((topic, payload)),
+                          backlog=lambda: len(sent), bulk_limit=10, base_topic="b")
+        for i in range(50):
+            gate.bulk(f"b/room/{i % 3}/state", f"s{i}", retain=True)
+            gate.bulk("b/event", f"e{i}")
+        for i in range(20):
+            gate.command_output(f"b/replies/{i}", f"r{i}")
+        gate.command_output("b/event", "an error event")
+        assert sent[:10] == [pair for i in range(5) for pair in
+                             ((f"b/room/{i % 3}/state", f"s{i}"), ("b/event", f"e{i}"))]
+        assert [p for t, p in sent if t.startswith("b/replies/")] == [f"r{i}" for i in range(20)]
+        assert ("b/event", "an error event") not in sent
+        sent.clear()  # the outbox drained: what waited goes out, newest value per topic
+        await asyncio.sleep(0.5)
+        assert sorted(sent) == [("b/room/0/state", "s48"), ("b/room/1/state", "s49"),
+                                ("b/room/2/state", "s47")]
+
+    asyncio.run(scenario())
