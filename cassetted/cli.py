@@ -58,7 +58,9 @@ def _request_from_args(args: argparse.Namespace, **extra: Any) -> SongRequest:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(args.log_level or settings.log.level)
-    from cassetted import daemon
+    from cassetted import daemon, redaction
+
+    redaction.install(redaction.configured_secrets(settings))
 
     return daemon.run(settings)
 
