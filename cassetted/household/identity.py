@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from cassetted import errors
 from cassetted.config import Settings
+from cassetted.household.settings import ANONYMOUS_USER
 from cassetted.schemas import Role
 from cassetted.store import User
 
@@ -71,8 +72,10 @@ def new_token() -> str:
 
 
 def slug(name: str) -> str:
-    """A user id from a spoken or typed name: "Sarah Connor" -> "sarah_connor"."""
-    return _SLUG.sub("_", name.strip().lower()).strip("_")[:64] or "guest"
+    """A user id from a spoken or typed name: "Sarah Connor" -> "sarah_connor". Never the
+    id anonymous requests are recorded under (a guest called "Anonymous" is not them)."""
+    user_id = _SLUG.sub("_", name.strip().lower()).strip("_")[:64] or "guest"
+    return f"{user_id}_" if user_id == ANONYMOUS_USER else user_id
 
 
 def _from_row(row: User, via: str) -> Caller:

@@ -3,7 +3,9 @@
 Quotas count the takes of the caller's jobs in the window that did not fail or get
 cancelled: a song the daemon could not make is not held against anybody, but every take of
 a `"variants": 4` request is a song made (keeping one later does not give the others back).
-Anonymous requests share one count (they cannot be told apart). A guest of a party counts
+Anonymous requests share one count, as the user `anonymous` (they cannot be told apart;
+songs the household makes itself - party starters, sleep music - are nobody's and count
+for nobody). A guest of a party counts
 from the party's start against `[party] guest_song_limit`.
 """
 
@@ -16,6 +18,7 @@ import peewee as pw
 from cassetted import errors
 from cassetted.config import Settings
 from cassetted.household.identity import Caller
+from cassetted.household.settings import ANONYMOUS_USER
 from cassetted.schemas import JobState, QuotaInfo
 from cassetted.store import Job, User
 
@@ -64,10 +67,10 @@ def quota(settings: Settings, caller: Caller, adding: int = 0) -> QuotaInfo:
         return QuotaInfo(user=caller.user, role=caller.role)
     limit, window_h, since = _limits(settings, caller)
     used, resets_at = 0, None
-    whose = Job.user == caller.user if caller.user is not None else Job.user.is_null()
+    whose = caller.user if caller.user is not None else ANONYMOUS_USER
     if caller.user is not None or caller.via == "anonymous":
         used, oldest = (Job.select(pw.fn.SUM(_takes()), pw.fn.MIN(Job.created_at))
-                        .where(whose & (Job.created_at >= since)
+                        .where((Job.user == whose) & (Job.created_at >= since)
                                & Job.state.not_in(_NOT_COUNTED))
                         .tuples().get())
         used = int(used or 0)

@@ -21,6 +21,7 @@ from cassetted.config import Settings
 from cassetted.household import guests, identity, learning, library, policy
 from cassetted.household.identity import Caller
 from cassetted.household.ratelimit import RateLimiter
+from cassetted.household.settings import ANONYMOUS_USER
 from cassetted.schemas import (
     Event, GuestCreate, LearnedPreference, LibraryQuery, LibraryStats, QuotaInfo, RoomCommand,
     SongRequest,
@@ -151,7 +152,9 @@ class Household:
             # as private as the source: a copy must not share private lyrics.
             source = await self._store.call(library.readable, request.source_song_id, caller)
             private = private or not source.shared
-        request = request.model_copy(update={"user": caller.user, "private": private})
+        # Anonymous requests are recorded as the household's `anonymous`: one quota for all.
+        user = ANONYMOUS_USER if caller.via == "anonymous" else caller.user
+        request = request.model_copy(update={"user": user, "private": private})
         extras: dict[str, Any] = {}
         if request.task == "text2music":
             request, extras = await self._learn_and_fill(request)

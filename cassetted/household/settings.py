@@ -38,6 +38,10 @@ from cassetted.schemas import MAX_BPM, MIN_BPM, Genre, Mood, Role
 
 IdentifyBy = Literal["token", "mqtt_username", "user_field"]
 
+# The user id anonymous requests' jobs and songs are recorded under: they share one quota,
+# and no caller can be it (no member, guest or login may take the name).
+ANONYMOUS_USER = "anonymous"
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
