@@ -55,13 +55,13 @@ def query(query: LibraryQuery, caller: Caller) -> tuple[int, list[tuple[Song, in
 def readable(song_id: str, caller: Caller) -> Song:
     """The song if `caller` may see it, else UnknownSong (a cover, repaint or karaoke remix
     needs this right to its source)."""
-    return _song(song_id, caller)
+    return _song(song_id, caller, "source_song_id")
 
 
-def _song(song_id: str, caller: Caller) -> Song:
+def _song(song_id: str, caller: Caller, field: str = "song_id") -> Song:
     song = visible(Song.select().where(Song.id == song_id), caller).first()
     if song is None:  # or not the caller's to see: the same answer
-        raise errors.UnknownSong(f"no song {song_id!r}", "song_id")
+        raise errors.UnknownSong(f"no song {song_id!r}", field)
     return song
 
 

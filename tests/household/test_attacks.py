@@ -214,6 +214,7 @@ def test_private_songs_never_leak(daemon_factory, probe: MqttProbe, broker_port:
     for who in ({}, {"token": visitor}, {"user": "anna"}):
         stolen = _create(probe, task="cover", source_song_id=diary, **who)
         assert stolen["error"]["code"] == "unknown_song", (who, stolen)
+        assert stolen["error"]["field"] == "source_song_id"
     karaoke = probe.command("karaoke/start", {"song_id": diary, "bpm": 150, "token": visitor})
     assert karaoke["ok"] is False
     cover = _song(probe, task="cover", source_song_id=diary, token=anna)
@@ -318,3 +319,27 @@ def test_replies_keep_their_place_in_a_full_outbox() -> None:
                                 ("b/room/2/state", "s47")]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_every_take_is_counted_in_the_database(daemon_factory, probe: MqttProbe,
+                                               request: pytest.FixtureRequest,
+                                               database: str) -> None:
+    """4. The takes of the jobs in the window are summed by the database (SQLite's
+    json_extract, PostgreSQL's ->>), so a restart or a long history changes nothing."""
+    env = {}
+    if database == "postgresql":
+        env["CASSETTED_STORAGE__DATABASE_URL"] = request.getfixturevalue("pg_url")
+    daemon = daemon_factory(HOUSEHOLD, **env)
+    dad = member_token(daemon, "dad")
+    daemon.start()
+    probe.wait_online()
+    three = _create(probe, token=dad, variants=3, duration_s=600)
+    assert three["ok"] and three["quota"]["used"] == 3, three
+    one = _create(probe, token=dad, duration_s=600)
+    assert one["quota"]["used"] == 4
+    assert probe.command("user/quota", {"token": dad})["quota"]["used"] == 4
+    assert _create(probe, variants=2)["error"]["code"] == "quota_exceeded"
+    assert probe.command(f"job/{three['job_id']}/cancel", {"token": dad})["ok"]
+    probe.wait_job(three["job_id"], timeout=120)
+    assert probe.command("user/quota", {"token": dad})["quota"]["used"] == 1  # given back
