@@ -343,3 +343,28 @@ def test_every_take_is_counted_in_the_database(daemon_factory, probe: MqttProbe,
     assert probe.command(f"job/{three['job_id']}/cancel", {"token": dad})["ok"]
     probe.wait_job(three["job_id"], timeout=120)
     assert probe.command("user/quota", {"token": dad})["quota"]["used"] == 1  # given back
+
+
+def test_what_everybody_reads_of_a_private_song() -> None:
+    """2. The publisher's side: a private song never goes to `song/latest`, and its event
+    and room state name no title, lyrics, file or URL."""
+    from cassetted.mqtt.publisher import MqttPublisher
+    from cassetted.schemas import RoomState, SongInfo
+
+    sent: list[tuple[str, str]] = []
+    publisher = MqttPublisher("b", lambda topic, payload, **options: sent.append((topic, payload)))
+    song = SongInfo(id="s1", title="Dear Diary", prompt="my secret diary", lyrics="nobody reads",
+                    genre="pop", mood="relaxing", bpm=90, key="C major", time_signature="4/4",
+                    duration_s=30, language="en", instrumental=False, seed=1, engine="builtin",
+                    lyrics_provider="builtin", file="/lib/dear_diary.flac", format="flac",
+                    url="http://h/media/abcdefghijklmnopq.flac", shared=False, created_at=1.0)
+    publisher.song_ready(song, "j1")
+    publisher.room_state("living_room", RoomState(room="living_room", name="Living Room",
+                                                  state="playing", song=song, output="mpd"))
+    assert [topic for topic, _ in sent] == ["b/event", "b/room/living_room/state"]
+    for _, payload in sent:
+        for secret in ("Dear Diary", "secret diary", "nobody reads", "dear_diary", "abcdefghij"):
+            assert secret not in payload
+    assert json.loads(sent[0][1])["song_id"] == "s1"
+    publisher.song_ready(song.model_copy(update={"shared": True}), "j2")
+    assert sent[-2][0] == "b/song/latest" and "nobody reads" in sent[-2][1]
