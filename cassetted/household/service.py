@@ -143,6 +143,8 @@ class Household:
         with values the room's mode allows); the mode screens the result; the quota last, so
         a refused request costs nothing."""
         settings = self.settings
+        if caller.via == "bridge":  # the panel's topics are open on the broker: one allowance
+            self._rates.check("bridge")
         if request.room is not None:
             settings.room(request.room)
         policy.check_room(settings, caller, request.room)
