@@ -58,7 +58,9 @@ def _request_from_args(args: argparse.Namespace, **extra: Any) -> SongRequest:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(args.log_level or settings.log.level)
-    from cassetted import daemon
+    from cassetted import daemon, redaction
+
+    redaction.install(redaction.configured_secrets(settings))
 
     return daemon.run(settings)
 
@@ -174,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _plugins() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
     """Subcommands that live beside the feature they drive."""
     from cassetted import keys_cli, parse_cli
+    from cassetted.household import token_cli
 
-    return [parse_cli.register, keys_cli.register]
+    return [parse_cli.register, keys_cli.register, token_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from pydantic_settings import (
 
 from cassetted.homeassistant.settings import HomeAssistantSettings, HomeAssistantZoneSettings
 from cassetted.household.settings import (
-    ChildSafeSettings, HouseholdSettings, KaraokeSettings, PartySettings, SleepSettings,
+    ANONYMOUS_USER, ChildSafeSettings, HouseholdSettings, KaraokeSettings, PartySettings, SleepSettings,
     UserSettings,
 )
 from cassetted.lyrics.settings import LyricsSettings
@@ -211,6 +211,8 @@ class Settings(BaseSettings):
         for user_id in users:
             if not re.fullmatch(USER_ID_PATTERN, user_id):
                 raise ValueError(f"user id {user_id!r} must be lowercase letters, digits, _ . -")
+            if user_id == ANONYMOUS_USER:
+                raise ValueError(f"user id {user_id!r} is reserved for anonymous requests")
         return users
 
     def room(self, room_id: str) -> RoomSettings:

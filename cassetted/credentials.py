@@ -21,6 +21,7 @@ from typing import Mapping
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from cassetted import redaction
 from cassetted.store import Credential, database
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class Secret:
         self._value = value
 
     def reveal(self) -> str:
+        # Whatever the value is shown to may echo it back in a disguise: keep it out of logs.
+        redaction.hide(self._value)
         return self._value
 
     def __repr__(self) -> str:

@@ -28,9 +28,9 @@ from cassetted.household.service import Household
 from cassetted.jobs import FanOut, JobListener, JobRunner
 from cassetted.media import MediaServer, song_file_lookup
 from cassetted.mqtt.hermes import HermesAdapter
-from cassetted.mqtt.client import MqttLink
+from cassetted.mqtt.client import OUTBOX_LIMIT, MqttLink
 from cassetted.mqtt.commands import Commands
-from cassetted.mqtt.publisher import MqttPublisher
+from cassetted.mqtt.publisher import MqttPublisher, ReplyFirst
 from cassetted.mqtt.router import Router
 from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import JobEvent, QueueState, SongInfo, VoteCommand
@@ -108,10 +108,14 @@ class Daemon:
         link = MqttLink(settings.mqtt, on_message=lambda m: router.dispatch(m),
                         subscriptions=lambda: router.subscriptions(), on_connect=on_connect)
         household_on = settings.household.enabled
-        router = Router(settings.mqtt.base_topic, link.publish,
+        # Replies first: bulk (state, discovery, events) may fill half the outbox at most.
+        # (The link's outbox length is read directly: MqttLink has no accessor for it yet.)
+        outbox = ReplyFirst(link.publish, backlog=lambda: len(link._outbox),
+                            bulk_limit=OUTBOX_LIMIT // 2, base_topic=settings.mqtt.base_topic)
+        router = Router(settings.mqtt.base_topic, outbox.command_output,
                         user_prefix="as" if household_on and "mqtt_username" in
                         settings.household.identify_by else None)
-        publisher = MqttPublisher(settings.mqtt.base_topic, link.publish)
+        publisher = MqttPublisher(settings.mqtt.base_topic, outbox.bulk)
         listeners: list[JobListener] = [publisher]
 
         if settings.hermes.enabled:
@@ -123,7 +127,7 @@ class Daemon:
                 router.raw(topic, hermes.handle)
             listeners.append(_HermesAnnouncer(hermes, quiet=lambda room_id: modes.quiet(room_id)))
         if settings.homeassistant.discovery:
-            bridge = home_assistant_bridge(settings, link.publish, router, lambda: commands)
+            bridge = home_assistant_bridge(settings, outbox.bulk, router, lambda: commands)
             listeners.append(bridge)
 
         household = Household(settings, self.store,

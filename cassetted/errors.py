@@ -101,3 +101,9 @@ class ModeRefused(CassettedError):
 
 class WrongPin(CassettedError):
     code = "wrong_pin"
+
+
+class RateLimited(CassettedError):
+    """One sender asked faster than `[household] rate_per_s` allows; try again shortly."""
+
+    code = "rate_limited"

@@ -130,7 +130,9 @@ class VoiceCommand(_Command):
 
 
 class JobCancel(_Command):
-    """`<base>/job/<id>/cancel`: the payload may be empty (`{}`)."""
+    """`<base>/job/<id>/cancel`: the payload may be empty (`{}`); who asked or an owner."""
+
+    user: str | None = Field(None, max_length=64, description="Who asks (identify_by user_field)")
 
 
 class RoomCommand(_Command):
@@ -165,7 +167,10 @@ class PartyPlaylistsQuery(_Command):
 
 
 class KeepCommand(_Command):
-    """`<base>/song/<id>/keep`: of a request's variants keep this one, delete the others."""
+    """`<base>/song/<id>/keep`: of a request's variants keep this one, delete the others
+    (the song's maker or an owner)."""
+
+    user: str | None = Field(None, max_length=64, description="Who asks (identify_by user_field)")
 
 
 class VoteCommand(_Command):

@@ -43,6 +43,9 @@ def _child_main(conn: Connection, settings: Settings) -> None:
     """Serve jobs until told to stop or the parent goes away."""
     logging.basicConfig(level=settings.log.level,
                         format="%(levelname)s %(name)s[worker]: %(message)s")
+    from cassetted import redaction
+
+    redaction.install(redaction.configured_secrets(settings))
     from cassetted.credentials import CredentialStore
     from cassetted.lyrics.service import LyricsService
     from cassetted.music import EngineRegistry
@@ -82,15 +85,16 @@ def _child_main(conn: Connection, settings: Settings) -> None:
             conn.send(("done", produced))
         except Cancelled:
             conn.send(("cancelled",))
+        # Job errors go out on MQTT: a remote service's words pass the same redaction.
         except errors.CassettedError as error:
-            conn.send(("error", error.code, error.message))
+            conn.send(("error", error.code, redaction.redact(error.message)))
         except LyricsError as error:  # every provider of the chain failed; each said why
             log.warning("no lyrics for song %s: %s", song_id, error)
-            conn.send(("error", errors.LyricsFailed.code, str(error)[:300]))
+            conn.send(("error", errors.LyricsFailed.code, redaction.redact(str(error)[:300])))
         except Exception as error:  # noqa: BLE001 - report any failure of this job, serve the next
             log.exception("production of song %s failed", song_id)
             conn.send(("error", errors.GenerationFailed.code,
-                       f"{type(error).__name__}: {error}"[:300]))
+                       redaction.redact(f"{type(error).__name__}: {error}"[:300])))
 
 
 # ------------------------------------------------------------------------------ the parent

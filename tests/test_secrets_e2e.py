@@ -53,7 +53,7 @@ class StandIn:
                 auth = self.headers.get("Authorization")
                 text = raw.decode("utf-8", "replace")
                 marker = next((m for m in ("mode-500", "mode-refusal", "mode-timeout", "mode-ok",
-                                           "mode-bob") if m in text), "unknown")
+                                           "mode-bob", "mode-crafted") if m in text), "unknown")
                 stand_in.seen.append(Seen(marker, auth))
                 status, body = stand_in.answer(marker, auth)
                 try:
@@ -84,6 +84,9 @@ class StandIn:
         if marker == "mode-500":  # a broken gateway that echoes the request's headers
             return self.error(500, {"message": f"upstream failed; request had Authorization: {auth}",
                                     "type": "server_error", "code": bare, "param": auth})
+        if marker == "mode-crafted":  # the key in disguises that pass for error codes
+            return self.error(429, {"message": "slow down", "type": bare.upper(),
+                                    "code": bare[::-1], "param": bare.swapcase()[2:]})
         if marker == "mode-refusal":
             return 200, chat(f"I'm sorry, but I can't help with that. (key {bare})")
         if marker == "mode-timeout":
@@ -230,3 +233,24 @@ def test_api_key_never_leaks(daemon_factory, probe: MqttProbe, stand_in: StandIn
     assert "openai: HTTP 500 (server_error)" in messages["500"]
     assert "openai skipped: refusal" in messages["refusal"]
     assert "openai: HTTP 401 (invalid_request_error)" in messages["bob"]
+
+
+def test_a_key_disguised_as_an_error_code_never_reaches_the_log(
+        daemon_factory, probe: MqttProbe, stand_in: StandIn) -> None:
+    """Issue 14 item 14: the error code of a crafted reply carried a transformed key into
+    the daemon log. Remote words now pass the same redaction as our own."""
+    daemon = daemon_factory(extra_toml=config_toml(stand_in.url, strict=True))
+    assert cli(daemon, "set", "openai", "--user", "anna", stdin=SECRET + "\n").returncode == 0
+    daemon.start()
+    probe.wait_online()
+    failed = probe.wait_job(song(probe, "a song about mode-crafted rain", "anna"), timeout=60)
+    assert failed["state"] == "failed"
+    assert stand_in.seen[-1].authorization == f"Bearer {SECRET}"
+    assert daemon.stop() == 0
+
+    log = daemon.log().lower()
+    everything = [log] + [m.payload.decode("utf-8", "replace").lower() for m in probe.messages]
+    for form in (TOKEN, TOKEN[::-1], TOKEN[4:16], TOKEN[::-1][4:16]):
+        assert not [text for text in everything if form in text], "a disguised key leaked"
+    assert "lyrics provider openai failed: openai: http 429" in log  # still reported
+    assert "openai: HTTP 429" in failed["error"]["message"]

@@ -9,7 +9,10 @@ callables, so the daemon wires it to the real handlers and tests wire it to reco
   (HA's birth message) triggers it too.
 - `<base>/ha/rooms` holds the rooms last announced (retained). When it arrives with rooms
   that are no longer configured, their configs are deleted (empty retained payloads), so a
-  restart with fewer rooms leaves no orphan entities in Home Assistant.
+  restart with fewer rooms leaves no orphan entities in Home Assistant. Anybody may publish
+  there, so what one message can cause is bounded: only well-formed room ids count, at
+  most `MAX_STALE_ROOMS` of them, and a clean-up runs once per connection (the retained
+  copy) and otherwise at most once every `ROOMS_INTERVAL_S`.
 - As a JobListener it keeps the retained `<base>/ha/generation` (state and progress of the
   newest job) and remembers the latest song for Like/Dislike.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,7 +36,7 @@ from cassetted.homeassistant.payloads import GenerationState
 from cassetted.homeassistant.panel import STATE_FILE_NAME, Panel, PanelValueError
 from cassetted.mqtt.router import match
 from cassetted.schemas import (
-    ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, RoomModeCommand, SongInfo,
+    ROOM_ID_PATTERN, ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, RoomModeCommand, SongInfo,
     SongRequest,
 )
 
@@ -46,6 +50,10 @@ PartyCommandFn = Callable[[PartyCommand], Awaitable[Any]]
 ModeCommandFn = Callable[[str, RoomModeCommand], Awaitable[Any]]
 
 MAX_COMMAND_BYTES = 1024
+MAX_ROOMS_BYTES = 16 * 1024   # a retained list of a few hundred room ids
+MAX_STALE_ROOMS = 32          # rooms one message may have us delete (about 10 configs each)
+ROOMS_INTERVAL_S = 60.0       # between two clean-ups triggered by live messages
+_ROOM_ID = re.compile(ROOM_ID_PATTERN)
 BUTTONS = ("generate", "skip", "like", "dislike")
 _FAILED = object()  # what `_call` returns when the injected action raised
 
@@ -68,6 +76,7 @@ class HomeAssistantBridge:
         self.panel = Panel(settings, state_file if state_file is not None
                            else settings.state_dir / STATE_FILE_NAME)
         self._active: dict[str, JobEvent] = {}
+        self._rooms_cleaned: float | None = None  # monotonic; None = not since (re)connecting
         self._generation = GenerationState(state="idle", progress_pct=0)
 
     # ------------------------------------------------------------------ wiring
@@ -80,7 +89,8 @@ class HomeAssistantBridge:
     async def handle(self, topic: str, payload: bytes) -> None:
         """The raw handler for every subscription; a bad message is logged, never raised."""
         t = self.topics
-        if len(payload) > MAX_COMMAND_BYTES and topic != t.rooms:
+        limit = MAX_ROOMS_BYTES if topic == t.rooms else MAX_COMMAND_BYTES
+        if len(payload) > limit:
             log.warning("ignoring %d-byte Home Assistant message on %s", len(payload), topic)
             return
         try:
@@ -106,6 +116,7 @@ class HomeAssistantBridge:
 
         (Whether to run the bridge at all is the daemon's choice: [homeassistant] discovery.)
         """
+        self._rooms_cleaned = None  # the retained room list that follows may clean up
         for topic, body in discovery.config_messages(self.topics, self.panel.options()):
             self._publish(topic, body, retain=True, qos=1)
         self._publish_panel()
@@ -122,9 +133,20 @@ class HomeAssistantBridge:
         if not isinstance(previous, list):
             previous = []
         current = set(self._settings.rooms)
-        removed = sorted({r for r in previous if isinstance(r, str)} - current)
+        removed = sorted({r for r in previous if isinstance(r, str) and _ROOM_ID.fullmatch(r)}
+                         - current)
         if not removed:
             return
+        now = time.monotonic()
+        if self._rooms_cleaned is not None and now - self._rooms_cleaned < ROOMS_INTERVAL_S:
+            log.warning("ignoring %s: cleaned up %.0f s ago", self.topics.rooms,
+                        now - self._rooms_cleaned)
+            return
+        self._rooms_cleaned = now
+        if len(removed) > MAX_STALE_ROOMS:
+            log.warning("%s names %d rooms that are not configured; removing the entities "
+                        "of the first %d only", self.topics.rooms, len(removed), MAX_STALE_ROOMS)
+            removed = removed[:MAX_STALE_ROOMS]
         log.info("removing Home Assistant entities of rooms no longer configured: %s",
                  ", ".join(removed))
         for topic in discovery.room_config_topics(self.topics, removed):
@@ -251,4 +273,5 @@ class HomeAssistantBridge:
         pass  # the queue sensor reads <base>/queue directly
 
     def song_ready(self, song: SongInfo, job_id: str) -> None:
-        self.panel.set_latest_song(song.id)
+        if song.shared:  # Like/Dislike act on what `song/latest` shows: shared songs only
+            self.panel.set_latest_song(song.id)

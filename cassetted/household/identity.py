@@ -3,6 +3,11 @@
 Which of these count is `[household] identify_by`, tried in that order; the first that the
 command carries decides. A token that matches nobody is an error, never a fall-through to a
 weaker method. The functions here run on the store thread (they read the `user` table).
+
+A name in the payload proves nothing: anybody on the broker can type `"user": "dad"`. Unless
+`[household] trusted_user_field` says the broker ACL pins who may publish, a name is ignored
+and the request is anonymous (`anonymous_role`, no user): naming somebody never grants more
+than naming nobody - not their role, not their private songs, quota or API keys.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 from cassetted import errors
 from cassetted.config import Settings
+from cassetted.household.settings import ANONYMOUS_USER
 from cassetted.schemas import Role
 from cassetted.store import User
 
@@ -36,6 +42,26 @@ class Caller:
     def is_guest(self) -> bool:
         return self.role == "guest"
 
+    @property
+    def is_owner(self) -> bool:
+        """An owner who is somebody: an anonymous request never acts as an owner of others'
+        things, even where `anonymous_role` is owner."""
+        return self.role == "owner" and self.via != "anonymous"
+
+    @property
+    def key(self) -> str:
+        """Who to count a lock-out or a rate against: the person, else how they came."""
+        return f"user:{self.user}" if self.user is not None else self.via
+
+    def owns(self, user: str | None) -> bool:
+        """Whether something made by `user` is this caller's own (nobody owns the
+        anonymous requests' songs and jobs: they cannot be told apart)."""
+        return self.user is not None and self.user == user
+
+    def may_manage(self, user: str | None) -> bool:
+        """The maker or an owner: who may keep, cancel, share or delete."""
+        return self.is_owner or self.owns(user)
+
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -46,8 +72,10 @@ def new_token() -> str:
 
 
 def slug(name: str) -> str:
-    """A user id from a spoken or typed name: "Sarah Connor" -> "sarah_connor"."""
-    return _SLUG.sub("_", name.strip().lower()).strip("_")[:64] or "guest"
+    """A user id from a spoken or typed name: "Sarah Connor" -> "sarah_connor". Never the
+    id anonymous requests are recorded under (a guest called "Anonymous" is not them)."""
+    user_id = _SLUG.sub("_", name.strip().lower()).strip("_")[:64] or "guest"
+    return f"{user_id}_" if user_id == ANONYMOUS_USER else user_id
 
 
 def _from_row(row: User, via: str) -> Caller:
@@ -81,7 +109,7 @@ def identify(settings: Settings, token: str | None, mqtt_user: str | None,
                     return Caller(user=user_id, role=member.role, via="mqtt_username")
             role = _role_or_refuse(household.unknown_user_role, f"MQTT login {mqtt_user!r}")
             return Caller(user=slug(mqtt_user), role=role, via="mqtt_username")
-        if method == "user_field" and claimed:
+        if method == "user_field" and claimed and household.trusted_user_field:
             row = User.get_or_none(User.id == slug(claimed))
             if row is not None:
                 return _from_row(row, "user_field")

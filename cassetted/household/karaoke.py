@@ -209,7 +209,7 @@ class Karaoke:
     async def _show(self, room: str, song_id: str, started_at: float) -> None:
         try:
             row = await self._store.call(Song.get_or_none, Song.id == song_id)
-            if row is None:
+            if row is None or not row.shared:  # the display topic is anybody's to read
                 return
             song = song_info(row, self._settings)
             text, lines = await asyncio.to_thread(timed_lyrics, song)

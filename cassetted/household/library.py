@@ -1,12 +1,14 @@
 """The shared library: queries that respect privacy, votes, sharing, and statistics.
 
 A song is shared with the household unless its maker asked for it to be private. Who sees
-what: an owner sees every song; anybody else the shared ones and their own. Store-thread
-functions.
+what: an owner sees every song; anybody else the shared ones and their own. Making a song
+private again rotates its media URL token, so a URL seen while it was shared stops working.
+Only the maker or an owner may share, keep or drop a song's takes. Store-thread functions.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import peewee as pw
@@ -14,14 +16,14 @@ import peewee as pw
 from cassetted import errors
 from cassetted.household.identity import Caller
 from cassetted.schemas import LibraryQuery, LibraryStats
-from cassetted.store import Song, Vote
+from cassetted.store import Job, Song, Vote
 
 _SCORE = pw.fn.COALESCE(pw.fn.SUM(Vote.value), 0)
 
 
 def visible(select: pw.ModelSelect, caller: Caller) -> pw.ModelSelect:
     """`select` narrowed to the songs `caller` may see."""
-    if caller.role == "owner" and caller.via != "anonymous":
+    if caller.is_owner:
         return select
     if caller.user is None:
         return select.where(Song.shared == True)  # noqa: E712 - a peewee expression
@@ -50,10 +52,16 @@ def query(query: LibraryQuery, caller: Caller) -> tuple[int, list[tuple[Song, in
     return total, [(song, int(song.score)) for song in rows]
 
 
-def _song(song_id: str, caller: Caller) -> Song:
+def readable(song_id: str, caller: Caller) -> Song:
+    """The song if `caller` may see it, else UnknownSong (a cover, repaint or karaoke remix
+    needs this right to its source)."""
+    return _song(song_id, caller, "source_song_id")
+
+
+def _song(song_id: str, caller: Caller, field: str = "song_id") -> Song:
     song = visible(Song.select().where(Song.id == song_id), caller).first()
     if song is None:  # or not the caller's to see: the same answer
-        raise errors.UnknownSong(f"no song {song_id!r}", "song_id")
+        raise errors.UnknownSong(f"no song {song_id!r}", field)
     return song
 
 
@@ -73,11 +81,33 @@ def vote(song_id: str, caller: Caller, value: int) -> tuple[Song, int, int]:
 def share(song_id: str, caller: Caller, shared: bool) -> Song:
     """Only the song's maker (or an owner) decides whether it is shared."""
     song = _song(song_id, caller)
-    if caller.role != "owner" and song.user != caller.user:
+    if not caller.may_manage(song.user):
         raise errors.Forbidden("only the song's maker or an owner may share it or make it private")
-    Song.update(shared=shared).where(Song.id == song_id).execute()
-    song.shared = shared
+    fields: dict[str, object] = {"shared": shared}
+    if song.shared and not shared:  # a URL handed out while it was shared must stop working
+        fields["url_token"] = secrets.token_urlsafe(24)
+    Song.update(**fields).where(Song.id == song_id).execute()
+    for name, value in fields.items():
+        setattr(song, name, value)
     return song
+
+
+def keep(song_id: str, caller: Caller) -> tuple[str, dict[str, str]]:
+    """Keep one take of a request's variants: the others' rows go (their files, by the
+    caller). Only the maker or an owner. Returns the kept id and {removed id: file}."""
+    song = _song(song_id, caller)
+    if not caller.may_manage(song.user):
+        raise errors.Forbidden("only the song's maker or an owner may keep a take", "song_id")
+    first = song.variant_of or song.id
+    group = Song.select().where((Song.id == first) | (Song.variant_of == first))
+    others = {s.id: s.file for s in group if s.id != song.id}
+    if not others:
+        raise errors.InvalidState(f"song {song_id} has no other takes to drop")
+    with Song._meta.database.atomic():
+        Job.update(song=song.id).where(Job.song.in_(list(others))).execute()
+        Song.delete().where(Song.id.in_(list(others))).execute()
+        Song.update(variant_of=None).where(Song.id == song.id).execute()
+    return song.id, others
 
 
 def stats() -> LibraryStats:

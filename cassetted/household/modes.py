@@ -61,14 +61,23 @@ class _Room:
     # sleep: fade_s, fade_from (volume at the start), volume_before (restored on waking),
     # jobs (the ambient songs being made), faded (the fade is over and the player stopped)
     sleep: dict[str, Any] = field(default_factory=dict)
-    # pin: failures (wrong PINs in a row), locked_until (unix time)
-    pin: dict[str, float] = field(default_factory=dict)
+    # pin: per caller (Caller.key) {failures (wrong PINs in a row), locked_until (unix time)}:
+    # a stranger's wrong PINs lock out strangers, never the parents who prove who they are
+    pin: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def params(self) -> str:
         return json.dumps({"sleep": self.sleep, "pin": self.pin})
 
 
 # ----------------------------------------------------------------- store thread
+
+
+def _pin_state(saved: Any) -> dict[str, dict[str, float]]:
+    """The saved per-caller PIN state; the single room-wide count of older versions (plain
+    numbers) is dropped rather than held against everybody."""
+    if not isinstance(saved, dict):
+        return {}
+    return {key: value for key, value in saved.items() if isinstance(value, dict)}
 
 
 def _load() -> list[RoomModeRow]:
@@ -127,7 +136,7 @@ class RoomModes:
             params = json.loads(row.params or "{}")
             self._rooms[row.room] = _Room(mode=row.mode, child_safe=row.child_safe,
                                           since=row.since, sleep=params.get("sleep", {}),
-                                          pin=params.get("pin", {}))
+                                          pin=_pin_state(params.get("pin")))
         for room_id, state in self._rooms.items():
             if state.mode == "sleep" and not state.sleep.get("faded"):
                 log.info("room %s: resuming its sleep fade", room_id)
@@ -339,7 +348,10 @@ class RoomModes:
         settings = self._settings.child_safe
         state = self._rooms[room_id]
         now = time.time()
-        locked_until = state.pin.get("locked_until", 0.0)
+        state.pin = {key: value for key, value in state.pin.items()  # forget old lock-outs
+                     if value.get("failures") or value.get("locked_until", 0.0) > now}
+        mine = state.pin.get(caller.key, {})
+        locked_until = mine.get("locked_until", 0.0)
         if locked_until > now:
             minutes = max(1, round((locked_until - now) / 60))
             raise errors.ModeRefused(f"too many wrong PINs: {self._name(room_id)} stays child-safe "
@@ -352,17 +364,18 @@ class RoomModes:
         if pin is None:
             raise errors.WrongPin("turning child-safe mode off needs the PIN", "pin")
         if hmac.compare_digest(pin.encode(), settings.pin.get_secret_value().encode()):
-            state.pin = {}
+            state.pin.pop(caller.key, None)
             return
-        failures = int(state.pin.get("failures", 0)) + 1
+        failures = int(mine.get("failures", 0)) + 1
         if failures >= settings.max_pin_attempts:
-            state.pin = {"failures": 0, "locked_until": now + LOCKOUT_S}
+            state.pin[caller.key] = {"failures": 0, "locked_until": now + LOCKOUT_S}
             message = f"wrong PIN; child-safe mode is locked for {LOCKOUT_S // 60} min"
         else:
-            state.pin = {"failures": failures}
+            state.pin[caller.key] = {"failures": failures}
             message = f"wrong PIN ({settings.max_pin_attempts - failures} tries left)"
         await self._save(room_id)
-        log.warning("room %s: wrong child-safe PIN (%d in a row)", room_id, failures)
+        log.warning("room %s: wrong child-safe PIN (%d in a row from %s)", room_id, failures,
+                    caller.key)
         raise errors.WrongPin(message, "pin")
 
     # ------------------------------------------------------------------ sleep

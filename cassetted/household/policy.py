@@ -1,8 +1,12 @@
 """What a caller may do: which rooms, how many songs. Store-thread functions.
 
-Quotas count the caller's jobs in the window that did not fail or get cancelled: a song
-the daemon could not make is not held against anybody. A guest of a party counts from the
-party's start against `[party] guest_song_limit`.
+Quotas count the takes of the caller's jobs in the window that did not fail or get
+cancelled: a song the daemon could not make is not held against anybody, but every take of
+a `"variants": 4` request is a song made (keeping one later does not give the others back).
+Anonymous requests share one count, as the user `anonymous` (they cannot be told apart;
+songs the household makes itself - party starters, sleep music - are nobody's and count
+for nobody). A guest of a party counts
+from the party's start against `[party] guest_song_limit`.
 """
 
 from __future__ import annotations
@@ -14,10 +18,21 @@ import peewee as pw
 from cassetted import errors
 from cassetted.config import Settings
 from cassetted.household.identity import Caller
+from cassetted.household.settings import ANONYMOUS_USER
 from cassetted.schemas import JobState, QuotaInfo
 from cassetted.store import Job, User
 
 _NOT_COUNTED = (JobState.failed.value, JobState.cancelled.value)
+
+
+def _takes() -> pw.Node:
+    """Per job, the takes it asked for: the `variants` of its stored request (1 if absent).
+    Read in the database, so an unlimited member's long history is never loaded."""
+    if isinstance(Job._meta.database.obj, pw.PostgresqlDatabase):
+        takes = pw.Expression(Job.request.cast("json"), "->>", "variants").cast("integer")
+    else:
+        takes = pw.fn.json_extract(Job.request, "$.variants")
+    return pw.fn.COALESCE(takes, 1)
 
 
 def check_room(settings: Settings, caller: Caller, room_id: str | None) -> None:
@@ -52,12 +67,13 @@ def quota(settings: Settings, caller: Caller, adding: int = 0) -> QuotaInfo:
         return QuotaInfo(user=caller.user, role=caller.role)
     limit, window_h, since = _limits(settings, caller)
     used, resets_at = 0, None
-    if caller.user is not None:
-        # Count in the database: an unlimited member's history can be long.
-        used, oldest = (Job.select(pw.fn.COUNT(Job.id), pw.fn.MIN(Job.created_at))
-                        .where((Job.user == caller.user) & (Job.created_at >= since)
+    whose = caller.user if caller.user is not None else ANONYMOUS_USER
+    if caller.user is not None or caller.via == "anonymous":
+        used, oldest = (Job.select(pw.fn.SUM(_takes()), pw.fn.MIN(Job.created_at))
+                        .where((Job.user == whose) & (Job.created_at >= since)
                                & Job.state.not_in(_NOT_COUNTED))
                         .tuples().get())
+        used = int(used or 0)
         if oldest is None and adding:
             oldest = time.time()  # the song being added is the oldest in the window
         if oldest is not None and window_h is not None:

@@ -16,14 +16,17 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any, Callable, Protocol
 
+from cassetted import errors
 from cassetted.config import Settings
 from cassetted.household import guests, identity, learning, library, policy
 from cassetted.household.identity import Caller
+from cassetted.household.ratelimit import RateLimiter
+from cassetted.household.settings import ANONYMOUS_USER
 from cassetted.schemas import (
     Event, GuestCreate, LearnedPreference, LibraryQuery, LibraryStats, QuotaInfo, RoomCommand,
     SongRequest,
 )
-from cassetted.store import Song, Store
+from cassetted.store import Song, Store, User
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,9 @@ class Household:
         self._locks: defaultdict[str | None, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._expiry: asyncio.Task[None] | None = None
         self._stats_pending = False
+        household = settings.household
+        self._rates = RateLimiter(household.rate_per_s if household.enabled else None,
+                                  household.rate_burst)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -101,8 +107,14 @@ class Household:
         """Who sent a command (see household.identity)."""
         if not self.settings.household.enabled:  # everybody is the owner: no lookup
             return identity.identify(self.settings, token, mqtt_user, claimed_user)
-        return await self._store.call(identity.identify, self.settings, token, mqtt_user,
-                                      claimed_user)
+        try:
+            caller = await self._store.call(identity.identify, self.settings, token, mqtt_user,
+                                            claimed_user)
+        except errors.Unauthorized:
+            self._rates.check("anonymous")  # guessing tokens is no way around the limit
+            raise
+        self._rates.check(caller.key)
+        return caller
 
     def bridge_caller(self, user: str | None) -> Caller:
         """Requests from the Home Assistant panel and Hermes satellites: people in the house,
@@ -131,20 +143,28 @@ class Household:
         with values the room's mode allows); the mode screens the result; the quota last, so
         a refused request costs nothing."""
         settings = self.settings
+        if caller.via == "bridge":  # the panel's topics are open on the broker: one allowance
+            self._rates.check("bridge")
         if request.room is not None:
             settings.room(request.room)
         policy.check_room(settings, caller, request.room)
-        request = request.model_copy(update={
-            "user": caller.user,
-            "private": request.private or not settings.household.share_by_default,
-        })
+        private = request.private or not settings.household.share_by_default
+        if request.source_song_id is not None:
+            # A cover, repaint or karaoke remix needs the right to read its source, and is
+            # as private as the source: a copy must not share private lyrics.
+            source = await self._store.call(library.readable, request.source_song_id, caller)
+            private = private or not source.shared
+        # Anonymous requests are recorded as the household's `anonymous`: one quota for all.
+        user = ANONYMOUS_USER if caller.via == "anonymous" else caller.user
+        request = request.model_copy(update={"user": user, "private": private})
         extras: dict[str, Any] = {}
         if request.task == "text2music":
             request, extras = await self._learn_and_fill(request)
         if self.modes is not None:
             request = await self.modes.screen_song(request, caller)
         if settings.household.enabled:
-            quota = await self._store.call(policy.charge, settings, caller)
+            # Every take is a song made: "variants": 4 costs four.
+            quota = await self._store.call(policy.charge, settings, caller, request.variants)
         else:
             quota = policy.quota(settings, caller)  # no limits: nothing to read
         return request, quota, extras
@@ -216,6 +236,24 @@ class Household:
             await self._observe(song.room, {"genre": song.genre, "mood": song.mood}, weight)
         self.library_changed()
         return song, score
+
+    async def view_as(self, caller: Caller, name: str, what: str) -> Caller:
+        """The caller `name` would be, for an owner who asks on their behalf (`as_user`, or
+        another member's quota); Forbidden for anybody else."""
+        if not caller.is_owner:
+            hint = "" if self.settings.household.trusted_user_field else (
+                " (a name alone proves nothing here: send a token or use the MQTT login)")
+            raise errors.Forbidden(f"{what} of another person needs an owner's rights{hint}",
+                                   "user")
+        user_id = identity.slug(name)
+        row = await self._store.call(User.get_or_none, User.id == user_id)
+        role = row.role if row is not None else self.settings.household.unknown_user_role
+        return Caller(user=user_id, role="guest" if role == "none" else role, via="as_user")
+
+    async def keep(self, song_id: str, caller: Caller) -> tuple[str, dict[str, str]]:
+        kept = await self._store.call(library.keep, song_id, caller)
+        self.library_changed()
+        return kept
 
     async def share(self, song_id: str, caller: Caller, shared: bool) -> Song:
         song = await self._store.call(library.share, song_id, caller, shared)

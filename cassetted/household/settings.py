@@ -10,7 +10,8 @@ room learning and the modes work either way.
 enabled = true
 identify_by = ["token", "mqtt_username", "user_field"]
 anonymous_role = "guest"       # a request that names nobody; "none" refuses it
-unknown_user_role = "guest"    # a name in "user" that is no member ("My name is Sarah, ...")
+unknown_user_role = "guest"    # a proven login (or trusted name) that is no member
+trusted_user_field = false     # true only where the broker ACL pins who may publish
 
 [household.quotas.guest]
 songs = 10
@@ -36,6 +37,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from cassetted.schemas import MAX_BPM, MIN_BPM, Genre, Mood, Role
 
 IdentifyBy = Literal["token", "mqtt_username", "user_field"]
+
+# The user id anonymous requests' jobs and songs are recorded under: they share one quota,
+# and no caller can be it (no member, guest or login may take the name).
+ANONYMOUS_USER = "anonymous"
 
 
 class _Section(BaseModel):
@@ -69,8 +74,16 @@ class HouseholdSettings(_Section):
         default_factory=lambda: ["token", "mqtt_username", "user_field"], min_length=1)
     anonymous_role: Role | Literal["none"] = "guest"
     unknown_user_role: Role | Literal["none"] = "guest"
+    trusted_user_field: bool = Field(
+        False, description="Take the payload's `user` (and \"My name is ...\") as proof of who "
+                           "asks. Off: a name grants nothing beyond anonymous_role; turn it on "
+                           "only where the broker ACL pins who may publish")
     bridge_role: Role = Field("family", description="Requests from the Home Assistant panel "
                                                     "and Hermes satellites")
+    rate_per_s: float | None = Field(
+        20.0, gt=0, description="Commands a second one sender may send (anonymous senders "
+                                "share one allowance); unset = no limit")
+    rate_burst: int = Field(200, ge=1, description="Commands one sender may send at once")
     guest_ttl_h: float = Field(24.0, gt=0, le=24 * 30)
     quotas: dict[Role, QuotaSettings] = Field(default_factory=_default_quotas)
     share_by_default: bool = True

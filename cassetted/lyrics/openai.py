@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from cassetted import redaction
 from cassetted.lyrics._llm import build_messages, parse_reply
 from cassetted.lyrics.base import LyricsError, LyricsResult
 from cassetted.lyrics.settings import OpenAISettings
@@ -150,8 +151,9 @@ def _error_code(error: urllib.error.HTTPError, secret: str | None = None) -> str
             for field in ("code", "type", "param"):
                 value = detail.get(field)
                 if isinstance(value, str) and value.replace("_", "").isalnum() and len(value) < 40:
-                    if secret and (secret in value or (len(value) >= 6 and value in secret)):
-                        continue
+                    if secret and (secret in value or (len(value) >= 6 and value in secret)
+                                   or redaction.resembles(value, secret)):
+                        continue  # the key, a piece of it, or the key in a disguise
                     parts.append(value)
         return " ".join(parts)
     except Exception:

@@ -11,38 +11,20 @@ from typing import Any, Callable
 
 from cassetted import errors, intake, lrc
 from cassetted.config import Settings
-from cassetted.household.identity import Caller
+from cassetted.household.identity import Caller, slug
 from cassetted.household.service import Household
 from cassetted.jobs import JobRunner, song_info
-from cassetted.mqtt.router import MQTT_USER, Router
+from cassetted.mqtt.router import MQTT_USER, RESPONSE_TOPIC, Router
 from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import (
     ENVELOPE_FIELDS, GuestCreate, GuestRemove, JobCancel, JobState, KeepCommand, LibraryPage,
     LibraryQuery, PartyCommand, PartyPlaylistsQuery, QuotaQuery, Reply, RoomCommand,
     RoomModeCommand, ShareCommand, SongRequest, VoiceCommand, VoteCommand,
 )
-from cassetted.store import Job, Song, Store
+from cassetted.store import Job, Store
 
 # a voice command -> a SongRequest plus warnings (the intent parser); blocking, run in a thread
 VoiceParser = Callable[[VoiceCommand], tuple[SongRequest, list[str]]]
-
-
-def _keep(song_id: str) -> tuple[str, dict[str, str]]:
-    """Keep one take of a request's variants: the others' rows go (their files, by the
-    caller). Returns the kept id and {removed id: file}."""
-    song = Song.get_or_none(Song.id == song_id)
-    if song is None:
-        raise errors.UnknownSong(f"no song {song_id!r}", "song_id")
-    first = song.variant_of or song.id
-    group = Song.select().where((Song.id == first) | (Song.variant_of == first))
-    others = {s.id: s.file for s in group if s.id != song.id}
-    if not others:
-        raise errors.InvalidState(f"song {song_id} has no other takes to drop")
-    with Song._meta.database.atomic():
-        Job.update(song=song.id).where(Job.song.in_(list(others))).execute()
-        Song.delete().where(Song.id.in_(list(others))).execute()
-        Song.update(variant_of=None).where(Song.id == song.id).execute()
-    return song.id, others
 
 
 class Commands:
@@ -153,6 +135,13 @@ class Commands:
         return reply.model_dump(mode="json", exclude_none=True)
 
     async def cancel_job(self, params: list[str], command: JobCancel) -> Reply:
+        caller = await self.caller(command.token, command.user)
+        job = await self._runner.get(params[0])
+        if job is None:
+            raise errors.UnknownJob(f"no job {params[0]!r}", "job_id")
+        if not caller.may_manage(job.user):
+            raise errors.Forbidden("only who asked for the song or an owner may cancel it",
+                                   "job_id")
         job = await self._runner.cancel(params[0])
         return Reply(ok=True, request_id=command.request_id, job_id=job.id,
                      state=JobState(job.state))
@@ -171,11 +160,11 @@ class Commands:
         return Reply(ok=True, request_id=command.request_id, song_id=song.id, score=score, **extras)
 
     async def keep(self, params: list[str], command: KeepCommand) -> Reply:
-        kept, removed = await self._store.call(_keep, params[0])
+        caller = await self.caller(command.token, command.user)
+        kept, removed = await self._household.keep(params[0], caller)
         for path in removed.values():
             (self._settings.library_dir / path).unlink(missing_ok=True)
             lrc.sidecar_path(self._settings.library_dir / path).unlink(missing_ok=True)
-        self._household.library_changed()
         return Reply(ok=True, request_id=command.request_id, song_id=kept,
                      removed=sorted(removed))
 
@@ -184,8 +173,18 @@ class Commands:
         song = await self._household.share(params[0], caller, command.shared)
         return Reply(ok=True, request_id=command.request_id, song_id=song.id, shared=song.shared)
 
+    async def on_behalf(self, caller: Caller, name: str | None, what: str) -> Caller:
+        """`caller`, or - when the command names somebody else than the caller proved to be -
+        that person, for an owner only (household.Household.view_as)."""
+        if name is None or caller.via in ("open", "user_field", "bridge"):
+            return caller  # the name is who asks (or trusted as such)
+        if caller.user is not None and caller.user == slug(name):
+            return caller
+        return await self._household.view_as(caller, name, what)
+
     async def library_query(self, params: list[str], query: LibraryQuery) -> Reply:
         caller = await self.caller(query.token, query.as_user)
+        caller = await self.on_behalf(caller, query.as_user, "the library view")
         total, rows = await self._household.query(query, caller)
         songs = [song_info(song, self._settings).model_copy(update={"score": score})
                  for song, score in rows]
@@ -232,6 +231,12 @@ class Commands:
     # ------------------------------------------------------------------ people
 
     async def guest_create(self, params: list[str], command: GuestCreate) -> Reply:
+        # The reply carries the guest's token: never on the shared `<base>/reply`.
+        target = RESPONSE_TOPIC.get() or command.reply_to
+        if target is None or target == f"{self._settings.mqtt.base_topic}/reply":
+            raise errors.InvalidPayload(
+                "guest/create answers with the guest's token, so it needs a private reply "
+                "address: an MQTT v5 response topic or a reply_to only you read", "reply_to")
         caller = await self.caller(command.token, command.user)
         if command.party:
             if self.party is None:
@@ -248,5 +253,6 @@ class Commands:
 
     async def user_quota(self, params: list[str], command: QuotaQuery) -> Reply:
         caller = await self.caller(command.token, command.user)
+        caller = await self.on_behalf(caller, command.user, "the quota")
         quota = await self._household.quota(caller)
         return Reply(ok=True, request_id=command.request_id, quota=quota)

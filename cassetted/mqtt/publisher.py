@@ -2,18 +2,90 @@
 
 Retained topics (queue, latest song) are remembered and re-sent on every connection, so a
 broker restarted without persistence still shows the current state.
+
+Everything here is readable by every client of the broker, so a private song never shows
+in full: `song/latest` carries shared songs only, and a private song's event or room state
+says that a song is there, not its title, lyrics, file or URL (its maker finds it with a
+library query).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from pydantic import BaseModel
 
 from cassetted.schemas import Event, JobEvent, QueueState, RoomState, SongInfo
 
+log = logging.getLogger(__name__)
+
 Publish = Callable[..., None]
+_FLUSH_DELAY_S = 0.2
+
+
+class ReplyFirst:
+    """Replies before bulk, in front of the link's bounded outbox.
+
+    The outbox drops its oldest message when full, so a burst of bulk (discovery, state,
+    events) could push out the answers people wait for. Here bulk may fill at most
+    `bulk_limit` of the outbox (`backlog` says how full it is): beyond that, retained state
+    waits here - only its newest value per topic, it is state - and is sent when the outbox
+    has room again, while an event (a moment, worthless late) is dropped with a warning.
+    Replies always go straight to the outbox and keep the rest of it for themselves.
+    """
+
+    def __init__(self, publish: Publish, backlog: Callable[[], int], bulk_limit: int,
+                 base_topic: str) -> None:
+        self._publish = publish
+        self._backlog = backlog
+        self._limit = bulk_limit
+        self._event_topic = f"{base_topic}/event"
+        self._waiting: dict[str, tuple[bytes | str, dict[str, Any]]] = {}
+        self._flush: asyncio.TimerHandle | None = None
+        self._dropped = 0
+
+    def reply(self, topic: str, payload: bytes | str, **options: Any) -> None:
+        self._publish(topic, payload, **options)
+
+    def command_output(self, topic: str, payload: bytes | str, **options: Any) -> None:
+        """The router's publish: its replies are replies, its error events are bulk."""
+        if topic == self._event_topic:
+            self.bulk(topic, payload, **options)
+        else:
+            self.reply(topic, payload, **options)
+
+    def bulk(self, topic: str, payload: bytes | str, **options: Any) -> None:
+        self._send_waiting()
+        if not self._waiting and self._backlog() < self._limit:
+            self._publish(topic, payload, **options)
+        elif options.get("retain"):
+            self._waiting.pop(topic, None)  # keep the order of the newest values
+            self._waiting[topic] = (payload, options)
+            self._schedule()
+        else:
+            self._dropped += 1
+            if self._dropped in (1, 10, 100) or self._dropped % 1000 == 0:
+                log.warning("MQTT outbox busy with bulk: %d events dropped so far, replies "
+                            "kept", self._dropped)
+
+    def _send_waiting(self) -> None:
+        while self._waiting and self._backlog() < self._limit:
+            topic = next(iter(self._waiting))
+            payload, options = self._waiting.pop(topic)
+            self._publish(topic, payload, **options)
+
+    def _schedule(self) -> None:
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(_FLUSH_DELAY_S, self._tick)
+
+    def _tick(self) -> None:
+        self._flush = None
+        self._send_waiting()
+        if self._waiting:
+            self._schedule()
 
 
 class MqttPublisher:
@@ -40,12 +112,18 @@ class MqttPublisher:
         self._retain(f"{self._base}/queue", state.model_dump_json())
 
     def song_ready(self, song: SongInfo, job_id: str) -> None:
-        self._retain(f"{self._base}/song/latest", song.model_dump_json())
-        event = Event(type="song_ready", ts=time.time(), job_id=job_id, song_id=song.id,
-                      room=song.room, title=song.title, file=song.file)
+        if song.shared:
+            self._retain(f"{self._base}/song/latest", song.model_dump_json())
+            event = Event(type="song_ready", ts=time.time(), job_id=job_id, song_id=song.id,
+                          room=song.room, title=song.title, file=song.file)
+        else:
+            event = Event(type="song_ready", ts=time.time(), job_id=job_id, song_id=song.id,
+                          room=song.room)
         self.event(event)
 
     def room_state(self, room: str, state: RoomState) -> None:
+        if state.song is not None and not state.song.shared:
+            state = state.model_copy(update={"song": public_view(state.song)})
         self._retain(f"{self._base}/room/{room}/state", state.model_dump_json())
 
     def state(self, relative: str, model: BaseModel) -> None:
@@ -54,3 +132,9 @@ class MqttPublisher:
 
     def event(self, event: Event) -> None:
         self._publish(f"{self._base}/event", event.model_dump_json(exclude_none=True))
+
+
+def public_view(song: SongInfo) -> SongInfo:
+    """What everybody may know of a private song: that it is there, not what it says."""
+    return song.model_copy(update={"title": "Private song", "prompt": "", "lyrics": "",
+                                   "file": "", "url": None})

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 # The broker-enforced MQTT login a command arrived under (`<base>/as/<login>/...`), or None.
 MQTT_USER: contextvars.ContextVar[str | None] = contextvars.ContextVar("mqtt_user", default=None)
+# The MQTT v5 response topic of the command being handled, or None (a handler that answers
+# with a secret must know whether the answer goes somewhere private).
+RESPONSE_TOPIC: contextvars.ContextVar[str | None] = contextvars.ContextVar("response_topic",
+                                                                            default=None)
 
 Publish = Callable[..., None]
 CommandHandler = Callable[[list[str], Any], Awaitable[Reply]]
@@ -115,9 +119,11 @@ class Router:
             return
         response_topic, correlation = response_target(message)
         token = MQTT_USER.set(params.pop(0) if route.as_user else None)
+        reply_token = RESPONSE_TOPIC.set(response_topic)
         try:
             await self._command(route, params, payload, topic, response_topic, correlation)
         finally:
+            RESPONSE_TOPIC.reset(reply_token)
             MQTT_USER.reset(token)
 
     async def _command(self, route: Route, params: list[str], payload: bytes, topic: str,

@@ -260,7 +260,7 @@ def test_child_safe_limits_songs_caps_volume_needs_the_pin_and_keeps_a_log(
 def test_child_safe_without_a_pin_and_the_log_by_role(daemon_factory, probe: MqttProbe) -> None:
     """With [household] on and no PIN: anyone may turn child-safe on, only an owner off;
     guests may not read the parents' log, family may."""
-    daemon_factory('\n[household]\nenabled = true\nidentify_by = ["user_field"]\n'
+    daemon_factory('\n[household]\nenabled = true\nidentify_by = ["user_field"]\ntrusted_user_field = true\n'
                    '[users.mum]\nrole = "owner"\n[users.tim]\nrole = "family"\n').start()
     probe.wait_online()
     assert probe.command("child_safe/log", {})["error"]["code"] == "forbidden"

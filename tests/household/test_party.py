@@ -22,6 +22,7 @@ HOUSEHOLD = """
 [household]
 enabled = true
 identify_by = ["token", "mqtt_username", "user_field"]
+trusted_user_field = true   # these tests speak for members by name
 
 [users.dad]
 role = "owner"

@@ -13,6 +13,7 @@ HOUSEHOLD = """
 [household]
 enabled = true
 identify_by = ["token", "mqtt_username", "user_field"]
+trusted_user_field = true   # these tests speak for members by name
 anonymous_role = "none"
 unknown_user_role = "guest"
 
@@ -103,7 +104,8 @@ def test_roles_rooms_and_quotas(daemon_factory, probe: MqttProbe) -> None:
     # A cancelled request gives its song back.
     queued = _create(probe, user="mia", room="living_room", duration_s=60)
     before = queued["quota"]["used"]
-    probe.command(f"job/{queued['job_id']}/cancel", {})
+    assert probe.command(f"job/{queued['job_id']}/cancel", {})["error"]["code"] == "unauthorized"
+    assert probe.command(f"job/{queued['job_id']}/cancel", {"user": "mia"})["ok"]
     probe.wait_job(queued["job_id"], timeout=120)
     assert probe.command("user/quota", {"user": "mia"})["quota"]["used"] == before - 1
 
