@@ -1,24 +1,39 @@
 """`acestep_api`: songs from ACE-Step's own REST API server, on one or several GPU boxes.
 
-Protocol (ACE-Step 1.5 `acestep/api_server.py`): every answer is wrapped as
-``{"data": ..., "code": 200, "error": null, "timestamp": ms}``; errors are HTTP statuses
-with ``{"detail": "..."}`` (401 bad key, 400 bad request, 429 queue full, 5xx).
+Protocol (ACE-Step 1.5 `acestep/api_server.py` at f30aee4, `acestep/api/**` at 783bb36):
+every answer is wrapped as ``{"data": ..., "code": 200, "error": null, "timestamp": ms}``;
+errors are HTTP statuses with ``{"detail": "..."}`` (401 bad key, 400 bad request, 429
+queue full) or a plain-text 500.
 
-* ``POST /release_task`` — JSON (or multipart/form-data when audio is uploaded as
-  ``src_audio`` / ``reference_audio`` files) -> ``data: {task_id, status: "queued",
-  queue_position}``.
+* ``POST /release_task`` — JSON (multipart/form-data when audio is uploaded as
+  ``src_audio`` / ``reference_audio`` files) -> ``data: {task_id, status, queue_position}``.
 * ``POST /query_result`` — ``{"task_id_list": [id]}`` -> ``data: [{task_id, status (0 queued
   or running, 1 succeeded, 2 failed), result: "<JSON string: list of items>", progress_text}]``;
-  an item has ``file`` ("/v1/audio?path=..."), ``progress``, ``stage``, ``metas``, ``error``.
-* ``GET /v1/audio?path=...`` — the audio file. ``GET /health`` — ``data.status == "ok"``.
-* ``GET /v1/stats`` — ``avg_job_seconds`` (used to estimate the queue's movement).
+  a finished item has ``file`` ("/v1/audio?path=..."), ``metas`` and ``seed_value`` (the
+  seeds actually used, comma-separated, one per file).
+* ``GET /v1/audio?path=...`` — the audio file. ``GET /v1/stats`` — ``avg_job_seconds``.
+* ``GET /health`` — ``status`` (and, from March 2026, ``models_initialized``,
+  ``llm_initialized``); ``GET /v1/models`` — OpenRouter format, ``data[].id`` =
+  ``"acestep/<model>"`` for each *loaded* DiT.
 * Key: ``Authorization: Bearer <key>`` (the server's ``ACESTEP_API_KEY``).
 
+What the real server does that a client must defend against (details and upstream lines in
+`tests/acestep/UPSTREAM.md`): it seeds only take 0 from a single ``seed`` (March) or ignores
+seeds (February), so the engine sends the per-take list ``"s,s+1,..."`` and records what
+``seed_value`` says was used; a failed task carries no reason and ``progress_text`` is the
+server's last log line, so neither is shown as a reason; after a restart a lost task answers
+"running" with frozen progress, so a task whose progress stands still for ``stall_after_s``
+is submitted again (another server first, the same one once); the server clamps duration
+and batch to its GPU tier and says so only in its log, so the engine measures what came
+back, asks again for missing takes, and reports a shorter song as what it is; an unknown
+``model`` silently falls back to the primary, so the model is checked against
+``/v1/models``; ``/health`` says "ok" with no model loaded, so readiness is checked too.
+
 A pool of base URLs: each is health-checked (the verdict kept `health_ttl_s`), a task goes
-to the next healthy URL in turn, a connection failure, timeout, 5xx or 429 moves it to the
-next URL (a task lost by a server that went away mid-song is submitted again elsewhere).
-The queue position is shown as progress. The API has no cancel call: a cancelled job stops
-polling and leaves the server's task to finish unseen.
+to the next healthy URL in turn; a connection failure, timeout, 5xx, failed or lost task
+moves it to the next URL; 429 (queue full) everywhere backs off and tries again for up to
+`busy_wait_s`. The API has no cancel call: a cancelled job stops polling and leaves the
+server's task to finish unseen.
 
 Standard library HTTP only. The key comes from the injected `api_key` callable (the
 CredentialStore row `keys set acestep_api`), is sent only in the Authorization header of
@@ -38,9 +53,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cassetted import errors
@@ -60,6 +76,9 @@ KeyLookup = Callable[[], "Secret | None"]
 # Share of the job's music progress each phase covers.
 _QUEUE_END = 0.05
 _RUN_END = 0.9
+# A file this much shorter than asked is a clamp, not the VAE's rounding (40 ms a frame).
+_SHORT_BY_S = 0.25
+_BUSY_BACKOFF_CAP_S = 60.0
 
 
 class AceStepApiSettings(BaseModel):
@@ -79,7 +98,8 @@ class AceStepApiSettings(BaseModel):
     key_provider: str = Field("acestep_api", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
                               description="Credential name of the API key (`cassetted keys set`).")
     model: str | None = Field(None, max_length=128,
-                              description='DiT model on the server, e.g. "acestep-v15-turbo".')
+                              description='DiT model on the server as /v1/models names it, e.g. '
+                                          '"acestep-v15-turbo" (or "acestep/acestep-v15-turbo").')
     thinking: bool = Field(False, description="Let the server's 5 Hz LM write audio codes first.")
     steps: int | None = Field(None, ge=1, le=200, description="Empty = the server's default.")
     shift: float | None = Field(None, ge=0.1, le=10.0)
@@ -93,6 +113,13 @@ class AceStepApiSettings(BaseModel):
     retry_backoff_s: float = Field(0.5, ge=0, le=30)
     lost_after_s: float = Field(30.0, gt=0, description="A task the server no longer knows "
                                                         "this long is submitted elsewhere.")
+    stall_after_s: float = Field(300.0, gt=0, description="A running task whose progress has not "
+                                 "moved this long is taken as lost (the server restarted) and "
+                                 "submitted again: another server first, the same one once.")
+    busy_wait_s: float = Field(600.0, ge=0, description="How long to keep trying while every "
+                                                        "server answers 429 (queue full).")
+    busy_backoff_s: float = Field(5.0, gt=0, le=300, description="First pause after a round of "
+                                                                 "429s; doubles up to 60 s.")
     max_variants: int = Field(4, ge=1, le=MAX_VARIANTS)
 
     @field_validator("urls")
@@ -105,6 +132,13 @@ class AceStepApiSettings(BaseModel):
             clean.append(url.rstrip("/"))
         return clean
 
+    @property
+    def model_name(self) -> str | None:
+        """The model as /release_task takes it: /v1/models's id without "acestep/"."""
+        if not self.model:
+            return None
+        return self.model.split("/", 1)[1] if self.model.startswith("acestep/") else self.model
+
 
 class RemoteError(errors.GenerationFailed):
     """Every URL of the pool failed; the message says how each one did (never the key)."""
@@ -115,11 +149,16 @@ class _Transient(Exception):
 
 
 class _Rejected(Exception):
-    """The server refused for a reason another server may not share (401, 403, 429, 404)."""
+    """The server refused for a reason another server may not share (401, 403, 404, 429,
+    a model it has not loaded)."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class _Busy(_Rejected):
+    """429: the server's queue is full; it may take the task a little later."""
 
 
 class _BadRequest(Exception):
@@ -127,7 +166,16 @@ class _BadRequest(Exception):
 
 
 class _Lost(Exception):
-    """The server forgot the task (restarted): submit it again elsewhere."""
+    """The server forgot the task or stopped working on it (restarted): submit it again."""
+
+
+class _TaskFailed(Exception):
+    """The server ran the task and it failed (status 2); the message says why, as far as
+    anything can tell. `lm_suspect`: thinking was on and nothing rules the LM out."""
+
+    def __init__(self, message: str, lm_suspect: bool = False) -> None:
+        super().__init__(message)
+        self.lm_suspect = lm_suspect
 
 
 @dataclass
@@ -135,6 +183,8 @@ class _Health:
     healthy: bool
     checked_at: float
     reason: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)  # /health data (readiness fields)
+    models: list[str] | None = None  # loaded DiT names from /v1/models (None = unknown)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -144,8 +194,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
+Files = dict[str, tuple[str, bytes, str]]
 
-def _multipart(fields: dict[str, Any], files: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
+
+def _multipart(fields: dict[str, Any], files: Files) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     out = io.BytesIO()
     for name, value in fields.items():
@@ -163,13 +215,27 @@ def _multipart(fields: dict[str, Any], files: dict[str, tuple[str, bytes, str]])
     return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
-def _wav_bytes(audio: Audio) -> bytes:
+def _flac_bytes(audio: Audio) -> bytes:
+    """Source audio as 24-bit FLAC: lossless for the model's purposes and about a fifth of
+    float32 WAV (a 4-minute source is ~20 MB instead of ~92 MB within request_timeout_s)."""
     import soundfile
 
     buffer = io.BytesIO()
-    soundfile.write(buffer, shaping.stereo(audio.samples), audio.sample_rate, format="WAV",
-                    subtype="FLOAT")
+    samples = np.clip(shaping.stereo(audio.samples), -1.0, 1.0)
+    soundfile.write(buffer, samples, audio.sample_rate, format="FLAC", subtype="PCM_24")
     return buffer.getvalue()
+
+
+@dataclass
+class _Round:
+    """One successful server task: its takes (decoded) and the seeds it says it used."""
+
+    url: str
+    task_id: str
+    takes: list[np.ndarray]
+    rate: int
+    seeds: list[int] | None
+    notes: list[str] = field(default_factory=list)
 
 
 class AceStepApiEngine:
@@ -204,47 +270,67 @@ class AceStepApiEngine:
 
     def generate_variants(self, spec: SongSpec, progress: ProgressCallback,
                           task: AceStepTask | None = None) -> list[Audio]:
+        """Every take asked for, each with the seed that reproduces it; a take the server
+        did not render (its GPU tier caps the batch) is asked for again with its own seed;
+        a shorter song than asked (its tier caps the duration) comes back as rendered, with
+        a note saying so."""
         task = task or TEXT2MUSIC
         task.validate(spec.duration_s, self.settings.max_variants, "acestep_api")
         fields, files = self._request_body(spec, task)
+        wanted = [(spec.seed + i) % 2**32 for i in range(task.variants)]
         deadline = self._clock() + self.settings.task_timeout_s
         tracker = _Progress(progress)
-        failures: list[str] = []
-        for url in self._candidates():
-            if self._clock() > deadline:
-                failures.append("task_timeout_s reached")
-                break
-            try:
-                items = self._run_on(url, fields, files, tracker, deadline)
-                return self._fetch(url, items, spec, task.variants, tracker)
-            except (_Transient, _Lost) as error:
-                self._mark(url, False, str(error))
-                failures.append(f"{url}: {error}")
-                log.warning("ACE-Step API %s failed (%s); trying the next URL", url, error)
-            except _Rejected as error:
-                failures.append(f"{url}: {error}")
-                log.warning("ACE-Step API %s refused the task (%s)", url, error)
-            except _BadRequest as error:
-                raise RemoteError(f"ACE-Step API {url} rejected the request: {error}") from None
-        raise RemoteError("no ACE-Step API server produced the song: " + "; ".join(failures)
-                          if failures else "no ACE-Step API server is reachable")
+        notes: list[str] = []
+        takes: list[Audio] = []
+        while wanted:
+            tracker.span(len(takes) / task.variants, (len(takes) + len(wanted)) / task.variants)
+            fields.update(seed=",".join(str(s) for s in wanted), batch_size=len(wanted))
+            done = self._render(fields, files, tracker, deadline, notes)
+            takes += self._shape(done, wanted, spec, notes)
+            wanted = wanted[len(done.takes):]
+            if wanted:
+                host = urllib.parse.urlsplit(done.url).netloc
+                note = (f"{host} rendered {len(done.takes)} of the {len(done.takes) + len(wanted)} "
+                        "takes asked for at once (its GPU tier caps the batch); asking again "
+                        "for the rest")
+                log.warning("ACE-Step API: %s", note)
+        tracker.done()
+        unique = tuple(dict.fromkeys(notes))
+        return [Audio(t.samples, t.sample_rate, seed=t.seed, notes=unique) for t in takes]
 
     def health(self, url: str) -> bool:
-        """GET /health now (and remember the verdict)."""
+        """GET /health now (and remember the verdict): "ok" alone is not enough — a server
+        started without its models (`--no-init`, or a failed load) says "ok" too, so
+        `models_initialized` (March 2026 servers) and `/v1/models` must agree."""
         try:
             body = self._call(url, "GET", "/health", auth=False, retries=0)
-            ok = isinstance(body, dict) and (body.get("data") or {}).get("status") == "ok"
-            self._mark(url, ok, "" if ok else "health status is not ok")
+            facts = (body.get("data") or {}) if isinstance(body, dict) else {}
+            if not isinstance(facts, dict) or facts.get("status") != "ok":
+                self._mark(url, False, "health status is not ok")
+                return False
+            if facts.get("models_initialized") is False:
+                self._mark(url, False, "its models are not loaded (models_initialized = false)", facts)
+                return False
+            models = self._models(url)
+            if models == []:
+                self._mark(url, False, "it has no model loaded (/v1/models is empty)", facts)
+                return False
+            self._mark(url, True, "", facts, models)
+            return True
         except (_Transient, _Rejected, _BadRequest, _Lost) as error:
             self._mark(url, False, str(error))
-            ok = False
-        return ok
+            return False
 
     # -- the pool ----------------------------------------------------------------------------
 
-    def _mark(self, url: str, healthy: bool, reason: str = "") -> None:
+    def _mark(self, url: str, healthy: bool, reason: str = "", facts: dict[str, Any] | None = None,
+              models: list[str] | None = None) -> None:
         with self._lock:
-            self._health[url] = _Health(healthy, self._clock(), reason)
+            old = self._health.get(url)
+            self._health[url] = _Health(
+                healthy, self._clock(), reason,
+                facts if facts is not None else (old.facts if old else {}),
+                models if models is not None else (old.models if old else None))
 
     def _candidates(self) -> list[str]:
         """Every URL once, starting after the one used last (spreads songs over the boxes);
@@ -270,9 +356,114 @@ class AceStepApiEngine:
                 doubtful.append(url)
         return healthy + doubtful
 
+    def _render(self, fields: dict[str, Any], files: Files, tracker: "_Progress",
+                deadline: float, notes: list[str]) -> _Round:
+        """One task run to its files somewhere in the pool: failover on failures, another
+        submission for a lost or stalled task (elsewhere first, the same server once), and
+        patience while every queue is full."""
+        failures: list[str] = []
+        busy_since: float | None = None
+        backoff = self.settings.busy_backoff_s
+        while True:
+            pending = self._candidates()
+            again: set[str] = set()
+            all_busy = True
+            while pending:
+                url = pending.pop(0)
+                if self._clock() > deadline:
+                    failures.append("task_timeout_s reached")
+                    pending = []
+                    all_busy = False
+                    break
+                host = urllib.parse.urlsplit(url).netloc
+                try:
+                    self._check_model(url, host)
+                    return self._run_on(url, host, fields, files, tracker, deadline)
+                except _Busy as error:
+                    failures.append(f"{host}: {error}")
+                    log.warning("ACE-Step API %s is busy (%s)", host, error)
+                    continue
+                except _Lost as error:
+                    self._mark(url, False, str(error))
+                    failures.append(f"{host}: {error}")
+                    if not pending and url not in again:  # no one else left: the same one, once
+                        again.add(url)
+                        pending.append(url)
+                    log.warning("ACE-Step API %s: %s; submitting it again", host, error)
+                except _Transient as error:
+                    self._mark(url, False, str(error))
+                    failures.append(f"{host}: {error}")
+                    log.warning("ACE-Step API %s failed (%s); trying the next URL", host, error)
+                except _TaskFailed as error:
+                    failures.append(f"{host}: {error}")
+                    log.warning("ACE-Step API %s: %s", host, error)
+                    if error.lm_suspect and fields.get("thinking"):
+                        # The LM path is the fragile one (upstream #613, #616, #135): the same
+                        # song without thinking, on the same server first.
+                        fields["thinking"] = False
+                        notes.append(f"{host} failed with thinking on; rendered without thinking")
+                        pending.insert(0, url)
+                except _Rejected as error:
+                    failures.append(f"{host}: {error}")
+                    log.warning("ACE-Step API %s: %s", host, error)
+                except _BadRequest as error:
+                    raise RemoteError(f"ACE-Step API {host} rejected the request: {error}") from None
+                all_busy = False
+            now = self._clock()
+            busy_since = busy_since if busy_since is not None else now
+            if not (all_busy and failures) or now - busy_since + backoff > self.settings.busy_wait_s \
+                    or now + backoff > deadline:
+                break
+            tracker.note(f"every ACE-Step server is busy (queue full); trying again in {backoff:g} s")
+            self._sleep(backoff)
+            backoff = min(backoff * 2, _BUSY_BACKOFF_CAP_S)
+            failures = []
+        summary = "; ".join(dict.fromkeys(failures))
+        if all_busy and failures:
+            raise RemoteError(f"every ACE-Step API server's queue stayed full for "
+                              f"{self.settings.busy_wait_s:g} s (busy_wait_s): {summary}")
+        raise RemoteError("no ACE-Step API server produced the song: " + summary
+                          if failures else "no ACE-Step API server is reachable")
+
+    def _check_model(self, url: str, host: str) -> None:
+        """The server silently renders with its primary model when asked for one it has not
+        loaded (feb api_server.py:1234-1241): ask /v1/models first."""
+        wanted = self.settings.model_name
+        if wanted is None:
+            return
+        verdict = self._health.get(url)
+        models = verdict.models if verdict is not None else None
+        if models is None:
+            models = self._models(url)
+            if models is not None:
+                self._mark(url, verdict.healthy if verdict else True, "", None, models)
+        if models is not None and wanted not in models:
+            have = ", ".join(models) or "none"
+            raise _Rejected(f"model {wanted!r} is not loaded there (it has: {have}; "
+                            "[acestep_api] model takes a name /v1/models lists)", 404)
+
+    def _models(self, url: str) -> list[str] | None:
+        """Loaded DiT names from /v1/models (OpenRouter format, "acestep/<name>"); None when
+        the server has no such route or answers something else."""
+        try:
+            body = self._call(url, "GET", "/v1/models", retries=0)
+        except (_Transient, _Rejected, _BadRequest):
+            return None
+        data = body.get("data") if isinstance(body, dict) else None
+        if isinstance(data, dict):  # the server's own route shape, should it ever win
+            data = data.get("models")
+        if not isinstance(data, list):
+            return None
+        names = []
+        for entry in data:
+            name = entry.get("id") or entry.get("name") if isinstance(entry, dict) else None
+            if isinstance(name, str) and name:
+                names.append(name.split("/", 1)[1] if name.startswith("acestep/") else name)
+        return names
+
     # -- one server --------------------------------------------------------------------------
 
-    def _request_body(self, spec: SongSpec, task: AceStepTask) -> tuple[dict[str, Any], dict[str, tuple[str, bytes, str]]]:
+    def _request_body(self, spec: SongSpec, task: AceStepTask) -> tuple[dict[str, Any], Files]:
         settings = self.settings
         fields: dict[str, Any] = {
             "prompt": prompting.caption(spec),
@@ -283,7 +474,7 @@ class AceStepApiEngine:
             "time_signature": prompting.time_signature(spec),
             "audio_duration": spec.duration_s,
             "use_random_seed": False,
-            "seed": spec.seed,
+            "seed": str(spec.seed),  # replaced by the per-take list for each submission
             "batch_size": task.variants,
             "audio_format": settings.audio_format,
             "thinking": settings.thinking and task.kind == "text2music",
@@ -295,10 +486,10 @@ class AceStepApiEngine:
         shift = task.shift if task.shift is not None else settings.shift
         guidance = task.guidance_scale if task.guidance_scale is not None else settings.guidance_scale
         for key, value in (("inference_steps", steps), ("shift", shift), ("guidance_scale", guidance),
-                           ("model", settings.model)):
+                           ("model", settings.model_name)):
             if value is not None:
                 fields[key] = value
-        files: dict[str, tuple[str, bytes, str]] = {}
+        files: Files = {}
         if task.kind == "cover":
             fields["audio_cover_strength"] = task.cover_strength
         if task.kind == "repaint":
@@ -312,31 +503,47 @@ class AceStepApiEngine:
             frames = int(round(spec.duration_s * source.sample_rate))
             source = Audio(shaping.fit_length(shaping.stereo(source.samples), frames,
                                               rate=source.sample_rate), source.sample_rate)
-            files["src_audio"] = ("source.wav", _wav_bytes(source), "audio/wav")
+            files["src_audio"] = ("source.flac", _flac_bytes(source), "audio/flac")
         if task.reference is not None:
-            files["reference_audio"] = ("reference.wav", _wav_bytes(task.reference), "audio/wav")
+            files["reference_audio"] = ("reference.flac", _flac_bytes(task.reference), "audio/flac")
         return fields, files
 
-    def _run_on(self, url: str, fields: dict[str, Any], files: dict[str, tuple[str, bytes, str]],
-                tracker: "_Progress", deadline: float) -> list[dict[str, Any]]:
-        """Submit to one server and poll until its items are ready."""
-        if files:
-            body, content_type = _multipart(fields, files)
-            submitted = self._call(url, "POST", "/release_task", data=body, content_type=content_type)
-        else:
-            submitted = self._call(url, "POST", "/release_task", json_body=fields)
+    def _submit(self, url: str, host: str, fields: dict[str, Any], files: Files) -> Any:
+        if not files:
+            return self._call(url, "POST", "/release_task", json_body=fields)
+        body, content_type = _multipart(fields, files)
+        try:
+            return self._call(url, "POST", "/release_task", data=body, content_type=content_type)
+        except _Transient as error:
+            facts = self._health.get(url)
+            if "HTTP 500" in str(error) and facts is not None and facts.facts \
+                    and "models_initialized" not in facts.facts:
+                # f30aee4's /release_task passes the uploaded paths twice (api_server.py
+                # :2178-2179 and :2243-2246): every multipart request is a TypeError -> 500.
+                raise _Rejected("this server cannot take uploaded audio (ACE-Step API before "
+                                "783bb36, March 2026, fails every upload with HTTP 500); update "
+                                "it for covers and repaints", 500) from None
+            raise
+
+    def _run_on(self, url: str, host: str, fields: dict[str, Any], files: Files,
+                tracker: "_Progress", deadline: float) -> _Round:
+        """Submit to one server, poll until its files are ready, download them."""
+        notes: list[str] = []
+        facts = self._health[url].facts if url in self._health else {}
+        if fields.get("thinking") and facts.get("llm_initialized") is False:
+            fields = dict(fields, thinking=False)
+            notes.append(f"{host} has no 5 Hz LM loaded: rendered without thinking")
+        submitted = self._submit(url, host, fields, files)
         data = submitted.get("data") if isinstance(submitted, dict) else None
         if not isinstance(data, dict) or not data.get("task_id"):
             raise _Transient(f"/release_task answered without a task_id: {str(submitted)[:200]}")
         task_id = str(data["task_id"])
         self.last_url, self.last_task_id = url, task_id
-        self._mark(url, True)
-        host = urllib.parse.urlsplit(url).netloc
         position = _int(data.get("queue_position"))
         queue = _QueueEstimate(position, self._clock(), self._avg_job_seconds(url) if position > 1 else None)
         log.info("ACE-Step task %s on %s, queue position %s", task_id, host, position)
         tracker.queued(queue.position(self._clock()), queue.start, host)
-        unknown_since: float | None = None
+        watch = _StallWatch(self._clock(), self.settings.stall_after_s, self.settings.lost_after_s)
         try:
             while True:
                 if self._clock() > deadline:
@@ -348,34 +555,59 @@ class AceStepApiEngine:
                 status = _int(record.get("status"), 0)
                 items = _items(record.get("result"))
                 if status == 1:
-                    if not items or not any(item.get("file") for item in items):
+                    if not any(item.get("file") for item in items):
                         raise _Transient(f"task {task_id} succeeded without an audio file")
-                    return items
+                    self._mark(url, True)
+                    done = self._fetch(url, task_id, items, tracker)
+                    done.notes.extend(notes)
+                    return done
                 if status == 2:
-                    reason = next((str(i.get("error")) for i in items if i.get("error")), "") or \
-                        str(record.get("progress_text") or "no reason given")
-                    raise RemoteError(f"ACE-Step task {task_id} failed on {host}: {reason[:300]}")
-                if not items:  # the server does not know the task (restarted?)
-                    unknown_since = unknown_since or self._clock()
-                    if self._clock() - unknown_since > self.settings.lost_after_s:
-                        raise _Lost(f"the server lost task {task_id}")
-                    tracker.queued(queue.position(self._clock()), queue.start, host)
+                    raise self._why_failed(url, host, task_id, items, fields)
+                now = self._clock()
+                if not items:  # the server does not know the task (restarted before it ran)
+                    if watch.unknown(now):
+                        raise _Lost(f"the server no longer knows task {task_id}")
+                    tracker.queued(queue.position(now), queue.start, host)
                     continue
-                unknown_since = None
                 item = items[0]
                 stage = str(item.get("stage") or "")
-                if "queue_position" in item:  # servers that report it while queued
-                    queue.observed(_int(item.get("queue_position")), self._clock())
-                if stage == "queued" or (stage == "" and _float(item.get("progress")) <= 0):
-                    tracker.queued(queue.position(self._clock()), queue.start, host)
-                else:
-                    tracker.running(_float(item.get("progress")),
-                                    str(record.get("progress_text") or stage or "running")[:80])
+                fraction = _float(item.get("progress"))
+                if stage == "queued" or (stage == "" and fraction <= 0):
+                    watch.seen(("queued",), now)
+                    tracker.queued(queue.position(now), queue.start, host)
+                    continue
+                if watch.stalled((stage, fraction), now):
+                    raise _Lost(f"task {task_id} made no progress for "
+                                f"{self.settings.stall_after_s:g} s (stuck at {fraction:.0%}; "
+                                "the server probably restarted and lost it)")
+                # progress_text is the server's last log line, about anything: not shown.
+                tracker.running(fraction, f"rendering on {host}")
         except BaseException as error:
-            if not isinstance(error, (_Transient, _Lost, RemoteError, _Rejected, _BadRequest)):
+            if not isinstance(error, (_Transient, _Lost, RemoteError, _Rejected, _BadRequest,
+                                      _TaskFailed)):
                 log.info("stopped waiting for ACE-Step task %s on %s (%s); the API cannot cancel it, "
                          "it finishes unseen", task_id, host, type(error).__name__)
             raise
+
+    def _why_failed(self, url: str, host: str, task_id: str, items: list[dict[str, Any]],
+                    fields: dict[str, Any]) -> _TaskFailed:
+        """A reason for a status-2 task. The diskcache answer carries none and progress_text
+        is an unrelated log line, so: the job store's `error` when it is there, else what the
+        server's readiness says, else that the server gave none."""
+        head = f"task {task_id} failed on {host} (status 2)"
+        thinking = bool(fields.get("thinking"))
+        error = next((str(i["error"]) for i in items if i.get("error")), "")
+        if error:
+            words = explain(error)
+            return _TaskFailed(f"{head}: {words}", thinking and "LM" in words)
+        self.health(url)
+        verdict = self._health.get(url)
+        facts = verdict.facts if verdict is not None else {}
+        if facts.get("models_initialized") is False or (verdict is not None and verdict.models == []):
+            return _TaskFailed(f"{head}: the server's model is not loaded")
+        if thinking and facts.get("llm_initialized") is False:
+            return _TaskFailed(f"{head}: {explain('5Hz LM init failed')}", True)
+        return _TaskFailed(f"{head}: the server gave no reason (its log has it)", thinking)
 
     def _avg_job_seconds(self, url: str) -> float | None:
         try:
@@ -385,12 +617,13 @@ class AceStepApiEngine:
         except Exception:  # noqa: BLE001 - the estimate is optional
             return None
 
-    def _fetch(self, url: str, items: list[dict[str, Any]], spec: SongSpec, variants: int,
-               tracker: "_Progress") -> list[Audio]:
+    def _fetch(self, url: str, task_id: str, items: list[dict[str, Any]],
+               tracker: "_Progress") -> _Round:
         import soundfile
 
-        songs = []
-        files = [item["file"] for item in items if item.get("file")][:variants]
+        files = [item["file"] for item in items if item.get("file")]
+        takes: list[np.ndarray] = []
+        rate = self.sample_rate
         for number, file_url in enumerate(files):
             tracker.running(1.0, f"downloading {number + 1}/{len(files)}", download=number / len(files))
             data = self._call(url, "GET", file_url, raw=True)
@@ -398,12 +631,36 @@ class AceStepApiEngine:
                 samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
             except Exception as error:  # noqa: BLE001 - any undecodable body
                 raise _Transient(f"cannot decode the audio file ({type(error).__name__})") from None
-            songs.append(Audio(shaping.to_engine(samples, rate, self.sample_rate, spec.duration_s),
-                               self.sample_rate))
-        tracker.done()
-        if not songs:
-            raise _Transient("the finished task has no audio file")
-        return songs
+            takes.append(shaping.resample(shaping.stereo(samples), rate, self.sample_rate))
+        seeds = _seeds(items, len(takes))
+        return _Round(url, task_id, takes, self.sample_rate, seeds)
+
+    def _shape(self, done: _Round, asked: list[int], spec: SongSpec, notes: list[str]) -> list[Audio]:
+        """The engine's takes from one round: exact length when the server rendered what was
+        asked, the rendered length (never silence-padded) when it clamped; the seed each
+        take was rendered with as the server reports it."""
+        host = urllib.parse.urlsplit(done.url).netloc
+        frames = int(round(spec.duration_s * self.sample_rate))
+        seeds = done.seeds
+        if seeds is None:
+            notes.append(f"{host} did not report the seeds it used; the requested ones are recorded")
+            seeds = asked[:len(done.takes)]
+        elif seeds != asked[:len(seeds)]:
+            notes.append(f"{host} did not use the requested seeds (ACE-Step API servers before "
+                         "March 2026 ignore them); the seeds it used are recorded")
+        notes.extend(done.notes)
+        out = []
+        for samples, seed in zip(done.takes[:len(asked)], seeds):
+            have = samples.shape[0]
+            if have < frames - _SHORT_BY_S * self.sample_rate:
+                notes.append(f"{host} rendered {have / self.sample_rate:.1f} s of the "
+                             f"{spec.duration_s:g} s asked (its GPU tier caps the duration)")
+            else:
+                samples = shaping.fit_length(samples, frames, rate=self.sample_rate)
+            np.clip(samples, -1.0, 1.0, out=samples)
+            out.append(Audio(np.ascontiguousarray(samples, dtype=np.float32), self.sample_rate,
+                             seed=seed % 2**32))
+        return out
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -448,12 +705,14 @@ class AceStepApiEngine:
                 raise _Rejected(f"API key refused ({error.code}: {detail}); set it with "
                                 f"`cassetted keys set {self.settings.key_provider}`", error.code) from None
             if error.code == 429:
-                raise _Rejected(f"queue full (429: {detail})", 429) from None
+                raise _Busy(f"queue full (429: {detail})", 429) from None
             if error.code == 404:
                 raise _Rejected(f"{path.split('?')[0]} not found (404): not an ACE-Step 1.5 API "
                                 "server?", 404) from None
             if error.code in (400, 415, 422):
                 raise _BadRequest(f"{error.code}: {detail}") from None
+            if error.code == 503:
+                raise _Transient(f"HTTP 503: {explain(detail)}") from None
             raise _Transient(f"HTTP {error.code}: {detail}") from None
         except (socket.timeout, TimeoutError):
             raise _Transient(f"no answer within {self.settings.request_timeout_s:g} s") from None
@@ -482,16 +741,70 @@ class AceStepApiEngine:
 
 # ------------------------------------------------------------------------------ helpers
 
+_KNOWN_FAILURES: tuple[tuple[str, str], ...] = (
+    (r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED",
+     "the server's GPU ran out of memory (ask for a shorter song or fewer variants)"),
+    (r"LM init failed|LLM not initialized|LLM init failed|5Hz LM",
+     "the server's 5 Hz LM is not loaded (set [acestep_api] thinking = false, or start the "
+     "server with its LM)"),
+    (r"Model not initialized|models? not (loaded|initialized)|init_error",
+     "the server's model is not loaded"),
+    (r"queue is full|Server busy", "the server's queue is full"),
+)
+
+
+def explain(reason: str) -> str:
+    """A server-side error in words a household understands (the original kept, trimmed,
+    when it is none of the known cases)."""
+    for pattern, words in _KNOWN_FAILURES:
+        if re.search(pattern, reason, re.IGNORECASE):
+            return words
+    return reason.strip()[:200] or "no reason given"
+
+
+class _StallWatch:
+    """When a task stopped moving: progress frozen while "running" (a restarted server
+    answers that from its diskcache for an hour), or the task unknown altogether."""
+
+    def __init__(self, now: float, stall_after_s: float, lost_after_s: float) -> None:
+        self._state: tuple[Any, ...] | None = None
+        self._since = now
+        self._unknown_since: float | None = None
+        self._stall_after_s = stall_after_s
+        self._lost_after_s = lost_after_s
+
+    def seen(self, state: tuple[Any, ...], now: float) -> None:
+        self._unknown_since = None
+        if state != self._state:
+            self._state, self._since = state, now
+
+    def stalled(self, state: tuple[Any, ...], now: float) -> bool:
+        self.seen(state, now)
+        return now - self._since > self._stall_after_s
+
+    def unknown(self, now: float) -> bool:
+        self._unknown_since = self._unknown_since if self._unknown_since is not None else now
+        return now - self._unknown_since > self._lost_after_s
+
 
 class _Progress:
-    """Monotonic progress for one song across submissions (failover never goes backwards)."""
+    """Monotonic progress for one song across submissions (failover never goes backwards);
+    `span` maps a round of takes onto its share of the whole."""
 
     def __init__(self, progress: ProgressCallback) -> None:
         self._progress = progress
         self._last = 0.0
+        self._lo, self._hi = 0.0, 1.0
+
+    def span(self, lo: float, hi: float) -> None:
+        self._lo, self._hi = lo, hi
 
     def _emit(self, fraction: float, note: str | None) -> None:
-        self._last = max(self._last, min(1.0, fraction))
+        overall = self._lo + (self._hi - self._lo) * min(1.0, fraction)
+        self._last = max(self._last, min(1.0, overall))
+        self._progress(self._last, note)
+
+    def note(self, note: str) -> None:
         self._progress(self._last, note)
 
     def queued(self, position: int, start_position: int, host: str) -> None:
@@ -508,21 +821,19 @@ class _Progress:
             self._emit(_QUEUE_END + (_RUN_END - _QUEUE_END) * max(0.0, min(1.0, server_fraction)), note)
 
     def done(self) -> None:
+        self._lo, self._hi = 0.0, 1.0
         self._emit(1.0, "downloaded")
 
 
 class _QueueEstimate:
-    """Where the task stands in the server's queue: the position given at submission (or a
-    later one the server reports), moving on by one per `avg_job_seconds`."""
+    """Where the task stands in the server's queue: the position given at submission,
+    moving on by one per `avg_job_seconds` (the server never reports it while polling)."""
 
     def __init__(self, position: int, now: float, avg_job_seconds: float | None) -> None:
         self.start = position
         self._position = position
         self._since = now
         self._avg = avg_job_seconds
-
-    def observed(self, position: int, now: float) -> None:
-        self._position, self._since = position, now
 
     def position(self, now: float) -> int:
         if self._position <= 1 or not self._avg:
@@ -542,6 +853,18 @@ def _float(value: Any, default: float = 0.0) -> float:
         return float(value)
     except (TypeError, ValueError):
         return default
+
+
+def _seeds(items: list[dict[str, Any]], takes: int) -> list[int] | None:
+    """The seeds the server used, one per file: `seed_value` is "s0,s1,..." on every item
+    (feb api_server.py:1728-1734, mar job_result_payload.py:34-41); None when absent or
+    not one per take (the job-store answer carries none)."""
+    raw = next((str(i["seed_value"]) for i in items if i.get("seed_value") not in (None, "")), "")
+    try:
+        seeds = [int(float(part)) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        return None
+    return seeds if len(seeds) == takes and takes else None
 
 
 def _record(answer: Any, task_id: str) -> dict[str, Any]:

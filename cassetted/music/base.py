@@ -23,10 +23,18 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class Audio:
-    """Float32 samples shaped (frames, 2) in -1..1, plus the sample rate."""
+    """Float32 samples shaped (frames, 2) in -1..1, plus the sample rate.
+
+    An engine MAY say which seed a take was really rendered with (`seed`: a remote server
+    may not use the one asked for, and the song's stored seed must be the one that
+    reproduces it) and add `notes` the household should see (a server that rendered a
+    shorter song than asked); the pipeline records the first and publishes the second.
+    """
 
     samples: np.ndarray
     sample_rate: int
+    seed: int | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -38,7 +46,8 @@ class MusicEngine(Protocol):
 
     `name` identifies it in requests (`engine`) and in the Song row. `generate` MUST be
     deterministic for a given spec (including `spec.seed`), MUST return exactly
-    `round(spec.duration_s * sample_rate)` frames of stereo float32, and SHOULD call
+    `round(spec.duration_s * sample_rate)` frames of stereo float32 (unless it cannot
+    render that long, when it returns what it rendered and says so in `Audio.notes`), and SHOULD call
     `progress` often enough that a job's ETA stays meaningful. It runs in a worker thread.
 
     An engine MAY declare `tasks` (a frozenset of "text2music", "cover", "repaint"; default
