@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import soundfile
 
-from tests.acestep.fake_api import FakeAceStepServer, dead_url
+from tests.acestep.fake_api import Behaviour, FakeAceStepServer, dead_url
 from tests.probe import MqttProbe
 
 
@@ -62,3 +63,51 @@ def test_remote_pool_fails_over_to_a_live_server(daemon_factory, probe: MqttProb
         final = probe.wait_job(reply["job_id"], timeout=90)
         assert final["state"] == "done", final
         assert any(path.startswith("/release_task") for _, path, _ in server.requests)
+
+
+def _library(probe: MqttProbe, text: str) -> dict[str, dict]:
+    page = probe.command("library/query", {"text": text})
+    assert page["ok"], page
+    return {item["id"]: item for item in page["songs"]}
+
+
+def test_remote_takes_keep_the_seed_that_reproduces_them(daemon_factory, probe: MqttProbe) -> None:
+    with FakeAceStepServer(Behaviour(personality="mar")) as server:
+        daemon_factory(f'\n[acestep_api]\nurls = ["{server.url}"]\npoll_interval_s = 0.05\n',
+                       CASSETTED_GENERATION__SAMPLE_RATE="48000").start()
+        probe.wait_online()
+        # Everything but the seed pinned, as a "make that take again" would send it.
+        same = {"engine": "acestep_api", "prompt": "seeded takes", "duration_s": 10,
+                "genre": "jazz", "mood": "relaxing", "bpm": 90, "key": "D minor",
+                "lyrics": "[verse]\nrain on the roof\n[chorus]\nstay in"}
+        reply = probe.command("song/create", {**same, "seed": 40, "variants": 3})
+        ready = probe.wait_job(reply["job_id"], ("ready", "failed"), timeout=90)
+        assert ready["state"] == "ready", ready
+        songs = _library(probe, "seeded takes")
+        seeds = sorted(song["seed"] for song in songs.values())
+        assert seeds == sorted(server.submitted[0].seeds) == [40, 41, 42]
+        third = songs[ready["variants"][1]]
+        # The third take alone, from its stored seed: the same music.
+        again = probe.command("song/create", {**same, "seed": third["seed"]})
+        final = probe.wait_job(again["job_id"], timeout=90)
+        assert final["state"] == "done", final
+        assert server.submitted[-1].seeds == [third["seed"]]
+        original, _ = soundfile.read(third["file"])
+        repeated, _ = soundfile.read(final["file"])
+        assert np.abs(original - repeated).max() < 1e-3
+
+
+def test_a_remote_song_cut_short_by_the_server_says_so(daemon_factory, probe: MqttProbe) -> None:
+    with FakeAceStepServer(Behaviour(max_duration_s=6.0)) as server:
+        daemon_factory(f'\n[acestep_api]\nurls = ["{server.url}"]\npoll_interval_s = 0.05\n',
+                       CASSETTED_GENERATION__SAMPLE_RATE="48000").start()
+        probe.wait_online()
+        reply = probe.command("song/create", {"engine": "acestep_api", "prompt": "cut short",
+                                              "duration_s": 10})
+        ready = probe.wait_job(reply["job_id"], ("ready", "failed"), timeout=90)
+        assert ready["state"] == "ready", ready
+        assert any("rendered 6.0 s of the 10 s" in w for w in ready["warnings"])
+        data, rate = soundfile.read(probe.wait_job(reply["job_id"], timeout=60)["file"])
+        assert data.shape[0] == 6 * rate  # no silence after what was rendered
+        (song,) = _library(probe, "cut short").values()
+        assert song["duration_s"] == 6.0
