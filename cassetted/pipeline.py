@@ -17,7 +17,7 @@ from typing import Callable
 
 from cassetted.lyrics.base import LyricsResult
 from cassetted import errors, lrc
-from cassetted.music.base import Audio, Cancelled, MusicEngine, ProgressCallback
+from cassetted.music.base import Audio, Cancelled, MusicEngine, NeedsLyrics, ProgressCallback
 from cassetted.schemas import JobState, SongSpec
 
 # report(state, overall progress 0..1)
@@ -96,11 +96,17 @@ def produce(
         report(state, fraction)
 
     checkpoint(JobState.writing_lyrics, 0.0)
+    order = order or TaskOrder()
+    asked_title = spec.title
+    writes_own = getattr(engine, "writes_lyrics", None)
     if spec.instrumental:
         written = LyricsResult(title="", lyrics="[Instrumental]", style="", provider="none")
     elif spec.lyrics:
-        given_by = "request" if order is None or order.kind == "text2music" else "source"
+        given_by = "request" if order.kind == "text2music" else "source"
         written = LyricsResult(title="", lyrics=spec.lyrics, style="", provider=given_by)
+    elif writes_own is not None and writes_own(spec, order.kind):
+        # The engine's own model writes them while it composes (ACE-Step's simple mode).
+        written = LyricsResult(title="", lyrics="", style="", provider=engine.name)
     else:
         written = write_lyrics(spec)
     title = spec.title or written.title or _title_from_prompt(spec)
@@ -112,7 +118,17 @@ def produce(
     def progress(fraction: float, _note: str | None = None) -> None:
         checkpoint(JobState.composing, _LYRICS_END + span * fraction)
 
-    takes = _compose(engine, spec, progress, order or TaskOrder())
+    try:
+        takes = _compose(engine, spec, progress, order)
+    except NeedsLyrics as why:  # the engine's model could not write them after all
+        written = write_lyrics(spec)
+        spec = spec.model_copy(update={"title": asked_title or written.title or spec.title,
+                                       "lyrics": written.lyrics, "style": written.style})
+        note = f"{engine.name} could not write the lyrics ({str(why)[:160]}); {written.provider} did"
+        takes = [dataclasses.replace(take, notes=take.notes + (note,))
+                 for take in _compose(engine, spec, progress, order)]
+    if takes[0].rendered is not None:  # the engine chose lyrics, caption or metas itself
+        spec = takes[0].rendered.model_copy(update={"title": spec.title, "seed": spec.seed})
     checkpoint(JobState.encoding, _MUSIC_END)
     rendered = round(takes[0].duration_s, 2)
     if abs(rendered - spec.duration_s) > 0.05:  # the engine could not render the length asked

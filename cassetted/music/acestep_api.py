@@ -63,8 +63,10 @@ from cassetted import errors
 from cassetted.music import _acestep_audio as shaping
 from cassetted.music import _acestep_prompt as prompting
 from cassetted.music._acestep_task import MAX_VARIANTS, TEXT2MUSIC, AceStepTask
-from cassetted.music.base import Audio, ProgressCallback
-from cassetted.schemas import SongSpec
+from cassetted.music.base import Audio, NeedsLyrics, ProgressCallback
+from cassetted.schemas import (
+    KEY_PATTERN, MAX_BPM, MAX_DURATION_S, MAX_LYRICS_CHARS, MIN_BPM, MIN_DURATION_S, SongSpec,
+)
 
 if TYPE_CHECKING:
     from cassetted.credentials import Secret
@@ -121,6 +123,10 @@ class AceStepApiSettings(BaseModel):
     busy_backoff_s: float = Field(5.0, gt=0, le=300, description="First pause after a round of "
                                                                  "429s; doubles up to 60 s.")
     max_variants: int = Field(4, ge=1, le=MAX_VARIANTS)
+    simple_mode: bool = Field(False, description="A request with only a description (no lyrics) "
+                              "lets the server's 5 Hz LM write caption, lyrics, tempo, key and "
+                              "length (upstream's sample_query); the lyrics chain writes them "
+                              "when the LM is off.")
 
     @field_validator("urls")
     @classmethod
@@ -235,6 +241,7 @@ class _Round:
     takes: list[np.ndarray]
     rate: int
     seeds: list[int] | None
+    items: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -277,16 +284,31 @@ class AceStepApiEngine:
         task = task or TEXT2MUSIC
         task.validate(spec.duration_s, self.settings.max_variants, "acestep_api")
         fields, files = self._request_body(spec, task)
+        simple = self.writes_lyrics(spec, task.kind)
+        if simple:  # the LM writes caption, lyrics and metas from the description
+            for name in ("bpm", "key_scale", "time_signature", "audio_duration"):
+                fields.pop(name, None)
+            fields.update(prompt="", lyrics="", sample_query=" ".join(spec.prompt.split())
+                          or prompting.caption(spec))
         wanted = [(spec.seed + i) % 2**32 for i in range(task.variants)]
         deadline = self._clock() + self.settings.task_timeout_s
         tracker = _Progress(progress)
         notes: list[str] = []
         takes: list[Audio] = []
+        rendered: SongSpec | None = None
         while wanted:
             tracker.span(len(takes) / task.variants, (len(takes) + len(wanted)) / task.variants)
             fields.update(seed=",".join(str(s) for s in wanted), batch_size=len(wanted))
             done = self._render(fields, files, tracker, deadline, notes)
-            takes += self._shape(done, wanted, spec, notes)
+            if simple and rendered is None:
+                rendered = _written_spec(spec, done.items)
+                # Later rounds (a capped batch) render the same song, not a new LM answer.
+                fields.pop("sample_query", None)
+                fields.update(prompt=rendered.style, lyrics=rendered.lyrics, bpm=rendered.bpm,
+                              key_scale=rendered.key,
+                              time_signature=prompting.time_signature(rendered),
+                              audio_duration=rendered.duration_s)
+            takes += self._shape(done, wanted, rendered or spec, notes)
             wanted = wanted[len(done.takes):]
             if wanted:
                 host = urllib.parse.urlsplit(done.url).netloc
@@ -296,7 +318,16 @@ class AceStepApiEngine:
                 log.warning("ACE-Step API: %s", note)
         tracker.done()
         unique = tuple(dict.fromkeys(notes))
-        return [Audio(t.samples, t.sample_rate, seed=t.seed, notes=unique) for t in takes]
+        return [Audio(t.samples, t.sample_rate, seed=t.seed, notes=unique, rendered=rendered)
+                for t in takes]
+
+    def writes_lyrics(self, spec: SongSpec, kind: str = "text2music") -> bool:
+        """Whether this song's lyrics are left to the server's LM (simple mode): only for a
+        text2music wish without lyrics, and not when every server is known to have no LM."""
+        if not self.settings.simple_mode or kind != "text2music" or spec.lyrics or spec.instrumental:
+            return False
+        verdicts = [self._health.get(url) for url in self.settings.urls]
+        return not all(v is not None and v.facts.get("llm_initialized") is False for v in verdicts)
 
     def health(self, url: str) -> bool:
         """GET /health now (and remember the verdict): "ok" alone is not enough — a server
@@ -362,6 +393,7 @@ class AceStepApiEngine:
         submission for a lost or stalled task (elsewhere first, the same server once), and
         patience while every queue is full."""
         failures: list[str] = []
+        lm_missing = False
         busy_since: float | None = None
         backoff = self.settings.busy_backoff_s
         while True:
@@ -397,7 +429,9 @@ class AceStepApiEngine:
                 except _TaskFailed as error:
                     failures.append(f"{host}: {error}")
                     log.warning("ACE-Step API %s: %s", host, error)
-                    if error.lm_suspect and fields.get("thinking"):
+                    if error.lm_suspect and fields.get("sample_query"):
+                        lm_missing = True
+                    elif error.lm_suspect and fields.get("thinking"):
                         # The LM path is the fragile one (upstream #613, #616, #135): the same
                         # song without thinking, on the same server first.
                         fields["thinking"] = False
@@ -419,6 +453,8 @@ class AceStepApiEngine:
             backoff = min(backoff * 2, _BUSY_BACKOFF_CAP_S)
             failures = []
         summary = "; ".join(dict.fromkeys(failures))
+        if lm_missing:
+            raise NeedsLyrics(f"no ACE-Step server could write the song from its description: {summary}")
         if all_busy and failures:
             raise RemoteError(f"every ACE-Step API server's queue stayed full for "
                               f"{self.settings.busy_wait_s:g} s (busy_wait_s): {summary}")
@@ -530,6 +566,8 @@ class AceStepApiEngine:
         """Submit to one server, poll until its files are ready, download them."""
         notes: list[str] = []
         facts = self._health[url].facts if url in self._health else {}
+        if fields.get("sample_query") and facts.get("llm_initialized") is False:
+            raise _TaskFailed(f"{host} has no 5 Hz LM loaded to write the song", lm_suspect=True)
         if fields.get("thinking") and facts.get("llm_initialized") is False:
             fields = dict(fields, thinking=False)
             notes.append(f"{host} has no 5 Hz LM loaded: rendered without thinking")
@@ -595,7 +633,7 @@ class AceStepApiEngine:
         is an unrelated log line, so: the job store's `error` when it is there, else what the
         server's readiness says, else that the server gave none."""
         head = f"task {task_id} failed on {host} (status 2)"
-        thinking = bool(fields.get("thinking"))
+        thinking = bool(fields.get("thinking") or fields.get("sample_query"))
         error = next((str(i["error"]) for i in items if i.get("error")), "")
         if error:
             words = explain(error)
@@ -633,7 +671,7 @@ class AceStepApiEngine:
                 raise _Transient(f"cannot decode the audio file ({type(error).__name__})") from None
             takes.append(shaping.resample(shaping.stereo(samples), rate, self.sample_rate))
         seeds = _seeds(items, len(takes))
-        return _Round(url, task_id, takes, self.sample_rate, seeds)
+        return _Round(url, task_id, takes, self.sample_rate, seeds, items)
 
     def _shape(self, done: _Round, asked: list[int], spec: SongSpec, notes: list[str]) -> list[Audio]:
         """The engine's takes from one round: exact length when the server rendered what was
@@ -865,6 +903,38 @@ def _seeds(items: list[dict[str, Any]], takes: int) -> list[int] | None:
     except ValueError:
         return None
     return seeds if len(seeds) == takes and takes else None
+
+
+_BEATS = {"2": "2/4", "3": "3/4", "4": "4/4", "6": "6/8"}
+
+
+def _written_spec(spec: SongSpec, items: list[dict[str, Any]]) -> SongSpec:
+    """The spec as the server's LM wrote it in simple mode: the item's `prompt` (final
+    caption) and `lyrics`, and `metas` bpm/keyscale/timesignature/duration (feb
+    api_server.py:1383-1415 and :1763-1768; mar job_result_payload.py:62-110). Values
+    outside what a SongSpec allows keep the spec's own."""
+    item = next((i for i in items if i.get("file")), items[0] if items else {})
+    metas = item.get("metas") if isinstance(item.get("metas"), dict) else {}
+    update: dict[str, Any] = {}
+    lyrics = str(item.get("lyrics") or "").strip()
+    if lyrics:
+        update["lyrics"] = lyrics[:MAX_LYRICS_CHARS]
+    caption = " ".join(str(item.get("prompt") or "").split())
+    if caption:
+        update["style"] = caption
+    bpm = _int(metas.get("bpm"))
+    if MIN_BPM <= bpm <= MAX_BPM:
+        update["bpm"] = bpm
+    key = " ".join(str(metas.get("keyscale") or "").split())
+    if re.match(KEY_PATTERN, key):
+        update["key"] = key
+    beats = str(metas.get("timesignature") or "").split("/")[0].strip()
+    if beats in _BEATS:
+        update["time_signature"] = _BEATS[beats]
+    duration = _float(metas.get("duration"))
+    if MIN_DURATION_S <= duration <= MAX_DURATION_S:
+        update["duration_s"] = duration
+    return spec.model_copy(update=update)
 
 
 def _record(answer: Any, task_id: str) -> dict[str, Any]:

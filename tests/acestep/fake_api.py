@@ -83,6 +83,9 @@ class Task:
     audio_paths: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     duration_s: float = 0.0
+    caption: str = ""  # final caption and lyrics (the LM's in sample mode)
+    lyrics: str = ""
+    metas: dict[str, Any] = field(default_factory=dict)
 
 
 def take_seeds(params: dict[str, Any], batch: int, personality: Personality) -> list[int]:
@@ -412,7 +415,9 @@ class FakeAceStepServer:
         b = self.behaviour
         if not b.models_initialized:
             return "Model not initialized"
-        if _truthy(task.params.get("thinking", False)) and not b.llm_initialized:
+        wants_lm = _truthy(task.params.get("thinking", False)) or _sample_query(task.params) \
+            or _truthy(task.params.get("sample_mode", False))
+        if wants_lm and not b.llm_initialized:  # require_llm, feb api_server.py:1347-1361
             return "5Hz LM init failed"
         return b.fail_reason
 
@@ -422,14 +427,14 @@ class FakeAceStepServer:
 
     def _file_items(self, task: Task, store_path: bool) -> list[dict[str, Any]]:
         p = task.params
-        metas = {"bpm": _int(p.get("bpm")), "duration": task.duration_s, "genres": "",
-                 "keyscale": p.get("key_scale", ""), "timesignature": p.get("time_signature", "")}
+        metas = dict(task.metas, duration=task.duration_s)
         items = []
         for path in task.audio_paths:
             item: dict[str, Any] = {
                 "file": "/v1/audio?path=" + urllib.parse.quote(path, safe=""), "wave": "",
                 "status": 1, "create_time": int(task.created), "env": "development",
-                "prompt": p.get("prompt", ""), "lyrics": p.get("lyrics", ""), "metas": metas}
+                "prompt": task.caption if not store_path else p.get("prompt", ""),
+                "lyrics": task.lyrics if not store_path else p.get("lyrics", ""), "metas": metas}
             if not store_path:  # only the cache entry carries seeds (local_cache_updates.py:74-95)
                 item.update(generation_info="", seed_value=",".join(str(s) for s in task.seeds),
                             lm_model="", dit_model=self.behaviour.models[0], progress=1.0,
@@ -442,7 +447,20 @@ class FakeAceStepServer:
         clamped with a warning in the log and nothing in the answer."""
         b = self.behaviour
         params = task.params
+        task.caption, task.lyrics = str(params.get("prompt", "")), str(params.get("lyrics", ""))
+        task.metas = {"bpm": _int(params.get("bpm")), "genres": "",
+                      "keyscale": params.get("key_scale", ""),
+                      "timesignature": params.get("time_signature", "")}
         duration = float(params.get("audio_duration") or 30)
+        query = _sample_query(params)
+        if query:  # create_sample replaces caption, lyrics and every meta (feb :1383-1415)
+            lm = zlib.crc32(query.encode())
+            task.caption = f"a gentle acoustic ballad with soft piano, inspired by {query}"
+            task.lyrics = f"[verse]\n{query}\nfalling slow\n\n[chorus]\nhush now, hush now"
+            task.metas = {"bpm": 60 + lm % 40, "genres": "", "keyscale": "A minor",
+                          "timesignature": "3"}
+            duration = 12.0 + lm % 5
+            self._say("INFO | [create_sample] caption, lyrics and metas from the LM")
         batch = _int(params.get("batch_size")) or 2  # "default to 2 audios" (feb :1523)
         if b.max_duration_s is not None and duration > b.max_duration_s:
             self._say(f"WARNING | [generate_music] Duration {duration}s exceeds GPU limit "
@@ -458,9 +476,18 @@ class FakeAceStepServer:
         task.duration_s = duration
         for take, seed in enumerate(task.seeds):
             path = f"/tmp/api_audio/{task.task_id}_{take}.{fmt}"
-            self.files[path] = render(seed, str(params.get("prompt", "")), duration, fmt)
+            self.files[path] = render(seed, task.caption, duration, fmt)
             task.audio_paths.append(path)
         self._say(f"INFO | [AudioSaver] Saved audio to {task.audio_paths[-1]}")
+
+
+def _sample_query(params: dict[str, Any]) -> str:
+    """`sample_query` and its aliases (PARAM_ALIASES, feb api_server.py:351)."""
+    for name in ("sample_query", "sampleQuery", "description", "desc"):
+        value = str(params.get(name) or "").strip()
+        if value:
+            return value
+    return ""
 
 
 def _int(value: Any) -> int | None:

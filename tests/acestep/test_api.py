@@ -481,3 +481,39 @@ def test_registry_factory_reads_the_key_store_each_song(server: FakeAceStepServe
     keys["acestep_api"] = Secret("rotated")
     with pytest.raises(RemoteError, match="401"):
         remote.generate(spec(), Recorder())
+
+
+def test_simple_mode_lets_the_servers_lm_write_the_song() -> None:
+    with FakeAceStepServer(Behaviour(llm_initialized=True)) as srv:
+        remote = engine(srv.url, key=None, simple_mode=True)
+        wish = spec(prompt="a sleepy song about rain", lyrics="", duration_s=30.0)
+        assert remote.writes_lyrics(wish) is True
+        assert remote.writes_lyrics(spec()) is False  # lyrics given: ours are sent
+        assert remote.writes_lyrics(wish, "cover") is False
+        song = remote.generate(wish, Recorder())
+        (task,) = srv.submitted
+        assert task.params["sample_query"] == "a sleepy song about rain"
+        assert "bpm" not in task.params and task.params["lyrics"] == ""
+        written = song.rendered
+        assert written is not None and written.lyrics == task.lyrics and "[chorus]" in written.lyrics
+        assert written.style == task.caption and written.key == "A minor"
+        assert written.time_signature == "3/4" and written.bpm == task.metas["bpm"]
+        assert written.duration_s == task.duration_s != 30.0  # the LM chose the length
+        assert song.samples.shape[0] == int(round(task.duration_s * RATE))
+        assert song.notes == ()  # the LM's length is not a clamp
+
+
+def test_simple_mode_without_an_lm_hands_the_lyrics_back() -> None:
+    from cassetted.music.base import NeedsLyrics
+
+    wish = spec(prompt="a sleepy song about rain", lyrics="")
+    with FakeAceStepServer(Behaviour(personality="feb", llm_initialized=False)) as feb:
+        with pytest.raises(NeedsLyrics, match="from its description"):  # feb: the task fails first
+            engine(feb.url, key=None, simple_mode=True).generate(wish, Recorder())
+        assert len(feb.submitted) == 1
+    with FakeAceStepServer(Behaviour(personality="mar", llm_initialized=False)) as mar:
+        remote = engine(mar.url, key=None, simple_mode=True)
+        with pytest.raises(NeedsLyrics):  # mar says so in /health: nothing is submitted
+            remote.generate(wish, Recorder())
+        assert not mar.submitted
+        assert remote.writes_lyrics(wish) is False  # and next time the chain writes at once

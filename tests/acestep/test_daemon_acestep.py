@@ -111,3 +111,41 @@ def test_a_remote_song_cut_short_by_the_server_says_so(daemon_factory, probe: Mq
         assert data.shape[0] == 6 * rate  # no silence after what was rendered
         (song,) = _library(probe, "cut short").values()
         assert song["duration_s"] == 6.0
+
+
+def test_a_voice_wish_is_written_by_the_servers_lm_in_simple_mode(daemon_factory,
+                                                                  probe: MqttProbe) -> None:
+    with FakeAceStepServer(Behaviour(llm_initialized=True)) as server:
+        daemon_factory(f'\n[generation]\nengine = "acestep_api"\n'
+                       f'\n[acestep_api]\nurls = ["{server.url}"]\npoll_interval_s = 0.05\n'
+                       'simple_mode = true\n', CASSETTED_GENERATION__SAMPLE_RATE="48000").start()
+        probe.wait_online()
+        reply = probe.command("voice", {"text": "play a sleepy song about rain"})
+        assert reply["ok"] is True, reply
+        final = probe.wait_job(reply["job_id"], timeout=90)
+        assert final["state"] == "done", final
+        (task,) = server.submitted
+        assert "rain" in task.params["sample_query"]
+        (song,) = _library(probe, "rain").values()
+        assert song["lyrics"] == task.lyrics and song["bpm"] == task.metas["bpm"]
+        assert song["key"] == "A minor" and song["time_signature"] == "3/4"
+        assert song["duration_s"] == task.duration_s
+        assert soundfile.info(final["file"]).duration == task.duration_s
+
+
+def test_simple_mode_falls_back_to_the_lyrics_chain_when_the_lm_is_off(daemon_factory,
+                                                                       probe: MqttProbe) -> None:
+    with FakeAceStepServer(Behaviour(personality="feb", llm_initialized=False)) as server:
+        daemon_factory(f'\n[acestep_api]\nurls = ["{server.url}"]\npoll_interval_s = 0.05\n'
+                       'simple_mode = true\n', CASSETTED_GENERATION__SAMPLE_RATE="48000").start()
+        probe.wait_online()
+        reply = probe.command("song/create", {"engine": "acestep_api", "duration_s": 10,
+                                              "prompt": "a sleepy song about snow"})
+        ready = probe.wait_job(reply["job_id"], ("ready", "failed"), timeout=90)
+        assert ready["state"] == "ready", ready
+        assert any("could not write the lyrics" in w for w in ready["warnings"])
+        first, second = server.submitted
+        assert first.params.get("sample_query") and not second.params.get("sample_query")
+        assert "[" in second.params["lyrics"]  # the builtin writer's structured lyrics
+        (song,) = _library(probe, "snow").values()
+        assert song["lyrics"] == second.params["lyrics"] and song["duration_s"] == 10
