@@ -167,6 +167,11 @@ class _Busy(_Rejected):
     """429: the server's queue is full; it may take the task a little later."""
 
 
+class _FormsBroken(Exception):
+    """The server's /release_task cannot take form data at all (f30aee4: every multipart
+    request is a TypeError, api_server.py:2178-2179 vs :2243-2246)."""
+
+
 class _BadRequest(Exception):
     """The request itself is wrong (400, 422): no other server will take it either."""
 
@@ -551,14 +556,14 @@ class AceStepApiEngine:
         try:
             return self._call(url, "POST", "/release_task", data=body, content_type=content_type)
         except _Transient as error:
-            facts = self._health.get(url)
-            if "HTTP 500" in str(error) and facts is not None and facts.facts \
-                    and "models_initialized" not in facts.facts:
-                # f30aee4's /release_task passes the uploaded paths twice (api_server.py
-                # :2178-2179 and :2243-2246): every multipart request is a TypeError -> 500.
-                raise _Rejected("this server cannot take uploaded audio (ACE-Step API before "
-                                "783bb36, March 2026, fails every upload with HTTP 500); update "
-                                "it for covers and repaints", 500) from None
+            if "HTTP 500" not in str(error):
+                raise
+            verdict = self._health.get(url)
+            if verdict is None or not verdict.facts:  # which server is it? /health tells
+                self.health(url)
+                verdict = self._health.get(url)
+            if verdict is not None and _before_march(verdict.facts):
+                raise _FormsBroken() from None
             raise
 
     def _run_on(self, url: str, host: str, fields: dict[str, Any], files: Files,
@@ -571,7 +576,13 @@ class AceStepApiEngine:
         if fields.get("thinking") and facts.get("llm_initialized") is False:
             fields = dict(fields, thinking=False)
             notes.append(f"{host} has no 5 Hz LM loaded: rendered without thinking")
-        submitted = self._submit(url, host, fields, files)
+        facts_known = self._health.get(url)
+        if files and facts_known is not None and _before_march(facts_known.facts):
+            return self._run_chat(url, host, fields, files, tracker, deadline, notes)
+        try:
+            submitted = self._submit(url, host, fields, files)
+        except _FormsBroken:
+            return self._run_chat(url, host, fields, files, tracker, deadline, notes)
         data = submitted.get("data") if isinstance(submitted, dict) else None
         if not isinstance(data, dict) or not data.get("task_id"):
             raise _Transient(f"/release_task answered without a task_id: {str(submitted)[:200]}")
@@ -626,6 +637,69 @@ class AceStepApiEngine:
                 log.info("stopped waiting for ACE-Step task %s on %s (%s); the API cannot cancel it, "
                          "it finishes unseen", task_id, host, type(error).__name__)
             raise
+
+    def _run_chat(self, url: str, host: str, fields: dict[str, Any], files: Files,
+                  tracker: "_Progress", deadline: float, notes: list[str]) -> _Round:
+        """Uploads to a February server through its OpenRouter route, the one place it takes
+        audio (`input_audio` parts, openrouter_adapter.py:199-318 and :650-770 at f30aee4).
+        That route renders inside the request, reports no progress or seeds, returns only
+        the first take and fixes the steps at 8: one request per take, the rest noted."""
+        import base64
+
+        content: list[dict[str, Any]] = [{"type": "text", "text": fields["prompt"]}]
+        for name in ("src_audio", "reference_audio"):  # audio[0] -> src, audio[1] -> reference
+            if name in files:
+                content.append({"type": "input_audio", "input_audio": {
+                    "data": base64.b64encode(files[name][1]).decode(), "format": "flac"}})
+        verdict = self._health.get(url)
+        model = fields.get("model") or (next(iter(verdict.models or []), None) if verdict else None)
+        seeds = [int(part) for part in str(fields["seed"]).split(",")]
+        takes: list[np.ndarray] = []
+        for number, seed in enumerate(seeds):
+            left = deadline - self._clock()
+            if left <= 0:
+                raise RemoteError(f"ACE-Step upload to {host} did not finish within "
+                                  f"task_timeout_s = {self.settings.task_timeout_s:g} s")
+            tracker.running(number / len(seeds), f"rendering on {host} (no progress on this route)")
+            body = {
+                "model": f"acestep/{model or 'acestep-v15-turbo'}", "stream": False,
+                "messages": [{"role": "user", "content": content}],
+                "lyrics": fields["lyrics"], "task_type": fields["task_type"], "seed": seed,
+                "batch_size": 1, "thinking": bool(fields.get("thinking")),
+                "use_cot_caption": False, "use_cot_language": False,
+                "audio_cover_strength": fields.get("audio_cover_strength", 1.0),
+                "repainting_start": fields.get("repainting_start", 0.0),
+                "repainting_end": fields.get("repainting_end"),
+                "audio_config": {"duration": fields["audio_duration"], "bpm": fields["bpm"],
+                                 "key_scale": fields["key_scale"],
+                                 "time_signature": fields["time_signature"],
+                                 "vocal_language": fields["vocal_language"], "format": "flac"}}
+            try:
+                answer = self._call(url, "POST", "/v1/chat/completions", json_body=body,
+                                    retries=0, timeout=left)
+            except _Transient as error:
+                if "HTTP 500" in str(error):  # the route's failure: its `detail` is the reason
+                    detail = str(error).split(":", 1)[-1]
+                    raise _TaskFailed(f"upload to {host} failed: {explain(detail)}",
+                                      bool(fields.get("thinking")) and "LM" in explain(detail)) from None
+                raise
+            takes.append(self._chat_audio(answer, host))
+        notes.append(f"{host} (ACE-Step API before March 2026) took the source audio only "
+                     "through its OpenRouter route: no progress, seeds or step settings there")
+        return _Round(url, "chat", takes, self.sample_rate, None, [], notes)
+
+    def _chat_audio(self, answer: Any, host: str) -> np.ndarray:
+        import base64
+
+        import soundfile
+
+        try:
+            url = answer["choices"][0]["message"]["audio"][0]["audio_url"]["url"]
+            data = base64.b64decode(url.split(",", 1)[1])
+            samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+            raise _Transient(f"{host} answered the upload without audio ({type(error).__name__})") from None
+        return shaping.resample(shaping.stereo(samples), rate, self.sample_rate)
 
     def _why_failed(self, url: str, host: str, task_id: str, items: list[dict[str, Any]],
                     fields: dict[str, Any]) -> _TaskFailed:
@@ -704,7 +778,7 @@ class AceStepApiEngine:
 
     def _call(self, url: str, method: str, path: str, *, json_body: Any = None, data: bytes | None = None,
               content_type: str | None = None, auth: bool = True, raw: bool = False,
-              retries: int | None = None) -> Any:
+              retries: int | None = None, timeout: float | None = None) -> Any:
         """One request with retries on transient failures; raises the classified error."""
         attempts = 1 + (self.settings.retries if retries is None else retries)
         last: Exception | None = None
@@ -712,14 +786,15 @@ class AceStepApiEngine:
             if attempt:
                 self._sleep(self.settings.retry_backoff_s * (2 ** (attempt - 1)))
             try:
-                return self._once(url, method, path, json_body, data, content_type, auth, raw)
+                return self._once(url, method, path, json_body, data, content_type, auth, raw,
+                                  timeout or self.settings.request_timeout_s)
             except _Transient as error:
                 last = error
         assert last is not None
         raise last
 
     def _once(self, url: str, method: str, path: str, json_body: Any, data: bytes | None,
-              content_type: str | None, auth: bool, raw: bool) -> Any:
+              content_type: str | None, auth: bool, raw: bool, timeout: float) -> Any:
         target = path if path.startswith(("http://", "https://")) else url + path
         if urllib.parse.urlsplit(target).netloc != urllib.parse.urlsplit(url).netloc:
             raise _Transient("the server pointed to a file on another host; not following")
@@ -735,7 +810,7 @@ class AceStepApiEngine:
             if key is not None:
                 request.add_unredirected_header("Authorization", f"Bearer {key.reveal()}")
         try:
-            with _OPENER.open(request, timeout=self.settings.request_timeout_s) as response:
+            with _OPENER.open(request, timeout=timeout) as response:
                 body = response.read()
         except urllib.error.HTTPError as error:
             detail = _detail(error)
@@ -753,7 +828,7 @@ class AceStepApiEngine:
                 raise _Transient(f"HTTP 503: {explain(detail)}") from None
             raise _Transient(f"HTTP {error.code}: {detail}") from None
         except (socket.timeout, TimeoutError):
-            raise _Transient(f"no answer within {self.settings.request_timeout_s:g} s") from None
+            raise _Transient(f"no answer within {timeout:g} s") from None
         except urllib.error.URLError as error:
             raise _Transient(f"cannot connect ({_reason(error)})") from None
         except (ConnectionError, OSError) as error:
@@ -903,6 +978,12 @@ def _seeds(items: list[dict[str, Any]], takes: int) -> list[int] | None:
     except ValueError:
         return None
     return seeds if len(seeds) == takes and takes else None
+
+
+def _before_march(facts: dict[str, Any]) -> bool:
+    """A /health answer from an ACE-Step API server before the March 2026 refactor (it has
+    `status` but none of the readiness fields model_service_routes.py:119-133 adds)."""
+    return bool(facts) and "status" in facts and "models_initialized" not in facts
 
 
 _BEATS = {"2": "2/4", "3": "3/4", "4": "4/4", "6": "6/8"}

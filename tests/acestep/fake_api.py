@@ -265,6 +265,8 @@ class FakeAceStepServer:
                 "avg_job_seconds": b.avg_job_seconds}))
         if method == "POST" and route == "/release_task":
             return self._release(handler, raw)
+        if method == "POST" and route == "/v1/chat/completions":
+            return self._chat(handler, raw)
         if method == "POST" and route == "/query_result":
             return self._query(handler, raw)
         if method == "GET" and route == "/v1/audio":
@@ -324,6 +326,56 @@ class FakeAceStepServer:
             self.submitted.append(task)
         self._send(handler, 200, self._wrap({"task_id": task.task_id, "status": "queued",
                                              "queue_position": b.queue_ahead + 1}))
+
+    def _chat(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
+        """The OpenRouter route (feb openrouter_adapter.py:650-770, the same at mar): no auth,
+        audio in as base64 `input_audio` parts (audio[0] -> src_audio for cover/repaint,
+        audio[1] -> reference), the whole generation inside one request, and only the first
+        take out as a base64 data URL (_build_openrouter_response :423-471); no seeds, no
+        progress, inference_steps fixed at 8 (:400)."""
+        import base64
+
+        b = self.behaviour
+        if not b.models_initialized:
+            return self._send(handler, 503, {"detail": "Model not initialized. init_error=None"})
+        try:
+            body = json.loads(raw or b"{}")
+            text = " ".join(part.get("text", "") for m in body["messages"]
+                            for part in (m["content"] if isinstance(m["content"], list) else
+                                         [{"text": m["content"]}]) if "text" in part)
+            audios = [base64.b64decode(part["input_audio"]["data"]) for m in body["messages"]
+                      if isinstance(m["content"], list) for part in m["content"]
+                      if part.get("type") == "input_audio"]
+        except (ValueError, KeyError, TypeError) as error:
+            return self._send(handler, 400, {"detail": f"Invalid request format: {error}"})
+        config = body.get("audio_config") or {}
+        seed = body.get("seed")
+        params = {"prompt": text, "lyrics": body.get("lyrics", ""), "bpm": config.get("bpm"),
+                  "key_scale": config.get("key_scale", ""),
+                  "time_signature": config.get("time_signature", ""),
+                  "audio_duration": config.get("duration"), "audio_format": config.get("format", "mp3"),
+                  "batch_size": body.get("batch_size") or 1, "seed": -1 if seed is None else seed,
+                  "use_random_seed": seed is None, "task_type": body.get("task_type", "text2music"),
+                  "thinking": bool(body.get("thinking")), "inference_steps": 8, "via": "chat"}
+        names = ["src_audio", "reference_audio"] if params["task_type"] != "text2music" else ["reference_audio"]
+        task = Task(str(uuid.uuid4()), params, dict(zip(names, audios)), created=time.time())
+        with self.lock:
+            self.submitted.append(task)
+            reason = self._failure(task)
+            if reason:
+                self._say(f"ERROR | [API Server] Job {task.task_id} failed: {reason}")
+                return self._send(handler, 500, {"detail": reason})
+            self._render(task)
+            data = self.files[task.audio_paths[0]]
+        url = "data:audio/flac;base64," + base64.b64encode(data).decode()
+        self._send(handler, 200, {
+            "id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion",
+            "created": int(time.time()), "model": body.get("model", ""),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "## Metadata\n",
+                                                 "audio": [{"type": "audio_url",
+                                                            "audio_url": {"url": url}}]},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
 
     def _query(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
         body = json.loads(raw or b"{}")

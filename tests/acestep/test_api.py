@@ -380,18 +380,32 @@ def test_health_is_not_enough_without_loaded_models() -> None:
         assert remote.last_url == ready.url and not mar.submitted and not feb.submitted
 
 
-def test_uploads_to_a_february_server_fail_clearly_and_go_elsewhere() -> None:
-    source = Audio(np.zeros((10 * RATE, 2), np.float32), RATE)
-    repaint = AceStepTask(kind="repaint", source=source, repaint_start_s=2, repaint_end_s=4)
+def test_uploads_to_a_february_server_go_through_its_openrouter_route() -> None:
+    # feb's /release_task answers every multipart request with a 500; its OpenRouter route
+    # takes the audio as base64 input_audio parts, one take per request.
+    rate = 22050
+    t = np.arange(12 * rate) / rate
+    source = Audio(np.stack([np.sin(2 * np.pi * 220 * t)] * 2, axis=1).astype(np.float32), rate)
+    repaint = AceStepTask(kind="repaint", source=source, repaint_start_s=2, repaint_end_s=4,
+                          variants=2)
     with FakeAceStepServer(Behaviour(personality="feb")) as feb:
-        with pytest.raises(RemoteError) as caught:
-            engine(feb.url, key=None, retries=0).generate(spec(), Recorder(), repaint)
-        assert "cannot take uploaded audio" in caught.value.message
-        engine(feb.url, key=None).generate(spec(), Recorder())  # JSON text2music is fine
-        with FakeAceStepServer(Behaviour(personality="mar")) as mar:
-            remote = engine(feb.url, mar.url, key=None, retries=0)
-            remote.generate(spec(), Recorder(), repaint)
-            assert remote.last_url == mar.url
+        takes = engine(feb.url, key=None).generate_variants(spec(), Recorder(), repaint)
+        assert feb.count("/release_task") == 0 and feb.count("/v1/chat/completions") == 2
+        first, second = feb.submitted
+        assert first.params["task_type"] == "repaint" and first.files["src_audio"][:4] == b"fLaC"
+        # The route does not say which seeds it used (feb ignores them anyway): the requested
+        # ones are recorded, and the song says so.
+        assert [t.seed for t in takes] == [11, 12]
+        assert any("did not report the seeds" in n for n in takes[0].notes)
+        assert all(t.samples.shape == (10 * RATE, 2) for t in takes)
+        assert any("OpenRouter route" in n for n in takes[0].notes)
+        # a health verdict that is not known yet: the 500 itself sends it there
+        remote = engine(feb.url, key=None, retries=0)
+        remote._mark(feb.url, True, "", {"status": "ok", "service": "ACE-Step API"})
+        remote._health[feb.url].facts.clear()
+        remote.generate(spec(), Recorder(), AceStepTask(kind="repaint", source=source))
+        engine(feb.url, key=None).generate(spec(), Recorder())  # JSON text2music as before
+        assert feb.count("/release_task") == 2  # the multipart 500, then the JSON song
 
 
 def test_cover_uploads_the_source_at_the_new_tempo(server: FakeAceStepServer) -> None:
