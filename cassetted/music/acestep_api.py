@@ -290,6 +290,9 @@ class AceStepApiEngine:
         task.validate(spec.duration_s, self.settings.max_variants, "acestep_api")
         fields, files = self._request_body(spec, task)
         simple = self.writes_lyrics(spec, task.kind)
+        if not simple and self.settings.simple_mode and task.kind == "text2music" \
+                and not spec.lyrics and not spec.instrumental:
+            raise NeedsLyrics("no ACE-Step server has its 5 Hz LM loaded")  # never lyric-less
         if simple:  # the LM writes caption, lyrics and metas from the description
             for name in ("bpm", "key_scale", "time_signature", "audio_duration"):
                 fields.pop(name, None)
