@@ -78,6 +78,9 @@ def test_text2music_maps_the_spec_and_returns_exact_stereo(server: FakeAceStepSe
     assert sent["audio_duration"] == 10.0 and sent["vocal_language"] == "en"
     assert sent["task_type"] == "text2music" and sent["audio_format"] == "flac"
     assert progress.fractions == sorted(progress.fractions) and progress.fractions[-1] == 1.0
+    # progress_text is the server's last log line ("| INFO | [tiled_decode] ..."): never shown
+    assert any("rendering on" in (n or "") for _, n in progress.calls)
+    assert not any("|" in (n or "") or "tiled_decode" in (n or "") for _, n in progress.calls)
     # the key goes in the Authorization header of every call but /health
     for method, path, headers in server.requests:
         if path != "/health":
