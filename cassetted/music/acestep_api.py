@@ -23,7 +23,8 @@ seeds (February), so the engine sends the per-take list ``"s,s+1,..."`` and reco
 ``seed_value`` says was used; a failed task carries no reason and ``progress_text`` is the
 server's last log line, so neither is shown as a reason; after a restart a lost task answers
 "running" with frozen progress, so a task whose progress stands still for ``stall_after_s``
-is submitted again (another server first, the same one once); the server clamps duration
+while ``/v1/stats`` shows the server running no job is submitted again (another server
+first, the same one once); the server clamps duration
 and batch to its GPU tier and says so only in its log, so the engine measures what came
 back, asks again for missing takes, and reports a shorter song as what it is; an unknown
 ``model`` silently falls back to the primary, so the model is checked against
@@ -115,9 +116,10 @@ class AceStepApiSettings(BaseModel):
     retry_backoff_s: float = Field(0.5, ge=0, le=30)
     lost_after_s: float = Field(30.0, gt=0, description="A task the server no longer knows "
                                                         "this long is submitted elsewhere.")
-    stall_after_s: float = Field(300.0, gt=0, description="A running task whose progress has not "
-                                 "moved this long is taken as lost (the server restarted) and "
-                                 "submitted again: another server first, the same one once.")
+    stall_after_s: float = Field(120.0, gt=0, description="A running task whose progress has not "
+                                 "moved this long, on a server that runs no job (/v1/stats), is "
+                                 "taken as lost (the server restarted) and submitted again: "
+                                 "another server first, the same one once.")
     busy_wait_s: float = Field(600.0, ge=0, description="How long to keep trying while every "
                                                         "server answers 429 (queue full).")
     busy_backoff_s: float = Field(5.0, gt=0, le=300, description="First pause after a round of "
@@ -596,6 +598,7 @@ class AceStepApiEngine:
         log.info("ACE-Step task %s on %s, queue position %s", task_id, host, position)
         tracker.queued(queue.position(self._clock()), queue.start, host)
         watch = _StallWatch(self._clock(), self.settings.stall_after_s, self.settings.lost_after_s)
+        baseline: dict[str, int] | None = None  # the server's job counts once the task ran
         try:
             while True:
                 if self._clock() > deadline:
@@ -628,10 +631,18 @@ class AceStepApiEngine:
                     watch.seen(("queued",), now)
                     tracker.queued(queue.position(now), queue.start, host)
                     continue
+                if baseline is None:
+                    baseline = self._job_stats(url) or {}
                 if watch.stalled((stage, fraction), now):
+                    if self._still_working(url, baseline):
+                        # Upstream's progress jumps (0.52 during the DiT, 0.8 during the VAE
+                        # decode): a long step with no report; task_timeout_s bounds it.
+                        watch.seen(("working", now), now)
+                        tracker.running(fraction, f"rendering on {host} (still working)")
+                        continue
                     raise _Lost(f"task {task_id} made no progress for "
-                                f"{self.settings.stall_after_s:g} s (stuck at {fraction:.0%}; "
-                                "the server probably restarted and lost it)")
+                                f"{self.settings.stall_after_s:g} s (stuck at {fraction:.0%}) and "
+                                "the server is working on nothing: it restarted and lost the task")
                 # progress_text is the server's last log line, about anything: not shown.
                 tracker.running(fraction, f"rendering on {host}")
         except BaseException as error:
@@ -723,6 +734,25 @@ class AceStepApiEngine:
         if thinking and facts.get("llm_initialized") is False:
             return _TaskFailed(f"{head}: {explain('5Hz LM init failed')}", True)
         return _TaskFailed(f"{head}: the server gave no reason (its log has it)", thinking)
+
+    def _job_stats(self, url: str) -> dict[str, int] | None:
+        """/v1/stats `jobs`: the in-memory job store's counts (a restart empties it)."""
+        try:
+            stats = self._call(url, "GET", "/v1/stats", retries=0)
+        except (_Transient, _Rejected, _BadRequest):
+            return None
+        jobs = (stats.get("data") or {}).get("jobs") if isinstance(stats, dict) else None
+        if not isinstance(jobs, dict):
+            return None
+        return {name: _int(jobs.get(name)) for name in ("total", "running")}
+
+    def _still_working(self, url: str, baseline: dict[str, int]) -> bool:
+        """After a stall: is the server still running a job (ours, in a step without progress
+        reports)? Not if it runs none, nor if its job store shrank (it restarted)."""
+        now = self._job_stats(url)
+        if now is None or now["running"] < 1:
+            return False
+        return not baseline or now["total"] >= baseline.get("total", 0)
 
     def _avg_job_seconds(self, url: str) -> float | None:
         try:

@@ -56,6 +56,7 @@ class Behaviour:
     queue_ahead: int = 0  # tasks ahead of it at submission
     avg_job_seconds: float = 1000.0  # what /v1/stats says
     run_polls: int = 2  # polls it stays running (progress rising)
+    decode_polls: int = 0  # then polls it stays running with no progress update (the VAE decode)
     fail_reason: str | None = None  # the task fails; the reason goes to the server log only
     local_cache: bool = True  # False: answers come from the job store (the one path with `error`)
     models: list[str] = field(default_factory=lambda: ["acestep-v15-turbo"])
@@ -260,8 +261,12 @@ class FakeAceStepServer:
         if method == "GET" and route == "/v1/stats":
             if not self._authorised(handler, {}):
                 return
+            with self.lock:  # the in-memory job store's counts (feb :701-714, mar jobs/store.py:179-192)
+                jobs = {"total": len(self.tasks), "queued": 0, "running": 0, "succeeded": 0, "failed": 0}
+                for task in self.tasks.values():
+                    jobs[task.state] += 1
             return self._send(handler, 200, self._wrap({
-                "jobs": {}, "queue_size": b.queue_ahead, "queue_maxsize": b.queue_maxsize,
+                "jobs": jobs, "queue_size": b.queue_ahead, "queue_maxsize": b.queue_maxsize,
                 "avg_job_seconds": b.avg_job_seconds}))
         if method == "POST" and route == "/release_task":
             return self._release(handler, raw)
@@ -425,7 +430,7 @@ class FakeAceStepServer:
                 "progress_text": last_log if status == 0 else ""}
 
     def _progress(self, task: Task) -> float:
-        running = task.polls - self.behaviour.queue_polls
+        running = min(task.polls - self.behaviour.queue_polls, self.behaviour.run_polls)
         return min(1.0, running / (self.behaviour.run_polls + 1))
 
     def _advance(self, task: Task) -> None:
@@ -449,6 +454,10 @@ class FakeAceStepServer:
             self._cache(task, [{"file": "", "wave": "", "status": 0, "create_time": int(task.created),
                                 "env": "development", "progress": self._progress(task),
                                 "stage": "inference"}])
+            return
+        if task.polls - b.queue_polls <= b.run_polls + b.decode_polls:
+            # Progress moves in jumps (feb handler.py:3212-3445): long stretches report nothing.
+            self._say("INFO | [tiled_decode] chunk_size=256, overlap=16")
             return
         reason = self._failure(task)
         if reason:

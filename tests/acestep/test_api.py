@@ -534,3 +534,13 @@ def test_simple_mode_without_an_lm_hands_the_lyrics_back() -> None:
             remote.generate(wish, Recorder())
         assert not mar.submitted
         assert remote.writes_lyrics(wish) is False  # and next time the chain writes at once
+
+
+def test_a_long_silent_decode_is_not_taken_for_a_restart() -> None:
+    # Upstream's progress jumps (0.52 while the DiT runs, 0.8 while the VAE decodes): minutes
+    # without a change are normal, and /v1/stats shows the job running, so it is waited for.
+    with FakeAceStepServer(Behaviour(run_polls=2, decode_polls=60)) as srv:
+        progress = Recorder()
+        song = engine(srv.url, key=None, stall_after_s=0.2).generate(spec(), progress)
+        assert len(srv.submitted) == 1 and song.samples.shape == (10 * RATE, 2)
+        assert any("still working" in (n or "") for _, n in progress.calls)
