@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cassetted import errors
 from cassetted.music import _acestep_audio as shaping
@@ -82,6 +82,16 @@ _RUN_END = 0.9
 # A file this much shorter than asked is a clamp, not the VAE's rounding (40 ms a frame).
 _SHORT_BY_S = 0.25
 _BUSY_BACKOFF_CAP_S = 60.0
+
+
+class RemoteLora(BaseModel):
+    """One LoRA/LoKr adapter *on the server's disk* (`[acestep_api.loras.<name>]`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=1024,
+                      description="A PEFT adapter folder or LoKr .safetensors on the server.")
+    scale: float = Field(1.0, ge=0.0, le=1.0, description="Strength (upstream takes 0..1).")
 
 
 class AceStepApiSettings(BaseModel):
@@ -125,6 +135,11 @@ class AceStepApiSettings(BaseModel):
     busy_backoff_s: float = Field(5.0, gt=0, le=300, description="First pause after a round of "
                                                                  "429s; doubles up to 60 s.")
     max_variants: int = Field(4, ge=1, le=MAX_VARIANTS)
+    loras: dict[str, RemoteLora] = Field(default_factory=dict, description="Adapters on the "
+                                         "servers, by name (ACE-Step API 783bb36 or later).")
+    lora: str | None = Field(None, description="The name in `loras` every song is rendered with "
+                             "(a household style); the servers' adapter state is global, so "
+                             "cassetted should be their only client.")
     simple_mode: bool = Field(False, description="A request with only a description (no lyrics) "
                               "lets the server's 5 Hz LM write caption, lyrics, tempo, key and "
                               "length (upstream's sample_query); the lyrics chain writes them "
@@ -139,6 +154,21 @@ class AceStepApiSettings(BaseModel):
                 raise ValueError(f"{url!r} must start with http:// or https://")
             clean.append(url.rstrip("/"))
         return clean
+
+    @field_validator("loras")
+    @classmethod
+    def _lora_names(cls, loras: dict[str, RemoteLora]) -> dict[str, RemoteLora]:
+        for name in loras:
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name):
+                raise ValueError(f"LoRA name {name!r}: letters, digits, '_', '-', '.'")
+        return loras
+
+    @model_validator(mode="after")
+    def _lora_is_known(self) -> "AceStepApiSettings":
+        if self.lora is not None and self.lora not in self.loras:
+            known = ", ".join(sorted(self.loras)) or "none"
+            raise ValueError(f"lora {self.lora!r} is not one of [acestep_api.loras] ({known})")
+        return self
 
     @property
     def model_name(self) -> str | None:
@@ -420,6 +450,7 @@ class AceStepApiEngine:
                 host = urllib.parse.urlsplit(url).netloc
                 try:
                     self._check_model(url, host)
+                    self._apply_lora(url, host)
                     return self._run_on(url, host, fields, files, tracker, deadline)
                 except _Busy as error:
                     failures.append(f"{host}: {error}")
@@ -487,6 +518,37 @@ class AceStepApiEngine:
             have = ", ".join(models) or "none"
             raise _Rejected(f"model {wanted!r} is not loaded there (it has: {have}; "
                             "[acestep_api] model takes a name /v1/models lists)", 404)
+
+    def _apply_lora(self, url: str, host: str) -> None:
+        """Make the server's (global) adapter state the configured LoRA at its scale, via
+        783bb36's /v1/lora/status|load|unload|scale|toggle (api/http/lora_routes.py); a
+        server without those routes cannot render the song as configured."""
+        name = self.settings.lora
+        if name is None:
+            return
+        want = self.settings.loras[name]
+        try:
+            status = (self._call(url, "GET", "/v1/lora/status", retries=0).get("data") or {})
+            if status.get("active_adapter") != name:
+                if name in (status.get("adapters") or []):  # loaded but not active: no route
+                    self._call(url, "POST", "/v1/lora/unload", json_body={}, retries=0)  # to switch
+                self._call(url, "POST", "/v1/lora/load", retries=0,
+                           json_body={"lora_path": want.path, "adapter_name": name})
+            scales = status.get("scales") or {}
+            if status.get("active_adapter") != name or scales.get(name) != want.scale:
+                self._call(url, "POST", "/v1/lora/scale", retries=0,
+                           json_body={"scale": want.scale, "adapter_name": name})
+            if not status.get("use_lora") or status.get("active_adapter") != name:
+                self._call(url, "POST", "/v1/lora/toggle", json_body={"use_lora": True}, retries=0)
+        except _Rejected as error:
+            if error.status == 404:
+                raise _Rejected(f"it cannot apply LoRA {name!r}: it has no LoRA API (ACE-Step API "
+                                "783bb36, March 2026, or later has /v1/lora/*)", 404) from None
+            raise
+        except (_BadRequest, _Transient) as error:
+            raise _Rejected(f"it could not apply LoRA {name!r} from {want.path}: "
+                            f"{_plain(str(error))}", 400) from None
+        log.info("ACE-Step API %s: LoRA %s at scale %.2f", host, name, want.scale)
 
     def _models(self, url: str) -> list[str] | None:
         """Loaded DiT names from /v1/models (OpenRouter format, "acestep/<name>"); None when
@@ -897,6 +959,11 @@ _KNOWN_FAILURES: tuple[tuple[str, str], ...] = (
      "the server's model is not loaded"),
     (r"queue is full|Server busy", "the server's queue is full"),
 )
+
+
+def _plain(text: str) -> str:
+    """A server message without its status emoji (upstream prefixes them: ✅ ⚠️ ❌)."""
+    return re.sub(r"[\u2705\u274c\u26a0\ufe0f]\s*", "", text).strip()[:200]
 
 
 def explain(reason: str) -> str:

@@ -68,6 +68,7 @@ class Behaviour:
     busy_s: float = 0.0  # another client keeps the queue full for this long after start
     health_ok: bool = True
     task_timeout_s: float = 3600.0  # TASK_TIMEOUT_SECONDS: a stale "running" turns failed
+    lora_files: list[str] = field(default_factory=list)  # adapter paths on the server's disk (mar)
     crash_after_polls: int | None = None  # restart (kill -9) once a task was polled this often running
     crashes: int = 1  # how many times that happens
 
@@ -84,6 +85,7 @@ class Task:
     audio_paths: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     duration_s: float = 0.0
+    lora: tuple[str, float] | None = None  # the adapter active when it rendered (global state)
     caption: str = ""  # final caption and lyrics (the LM's in sample mode)
     lyrics: str = ""
     metas: dict[str, Any] = field(default_factory=dict)
@@ -147,6 +149,9 @@ class FakeAceStepServer:
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers)
         self.files: dict[str, bytes] = {}
         self.log: list[str] = ["INFO | [API Server] started"]
+        self.adapters: dict[str, float] = {}  # LoRA registry: name -> scale (server-global)
+        self.active_adapter: str | None = None
+        self.use_lora = False
         self.started = time.monotonic()
         self.lock = threading.Lock()
         server = self
@@ -272,6 +277,10 @@ class FakeAceStepServer:
             return self._release(handler, raw)
         if method == "POST" and route == "/v1/chat/completions":
             return self._chat(handler, raw)
+        if route.startswith("/v1/lora/") and b.personality == "mar":
+            if not self._authorised(handler, {}):
+                return
+            return self._lora(handler, method, route, raw)
         if method == "POST" and route == "/query_result":
             return self._query(handler, raw)
         if method == "GET" and route == "/v1/audio":
@@ -381,6 +390,61 @@ class FakeAceStepServer:
                                                             "audio_url": {"url": url}}]},
                          "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
+
+    def _lora(self, handler: BaseHTTPRequestHandler, method: str, route: str, raw: bytes) -> None:
+        """mar's LoRA routes (api/http/lora_routes.py:60-150; handler/lora/lifecycle.py and
+        controls.py): one server-global registry; load and scale failures differ — load is an
+        HTTP 400 with the handler's message as `detail`, toggle and scale answer HTTP 200
+        with `code: 400` in the wrapper. feb has none of these routes (404)."""
+        body = json.loads(raw or b"{}") if method == "POST" else {}
+        with self.lock:
+            if route == "/v1/lora/status" and method == "GET":
+                return self._send(handler, 200, self._wrap({
+                    "lora_loaded": bool(self.adapters), "use_lora": self.use_lora,
+                    "lora_scale": self.adapters.get(self.active_adapter or "", 1.0),
+                    "adapter_type": "peft" if self.adapters else None, "scales": dict(self.adapters),
+                    "active_adapter": self.active_adapter, "adapters": list(self.adapters),
+                    "synthetic_default_mode": False}))
+            if route == "/v1/lora/load" and method == "POST":
+                path, name = body.get("lora_path", ""), (body.get("adapter_name") or "").strip()
+                name = name or path.rstrip("/").split("/")[-1]
+                if path not in self.behaviour.lora_files:
+                    return self._send(handler, 400, {"detail": f"\u274c LoRA path not found: {path}"})
+                if name in self.adapters:
+                    return self._send(handler, 400, {"detail": f"\u274c Adapter name already in use: "
+                                                               f"{name}. Use a different name or remove it first."})
+                self.adapters[name], self.active_adapter, self.use_lora = 1.0, name, True
+                return self._send(handler, 200, self._wrap({
+                    "message": f"\u2705 LoRA '{name}' loaded from {path}", "lora_path": path,
+                    "adapter_name": name}))
+            if route == "/v1/lora/unload" and method == "POST":
+                if not self.adapters:
+                    return self._send(handler, 200, self._wrap({"message": "\u26a0\ufe0f No LoRA adapter loaded."}))
+                self.adapters.clear()
+                self.active_adapter, self.use_lora = None, False
+                return self._send(handler, 200, self._wrap({"message": "\u2705 LoRA unloaded, using base model"}))
+            if route == "/v1/lora/toggle" and method == "POST":
+                if body.get("use_lora") and not self.adapters:
+                    return self._send(handler, 200, self._wrap(
+                        None, code=400, error="\u274c No LoRA adapter loaded. Please load a LoRA first."))
+                self.use_lora = bool(body.get("use_lora"))
+                return self._send(handler, 200, self._wrap({"message": "\u2705 LoRA "
+                                                            + ("enabled" if self.use_lora else "disabled"),
+                                                            "use_lora": self.use_lora}))
+            if route == "/v1/lora/scale" and method == "POST":
+                name = body.get("adapter_name") or self.active_adapter
+                scale = body.get("scale")
+                if not isinstance(scale, (int, float)) or not 0 <= scale <= 1:
+                    return self._send(handler, 422, {"detail": "scale must be within 0..1"})
+                if name not in self.adapters:
+                    return self._send(handler, 200, self._wrap(
+                        None, code=400, error=f"\u274c Adapter '{name}' not in loaded adapters: "
+                                              f"{list(self.adapters)}"))
+                self.adapters[name] = float(scale)
+                return self._send(handler, 200, self._wrap({
+                    "message": f"\u2705 LoRA scale ({name}): {scale:.2f}", "scale": scale,
+                    "adapter_name": name}))
+        self._send(handler, 404, {"detail": "Not Found"})
 
     def _query(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
         body = json.loads(raw or b"{}")
@@ -535,9 +599,12 @@ class FakeAceStepServer:
         fmt = fmt if fmt in ("flac", "wav") else "flac"
         task.seeds = take_seeds(params, batch, b.personality)
         task.duration_s = duration
+        if self.use_lora and self.active_adapter:  # whatever is active when the job runs
+            task.lora = (self.active_adapter, self.adapters[self.active_adapter])
         for take, seed in enumerate(task.seeds):
             path = f"/tmp/api_audio/{task.task_id}_{take}.{fmt}"
-            self.files[path] = render(seed, task.caption, duration, fmt)
+            style = task.caption + (f" <lora {task.lora[0]} {task.lora[1]:.2f}>" if task.lora else "")
+            self.files[path] = render(seed, style, duration, fmt)
             task.audio_paths.append(path)
         self._say(f"INFO | [AudioSaver] Saved audio to {task.audio_paths[-1]}")
 

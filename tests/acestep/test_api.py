@@ -544,3 +544,35 @@ def test_a_long_silent_decode_is_not_taken_for_a_restart() -> None:
         song = engine(srv.url, key=None, stall_after_s=0.2).generate(spec(), progress)
         assert len(srv.submitted) == 1 and song.samples.shape == (10 * RATE, 2)
         assert any("still working" in (n or "") for _, n in progress.calls)
+
+
+def test_a_household_lora_is_applied_where_the_server_supports_it() -> None:
+    loras = {"ourband": {"path": "/srv/loras/ourband", "scale": 0.7}}
+    with FakeAceStepServer(Behaviour(key=KEY, lora_files=["/srv/loras/ourband"])) as srv:
+        plain = engine(srv.url).generate(spec(), Recorder())
+        remote = engine(srv.url, loras=loras, lora="ourband")
+        styled = remote.generate(spec(), Recorder())
+        assert srv.submitted[-1].lora == ("ourband", 0.7)
+        assert not np.array_equal(plain.samples, styled.samples)
+        assert srv.count("/v1/lora/load") == 1
+        remote.generate(spec(), Recorder())  # already loaded and active: nothing to change
+        assert srv.count("/v1/lora/load") == 1 and srv.submitted[-1].lora == ("ourband", 0.7)
+        for method, path, headers in srv.requests:
+            if path.startswith("/v1/lora/"):
+                assert headers.get("Authorization") == f"Bearer {KEY}"
+
+
+def test_a_lora_is_refused_clearly_where_it_cannot_be_applied() -> None:
+    loras = {"ourband": {"path": "/srv/loras/ourband"}}
+    with FakeAceStepServer(Behaviour(personality="feb")) as feb:
+        with pytest.raises(RemoteError, match="no LoRA API") as caught:
+            engine(feb.url, key=None, loras=loras, lora="ourband").generate(spec(), Recorder())
+        assert not feb.submitted and "783bb36" in caught.value.message
+    with FakeAceStepServer(Behaviour(personality="mar")) as mar:  # the file is not there
+        with pytest.raises(RemoteError) as caught:
+            engine(mar.url, key=None, loras=loras, lora="ourband").generate(spec(), Recorder())
+        assert "could not apply LoRA 'ourband'" in caught.value.message
+        assert "LoRA path not found: /srv/loras/ourband" in caught.value.message
+        assert "\u274c" not in caught.value.message and not mar.submitted
+    with pytest.raises(ValidationError, match="not one of"):
+        settings("http://x:1", loras=loras, lora="other")
