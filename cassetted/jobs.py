@@ -215,7 +215,7 @@ def _store_song(job_id: str, song_id: str, produced: Produced,
     )
     with Song._meta.database.atomic():
         song = Song.create(id=song_id, seed=spec.seed, file=produced.relative_file, **fields)
-        variants = [Song.create(id=new_id(), seed=(spec.seed + i) % 2**32, file=file,
+        variants = [Song.create(id=new_id(), seed=produced.seed_of(i), file=file,
                                 variant_of=song_id, **fields).id
                     for i, file in enumerate(produced.variant_files, start=1)]
         job = _set(job_id, state=JobState.ready.value, progress=1.0, song=song.id)
@@ -399,7 +399,8 @@ class JobRunner:
                 _store_song, job.id, song_id, produced, request)
             info = song_info(song, self._settings)
             self._listener.job_changed(_event(job, file=info.file, room=song.room,
-                                              variants=variants or None))
+                                              variants=variants or None,
+                                              warnings=list(produced.notes) or None))
             self._listener.song_ready(info, job.id)
             if self._deliver is not None and song.room and await self._play(info):
                 job = await self._store.call(_set, job.id, state=JobState.playing.value)

@@ -6,6 +6,7 @@ receives a resolved spec and reports progress; the job runner owns states and st
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Callable
 
 from cassetted.lyrics.base import LyricsResult
 from cassetted import errors, lrc
-from cassetted.music.base import Audio, Cancelled, MusicEngine, ProgressCallback
+from cassetted.music.base import Audio, Cancelled, MusicEngine, NeedsLyrics, ProgressCallback
 from cassetted.schemas import JobState, SongSpec
 
 # report(state, overall progress 0..1)
@@ -52,7 +53,15 @@ class Produced:
     engine: str
     relative_file: str
     format: str
-    variant_files: tuple[str, ...] = ()  # takes 2..n, seeds spec.seed + 1..n-1
+    variant_files: tuple[str, ...] = ()  # takes 2..n
+    seeds: tuple[int, ...] = ()  # the seed of each take as the engine rendered it
+    notes: tuple[str, ...] = ()  # what the engine wants the household to know
+
+    def seed_of(self, take: int) -> int:
+        """The seed that reproduces take `take` (0 = the song itself)."""
+        if take < len(self.seeds):
+            return self.seeds[take]
+        return (self.spec.seed + take) % 2**32
 
 
 def _audio():  # type: ignore[no-untyped-def]
@@ -87,11 +96,17 @@ def produce(
         report(state, fraction)
 
     checkpoint(JobState.writing_lyrics, 0.0)
+    order = order or TaskOrder()
+    asked_title = spec.title
+    writes_own = getattr(engine, "writes_lyrics", None)
     if spec.instrumental:
         written = LyricsResult(title="", lyrics="[Instrumental]", style="", provider="none")
     elif spec.lyrics:
-        given_by = "request" if order is None or order.kind == "text2music" else "source"
+        given_by = "request" if order.kind == "text2music" else "source"
         written = LyricsResult(title="", lyrics=spec.lyrics, style="", provider=given_by)
+    elif writes_own is not None and writes_own(spec, order.kind):
+        # The engine's own model writes them while it composes (ACE-Step's simple mode).
+        written = LyricsResult(title="", lyrics="", style="", provider=engine.name)
     else:
         written = write_lyrics(spec)
     title = spec.title or written.title or _title_from_prompt(spec)
@@ -103,9 +118,23 @@ def produce(
     def progress(fraction: float, _note: str | None = None) -> None:
         checkpoint(JobState.composing, _LYRICS_END + span * fraction)
 
-    takes = _compose(engine, spec, progress, order or TaskOrder())
+    try:
+        takes = _compose(engine, spec, progress, order)
+    except NeedsLyrics as why:  # the engine's model could not write them after all
+        written = write_lyrics(spec)
+        spec = spec.model_copy(update={"title": asked_title or written.title or spec.title,
+                                       "lyrics": written.lyrics, "style": written.style})
+        note = f"{engine.name} could not write the lyrics ({str(why)[:160]}); {written.provider} did"
+        takes = [dataclasses.replace(take, notes=take.notes + (note,))
+                 for take in _compose(engine, spec, progress, order)]
+    if takes[0].rendered is not None:  # the engine chose lyrics, caption or metas itself
+        spec = takes[0].rendered.model_copy(update={"title": spec.title, "seed": spec.seed})
     checkpoint(JobState.encoding, _MUSIC_END)
-    return spec, [_audio().normalize_loudness(take) for take in takes], written.provider
+    rendered = round(takes[0].duration_s, 2)
+    if abs(rendered - spec.duration_s) > 0.05:  # the engine could not render the length asked
+        spec = spec.model_copy(update={"duration_s": rendered})
+    return spec, [dataclasses.replace(_audio().normalize_loudness(take), seed=take.seed,
+                                      notes=take.notes) for take in takes], written.provider
 
 
 def _compose(engine: MusicEngine, spec: SongSpec, progress: ProgressCallback,
@@ -168,18 +197,22 @@ class Pipeline:
         spec, takes, provider = produce(spec, write_lyrics, engine, report, cancel, order)
         report(JobState.encoding, 0.95)
         files = []
+        seeds = tuple(take.seed if take.seed is not None else (spec.seed + i) % 2**32
+                      for i, take in enumerate(takes))
+        spec = spec.model_copy(update={"seed": seeds[0]})
         for i, take in enumerate(takes):
             suffix = f"-{i + 1}" if i else ""
             relative = Path(f"{slugify(spec.title)}-{song_id}{suffix}"
                             f"{_audio().FORMATS[self.format]}")
-            take_spec = spec.model_copy(update={"seed": (spec.seed + i) % 2**32})
+            take_spec = spec.model_copy(update={"seed": seeds[i]})
             path = save(take, take_spec, self.library_dir / relative, self.format)
             lrc.write_sidecar(path, take_spec, engine.name)  # timed lyrics beside the audio
             files.append(relative.as_posix())
         report(JobState.encoding, 1.0)
         return Produced(spec=spec, lyrics_provider=provider, engine=engine.name,
                         relative_file=files[0], format=self.format,
-                        variant_files=tuple(files[1:]))
+                        variant_files=tuple(files[1:]), seeds=seeds,
+                        notes=tuple(dict.fromkeys(n for take in takes for n in take.notes)))
 
 
 def _title_from_prompt(spec: SongSpec) -> str:

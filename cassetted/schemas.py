@@ -356,6 +356,9 @@ class JobEvent(BaseModel):
     room: str | None = None
     file: str | None = None
     error: ErrorInfo | None = None
+    warnings: list[str] | None = Field(
+        None, description="What the song as made differs in from the request (on `ready`): "
+                          "e.g. the server rendered it shorter than asked, or ignored its seeds.")
     ts: float = Field(description="Unix time of the transition.")
 
 

@@ -23,14 +23,31 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class Audio:
-    """Float32 samples shaped (frames, 2) in -1..1, plus the sample rate."""
+    """Float32 samples shaped (frames, 2) in -1..1, plus the sample rate.
+
+    An engine MAY say which seed a take was really rendered with (`seed`: a remote server
+    may not use the one asked for, and the song's stored seed must be the one that
+    reproduces it) and add `notes` the household should see (a server that rendered a
+    shorter song than asked); the pipeline records the first and publishes the second.
+    `rendered` is the spec as the engine made it when it chose some of it itself (the
+    ACE-Step LM's caption, lyrics, tempo, key and length in simple mode).
+    """
 
     samples: np.ndarray
     sample_rate: int
+    seed: int | None = None
+    notes: tuple[str, ...] = ()
+    rendered: SongSpec | None = None  # the spec as rendered, when the engine chose parts of it
 
     @property
     def duration_s(self) -> float:
         return self.samples.shape[0] / self.sample_rate
+
+
+class NeedsLyrics(Exception):
+    """Raised by an engine that offered to write a song's lyrics itself (its `writes_lyrics`
+    said so) and cannot after all, e.g. the server's LM is off: the pipeline writes them
+    with the lyrics chain and asks again."""
 
 
 class MusicEngine(Protocol):
@@ -38,7 +55,8 @@ class MusicEngine(Protocol):
 
     `name` identifies it in requests (`engine`) and in the Song row. `generate` MUST be
     deterministic for a given spec (including `spec.seed`), MUST return exactly
-    `round(spec.duration_s * sample_rate)` frames of stereo float32, and SHOULD call
+    `round(spec.duration_s * sample_rate)` frames of stereo float32 (unless it cannot
+    render that long: then what it rendered, said so in `Audio.notes`), and SHOULD call
     `progress` often enough that a job's ETA stays meaningful. It runs in a worker thread.
 
     An engine MAY declare `tasks` (a frozenset of "text2music", "cover", "repaint"; default

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import soundfile
 
-from tests.acestep.fake_api import FakeAceStepServer, dead_url
+from tests.acestep.fake_api import Behaviour, FakeAceStepServer, dead_url
 from tests.probe import MqttProbe
 
 
@@ -62,3 +63,89 @@ def test_remote_pool_fails_over_to_a_live_server(daemon_factory, probe: MqttProb
         final = probe.wait_job(reply["job_id"], timeout=90)
         assert final["state"] == "done", final
         assert any(path.startswith("/release_task") for _, path, _ in server.requests)
+
+
+def _library(probe: MqttProbe, text: str) -> dict[str, dict]:
+    page = probe.command("library/query", {"text": text})
+    assert page["ok"], page
+    return {item["id"]: item for item in page["songs"]}
+
+
+def test_remote_takes_keep_the_seed_that_reproduces_them(daemon_factory, probe: MqttProbe) -> None:
+    with FakeAceStepServer(Behaviour(personality="mar")) as server:
+        daemon_factory(f'\n[acestep_api]\nurls = ["{server.url}"]\npoll_interval_s = 0.05\n',
+                       CASSETTED_GENERATION__SAMPLE_RATE="48000").start()
+        probe.wait_online()
+        # Everything but the seed pinned, as a "make that take again" would send it.
+        same = {"engine": "acestep_api", "prompt": "seeded takes", "duration_s": 10,
+                "genre": "jazz", "mood": "relaxing", "bpm": 90, "key": "D minor",
+                "lyrics": "[verse]\nrain on the roof\n[chorus]\nstay in"}
+        reply = probe.command("song/create", {**same, "seed": 40, "variants": 3})
+        ready = probe.wait_job(reply["job_id"], ("ready", "failed"), timeout=90)
+        assert ready["state"] == "ready", ready
+        songs = _library(probe, "seeded takes")
+        seeds = sorted(song["seed"] for song in songs.values())
+        assert seeds == sorted(server.submitted[0].seeds) == [40, 41, 42]
+        third = songs[ready["variants"][1]]
+        # The third take alone, from its stored seed: the same music.
+        again = probe.command("song/create", {**same, "seed": third["seed"]})
+        final = probe.wait_job(again["job_id"], timeout=90)
+        assert final["state"] == "done", final
+        assert server.submitted[-1].seeds == [third["seed"]]
+        original, _ = soundfile.read(third["file"])
+        repeated, _ = soundfile.read(final["file"])
+        assert np.abs(original - repeated).max() < 1e-3
+
+
+def test_a_remote_song_cut_short_by_the_server_says_so(daemon_factory, probe: MqttProbe) -> None:
+    with FakeAceStepServer(Behaviour(max_duration_s=6.0)) as server:
+        daemon_factory(f'\n[acestep_api]\nurls = ["{server.url}"]\npoll_interval_s = 0.05\n',
+                       CASSETTED_GENERATION__SAMPLE_RATE="48000").start()
+        probe.wait_online()
+        reply = probe.command("song/create", {"engine": "acestep_api", "prompt": "cut short",
+                                              "duration_s": 10})
+        ready = probe.wait_job(reply["job_id"], ("ready", "failed"), timeout=90)
+        assert ready["state"] == "ready", ready
+        assert any("rendered 6.0 s of the 10 s" in w for w in ready["warnings"])
+        data, rate = soundfile.read(probe.wait_job(reply["job_id"], timeout=60)["file"])
+        assert data.shape[0] == 6 * rate  # no silence after what was rendered
+        (song,) = _library(probe, "cut short").values()
+        assert song["duration_s"] == 6.0
+
+
+def test_a_voice_wish_is_written_by_the_servers_lm_in_simple_mode(daemon_factory,
+                                                                  probe: MqttProbe) -> None:
+    with FakeAceStepServer(Behaviour(llm_initialized=True)) as server:
+        daemon_factory(f'\n[generation]\nengine = "acestep_api"\n'
+                       f'\n[acestep_api]\nurls = ["{server.url}"]\npoll_interval_s = 0.05\n'
+                       'simple_mode = true\n', CASSETTED_GENERATION__SAMPLE_RATE="48000").start()
+        probe.wait_online()
+        reply = probe.command("voice", {"text": "play a sleepy song about rain"})
+        assert reply["ok"] is True, reply
+        final = probe.wait_job(reply["job_id"], timeout=90)
+        assert final["state"] == "done", final
+        (task,) = server.submitted
+        assert "rain" in task.params["sample_query"]
+        (song,) = _library(probe, "rain").values()
+        assert song["lyrics"] == task.lyrics and song["bpm"] == task.metas["bpm"]
+        assert song["key"] == "A minor" and song["time_signature"] == "3/4"
+        assert song["duration_s"] == task.duration_s
+        assert soundfile.info(final["file"]).duration == task.duration_s
+
+
+def test_simple_mode_falls_back_to_the_lyrics_chain_when_the_lm_is_off(daemon_factory,
+                                                                       probe: MqttProbe) -> None:
+    with FakeAceStepServer(Behaviour(personality="feb", llm_initialized=False)) as server:
+        daemon_factory(f'\n[acestep_api]\nurls = ["{server.url}"]\npoll_interval_s = 0.05\n'
+                       'simple_mode = true\n', CASSETTED_GENERATION__SAMPLE_RATE="48000").start()
+        probe.wait_online()
+        reply = probe.command("song/create", {"engine": "acestep_api", "duration_s": 10,
+                                              "prompt": "a sleepy song about snow"})
+        ready = probe.wait_job(reply["job_id"], ("ready", "failed"), timeout=90)
+        assert ready["state"] == "ready", ready
+        assert any("could not write the lyrics" in w for w in ready["warnings"])
+        first, second = server.submitted
+        assert first.params.get("sample_query") and not second.params.get("sample_query")
+        assert "[" in second.params["lyrics"]  # the builtin writer's structured lyrics
+        (song,) = _library(probe, "snow").values()
+        assert song["lyrics"] == second.params["lyrics"] and song["duration_s"] == 10
