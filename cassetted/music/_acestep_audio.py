@@ -58,6 +58,31 @@ def to_engine(samples: np.ndarray, rate_in: int, rate_out: int, duration_s: floa
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
+def splice(generated: np.ndarray, source: np.ndarray, start_s: float, end_s: float, rate: int,
+           crossfade_s: float = 0.01) -> np.ndarray:
+    """A repaint's result: `generated` inside start_s..end_s, `source` itself outside, with
+    linear ramps of `crossfade_s` just outside the window's edges (upstream's
+    repaint_waveform_splice.py, 10 ms). Both (frames, 2) at `rate`, same length."""
+    frames = min(generated.shape[0], source.shape[0])
+    start = max(0, min(int(start_s * rate), frames))
+    end = max(start, min(int(end_s * rate), frames))
+    weight = np.zeros(frames, dtype=np.float32)
+    weight[start:end] = 1.0
+    fade = int(crossfade_s * rate)
+    if fade > 0:
+        begin = max(start - fade, 0)
+        if start > begin:
+            weight[begin:start] = np.linspace(0.0, 1.0, start - begin + 2, dtype=np.float32)[1:-1]
+        finish = min(end + fade, frames)
+        if finish > end:
+            weight[end:finish] = np.linspace(1.0, 0.0, finish - end + 2, dtype=np.float32)[1:-1]
+    out = source[:frames].astype(np.float32, copy=True)
+    inside = weight > 0
+    w = weight[inside][:, None]
+    out[inside] = w * generated[:frames][inside] + (1.0 - w) * source[:frames][inside]
+    return np.ascontiguousarray(out)
+
+
 def time_stretch(samples: np.ndarray, rate: float, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
     """Change tempo by `rate` (>1 faster, shorter) keeping pitch: a phase vocoder per channel.
 

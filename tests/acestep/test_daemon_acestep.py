@@ -24,20 +24,25 @@ def test_local_acestep_engine_makes_the_song(daemon_factory, probe: MqttProbe,
     latest = probe.wait(lambda m: m.topic == f"{probe.base}/song/latest").json()
     assert latest["engine"] == "acestep"
 
-    takes = probe.command("song/create", {"engine": "acestep", "duration_s": 10, "variants": 2,
-                                          "steps": 2})
+    takes = probe.command("song/create", {"engine": "acestep", "duration_s": 10, "variants": 2})
     ready = probe.wait_job(takes["job_id"], ("ready",), timeout=180)
     assert len(ready["variants"]) == 1
     assert probe.wait_job(takes["job_id"], timeout=60)["state"] == "done"
 
     # A cover and a repaint of that song, with the source audio handed to the model.
     for task in ({"task": "cover", "bpm": 140, "cover_strength": 0.5},
-                 {"task": "repaint", "repaint_start_s": 2, "repaint_end_s": 5, "steps": 2}):
+                 {"task": "repaint", "repaint_start_s": 2, "repaint_end_s": 5}):
         reply = probe.command("song/create", {"engine": "acestep",
                                               "source_song_id": final["song_id"], **task})
         done = probe.wait_job(reply["job_id"], timeout=180)
         assert done["state"] == "done", done
         assert soundfile.read(done["file"])[0].shape == (10 * 48000, 2)
+
+    # Turbo runs upstream's fixed 8 steps: asking for 2 is a clear error, not a silent change.
+    reply = probe.command("song/create", {"engine": "acestep", "duration_s": 10, "steps": 2})
+    failed = probe.wait_job(reply["job_id"], timeout=60)
+    assert failed["state"] == "failed" and failed["error"]["code"] == "invalid_payload"
+    assert "exactly 8 diffusion steps" in failed["error"]["message"]  # the field, named
 
 
 def test_missing_checkpoint_fails_the_job_clearly(daemon_factory, probe: MqttProbe,
