@@ -639,3 +639,24 @@ def test_out_of_memory_with_takes_retries_one_take_at_a_time(turbo: AceStepEngin
     takes = turbo.generate_variants(spec(), Recorder(), AceStepTask(variants=2))
     assert batches == [(2, 0), (1, 0), (1, 1)]
     assert all(np.allclose(a.samples, b.samples, atol=1e-4) for a, b in zip(takes, expected))
+
+
+@pytest.mark.parametrize("variant", ["turbo", "base"])
+def test_text2music_matches_diffusers_own_pipeline(tiny_checkpoint: Path, variant: str) -> None:
+    """Our loop (needed for upstream's cover/repaint) is diffusers' AceStepPipeline for plain
+    text2music, which the upstream check found bit-exact with upstream's model code."""
+    engine = AceStepEngine(AceStepSettings(checkpoint_dir=tiny_checkpoint, dit=variant,
+                                           guidance_scale=4.0, steps=4 if variant == "base" else None,
+                                           shift=3.0), RATE)
+    loaded = engine._ensure_loaded()
+    request, _ = engine._request(spec(), AceStepTask(variants=2), loaded)
+    ours = model_module.generate(loaded, request, engine.settings, lambda f, n=None: None).takes
+    theirs = loaded.pipe(
+        prompt=[request.caption] * 2, lyrics=[request.lyrics] * 2, vocal_language=request.language,
+        audio_duration=request.duration_s, guidance_scale=request.guidance_scale,
+        timesteps=list(request.timesteps), bpm=request.bpm, keyscale=request.keyscale,
+        timesignature=request.timesignature, output_type="np",
+        generator=[torch.Generator("cpu").manual_seed(request.seed + i) for i in range(2)]).audios
+    for mine, reference in zip(ours, theirs):
+        assert np.allclose(mine, reference.T, atol=1e-5)
+    engine.close()
