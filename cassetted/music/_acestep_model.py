@@ -76,6 +76,7 @@ class Request:
     lm_prompt: str | None = None  # the formatted LM chat; None = no LM
     timesteps: tuple[float, ...] = ()  # the sampling schedule, t = 1 -> last t before 0
     first_take: int = 0  # take 0 of this request is take `first_take` of the song (seed + n)
+    lora: str | None = None  # the configured LoRA style's name; None = the plain model
 
 
 @dataclass
@@ -93,6 +94,8 @@ class Loaded:
     can_cover: bool = False
     offloaded: bool = False
     lm_error: str | None = None  # why the configured LM is not loaded (songs go on without it)
+    loras: set[str] = field(default_factory=set)  # LoRA adapters loaded into the DiT
+    quantized: bool = False
     notes: list[str] = field(default_factory=list)
 
     def format_lm_prompt(self, messages: list[dict[str, str]]) -> str:
@@ -387,6 +390,7 @@ def load(layout: Layout, settings: "AceStepSettings") -> Loaded:
                         "it: %s", layout.lm_dir, loaded.lm_error)
     if settings.quantization == "int8":
         _quantize(loaded)
+        loaded.quantized = True
     if settings.offload == "always":
         enable_offload(loaded)
     else:
@@ -394,6 +398,89 @@ def load(layout: Layout, settings: "AceStepSettings") -> Loaded:
         if loaded.lm is not None:
             loaded.lm.to(device)
     return loaded
+
+
+_LORA_KEY = re.compile(r"(?P<module>.+)\.(?P<which>lora_A|lora_B)(?:\.default)?\.weight")
+
+
+def adapter_name(name: str) -> str:
+    """The PEFT adapter name of LoRA style `name` (prefixed: PEFT keeps adapters as module
+    attributes, so a style called "half" or "to" must not meet a torch method's name)."""
+    return f"style_{name}"
+
+
+def _load_lora(loaded: Loaded, name: str, path: Path) -> None:
+    """A LoRA adapter in upstream's format into the DiT, as adapter `adapter_name(name)`.
+
+    Upstream's trainer wraps the decoder with PEFT and calls `save_pretrained`
+    (acestep/training/lora_injection.py, lora_checkpoint.py:43 at 783bb36): a folder with
+    adapter_config.json (r, lora_alpha, target_modules q_proj/k_proj/v_proj/o_proj) and
+    adapter_model.safetensors keyed `base_model.model.layers.N.{self,cross}_attn.q_proj.lora_A.weight`.
+    Keys are renamed as the checkpoint's are; every tensor must find its layer."""
+    from safetensors.torch import load_file
+
+    transformer = loaded.pipe.transformer
+    folder = path if path.is_dir() else None
+    weights = folder / "adapter_model.safetensors" if folder else path
+    if not weights.is_file():
+        raise ModelError(f"LoRA {name!r}: {weights} does not exist (a PEFT adapter folder with "
+                         "adapter_model.safetensors, or one .safetensors file)")
+    config: dict[str, Any] = {}
+    if folder is not None and (folder / "adapter_config.json").is_file():
+        config = json.loads((folder / "adapter_config.json").read_text())
+        if config.get("peft_type", "LORA") != "LORA":
+            raise ModelError(f"LoRA {name!r}: {folder} holds a {config['peft_type']} adapter, "
+                             "only LoRA is supported")
+    try:
+        state = load_file(str(weights))
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        raise ModelError(f"LoRA {name!r}: {weights} is not a readable safetensors file ({error})") from None
+    modules = dict(transformer.named_modules())
+    converted: dict[str, torch.Tensor] = {}
+    targets: set[str] = set()
+    stray: list[str] = []
+    for key, value in state.items():
+        match = _LORA_KEY.fullmatch(key.removeprefix("base_model.model."))
+        target = diffusers_key(f"decoder.{match.group('module')}.weight") if match else None
+        module = target[1][: -len(".weight")] if target else None
+        layer = modules.get(module) if module else None
+        if not isinstance(getattr(layer, "base_layer", layer), torch.nn.Linear):  # (an adapter's wrap)
+            stray.append(key)
+            continue
+        converted[f"{module}.{match.group('which')}.weight"] = value.to(transformer.dtype)
+        targets.add(module)
+    if stray or not converted:
+        raise ModelError(f"LoRA {name!r}: tensors that match no layer of this DiT: "
+                         f"{_names(sorted(stray)) or 'the file is empty'} (a LoRA for another model?)")
+    rank = int(config.get("r") or next(v.shape[0] for k, v in converted.items() if "lora_A" in k))
+    metadata = {"r": rank, "lora_alpha": config.get("lora_alpha", rank), "lora_dropout": 0.0,
+                "target_modules": sorted(targets), "bias": "none",
+                "use_rslora": bool(config.get("use_rslora", False))}
+    adapter = adapter_name(name)
+    transformer.load_lora_adapter(converted, prefix=None, adapter_name=adapter, metadata=metadata)
+    took = sum(1 for key, _ in transformer.named_parameters() if f".lora_A.{adapter}." in key
+               or f".lora_B.{adapter}." in key)
+    if took != len(converted):
+        transformer.delete_adapters(adapter)
+        raise ModelError(f"LoRA {name!r}: {len(converted)} tensors in {weights}, {took} loaded")
+
+
+def use_lora(loaded: Loaded, name: str | None, path: Path | None, scale: float) -> None:
+    """Make the DiT run with LoRA `name` at `scale` (loading it the first time), or plain."""
+    transformer = loaded.pipe.transformer
+    if name is None:
+        if loaded.loras:
+            transformer.disable_adapters()
+        return
+    if loaded.quantized:
+        raise ModelError('LoRA styles need quantization = "none" (int8 layers cannot take an adapter)')
+    if name not in loaded.loras:
+        assert path is not None
+        _load_lora(loaded, name, Path(path).expanduser())
+        loaded.loras.add(name)
+        log.info("ACE-Step: LoRA %r loaded from %s", name, path)
+    transformer.enable_adapters()
+    transformer.set_adapters([adapter_name(name)], weights=[scale])
 
 
 def _quiet() -> None:

@@ -36,6 +36,7 @@ class AceStepTask:
     - ``variants`` (any kind): N takes in one batch, seeds ``spec.seed + i``; take 0 is the
       song a single generation would give.
     - ``steps``/``shift``/``guidance_scale``: override the engine's configured defaults.
+    - ``lora``: a LoRA style by its configured name (an engine that takes LoRAs has `loras`).
     """
 
     kind: TaskKind = "text2music"
@@ -49,6 +50,7 @@ class AceStepTask:
     steps: int | None = None
     shift: float | None = None
     guidance_scale: float | None = None
+    lora: str | None = None
 
     def validate(self, duration_s: float, max_variants: int = MAX_VARIANTS,
                  section: str = "acestep") -> None:

@@ -20,10 +20,10 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from cassetted import errors
 from cassetted.music import _acestep_audio as shaping
@@ -64,6 +64,17 @@ class AceStepOutOfMemory(errors.GenerationFailed):
     """The GPU ran out of memory (after the offload retry, where configured)."""
 
 
+class LoraSettings(BaseModel):
+    """One `[acestep.loras.<name>]` entry: a LoRA style a request may pick by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="The adapter folder as upstream's trainer (PEFT "
+                                   "save_pretrained) writes it: adapter_config.json + "
+                                   "adapter_model.safetensors; or one .safetensors file.")
+    scale: float = Field(1.0, ge=0.0, le=2.0, description="How strongly the style applies.")
+
+
 class AceStepSettings(BaseModel):
     """`[acestep]`: the in-process ACE-Step 1.5 engine.
 
@@ -73,6 +84,10 @@ class AceStepSettings(BaseModel):
     dit = "turbo"          # turbo, turbo-shift1, turbo-shift3, turbo-continuous, base, sft
     lm = "none"            # none, 0.6B, 1.7B, 4B (the 5 Hz LM that plans the song first)
     device = "auto"        # auto, cpu, cuda, cuda:1
+
+    [acestep.loras.our_band]   # a request picks it with "lora": "our_band"
+    path = "/var/lib/cassetted/loras/our-band"
+    scale = 0.8
     ```
     """
 
@@ -103,6 +118,8 @@ class AceStepSettings(BaseModel):
     lm_temperature: float = Field(0.85, gt=0.0, le=2.0)
     lm_top_p: float = Field(0.9, gt=0.0, le=1.0)
     max_variants: int = Field(4, ge=1, le=MAX_VARIANTS, description="Most takes of one request.")
+    loras: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")], LoraSettings] = Field(
+        default_factory=dict, description="LoRA styles by name (loaded on first use).")
 
 
 class AceStepEngine:
@@ -127,6 +144,11 @@ class AceStepEngine:
         self.load_seconds: float | None = None
         self.last_model_seconds: float = 0.0
         self.last_warnings: list[str] = []  # what the last song's fallbacks were
+
+    @property
+    def loras(self) -> frozenset[str]:
+        """The LoRA styles a request may name (`[acestep] loras`)."""
+        return frozenset(self.settings.loras)
 
     def __repr__(self) -> str:
         return (f"AceStepEngine(dit={self.layout.dit_name!r}, lm={self.settings.lm!r}, "
@@ -191,6 +213,10 @@ class AceStepEngine:
                           task: AceStepTask | None = None) -> list[Audio]:
         task = task or TEXT2MUSIC
         task.validate(spec.duration_s, self.settings.max_variants, "acestep")
+        if task.lora is not None and task.lora not in self.settings.loras:
+            known = ", ".join(sorted(self.settings.loras)) or "none configured"
+            raise errors.InvalidPayload(f"no LoRA style {task.lora!r} in [acestep] loras "
+                                        f"(known: {known})", "lora")
         loaded = self._ensure_loaded(progress)
         request, warnings = self._request(spec, task, loaded)
         started = time.perf_counter()
@@ -222,6 +248,12 @@ class AceStepEngine:
         at a time with CPU offload (where configured and where it helps)."""
         from cassetted.music import _acestep_model as model
 
+        lora = self.settings.loras.get(request.lora) if request.lora else None
+        try:
+            model.use_lora(loaded, request.lora, lora.path if lora else None,
+                           lora.scale if lora else 1.0)
+        except model.ModelError as error:
+            raise AceStepUnavailable(str(error), "lora") from None
         try:
             return self._generate(model, loaded, request, report)
         except Exception as error:  # noqa: BLE001 - only out-of-memory is handled here
@@ -317,6 +349,7 @@ class AceStepEngine:
             repaint_start_s=task.repaint_start_s,
             repaint_end_s=task.repaint_end_s,
             lm_prompt=loaded.format_lm_prompt(prompting.lm_messages(spec, duration)) if use_lm else None,
+            lora=task.lora,
         ), warnings
 
     def close(self) -> None:

@@ -11,9 +11,13 @@ from tests.probe import MqttProbe
 
 
 def test_local_acestep_engine_makes_the_song(daemon_factory, probe: MqttProbe,
-                                             tiny_checkpoint: Path) -> None:
+                                             tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from tests.acestep.tiny import write_lora
+
+    lora = write_lora(tmp_path / "our-band")
     daemon_factory(f'\n[acestep]\ncheckpoint_dir = "{tiny_checkpoint}"\nlm = "none"\n'
-                   f'device = "cpu"\n', CASSETTED_GENERATION__SAMPLE_RATE="48000").start()
+                   f'device = "cpu"\n[acestep.loras.our_band]\npath = "{lora}"\nscale = 0.8\n',
+                   CASSETTED_GENERATION__SAMPLE_RATE="48000").start()
     probe.wait_online()
     reply = probe.command("song/create", {"prompt": "tiny model", "engine": "acestep",
                                           "duration_s": 10, "seed": 5})
@@ -37,6 +41,16 @@ def test_local_acestep_engine_makes_the_song(daemon_factory, probe: MqttProbe,
         done = probe.wait_job(reply["job_id"], timeout=180)
         assert done["state"] == "done", done
         assert soundfile.read(done["file"])[0].shape == (10 * 48000, 2)
+
+    # A LoRA style by name; an unknown name, or one for an engine without LoRAs, says so.
+    styled = probe.command("song/create", {"engine": "acestep", "duration_s": 10, "lora": "our_band"})
+    assert probe.wait_job(styled["job_id"], timeout=180)["state"] == "done"
+    for payload, code in (({"engine": "acestep", "lora": "nope"}, "invalid_payload"),
+                          ({"engine": "builtin", "lora": "our_band"}, "unsupported")):
+        reply = probe.command("song/create", {"duration_s": 10, **payload})
+        failed = probe.wait_job(reply["job_id"], timeout=60)
+        assert failed["state"] == "failed" and failed["error"]["code"] == code, failed
+    assert "our_band" in failed["error"]["message"] or "LoRA" in failed["error"]["message"]
 
     # Turbo runs upstream's fixed 8 steps: asking for 2 is a clear error, not a silent change.
     reply = probe.command("song/create", {"engine": "acestep", "duration_s": 10, "steps": 2})

@@ -301,3 +301,35 @@ def write_checkpoint(root: Path, lm: str | None = "0.6B", variants: tuple[str, .
     if lm:
         write_lm(root / f"acestep-5Hz-lm-{lm}")
     return root
+
+
+def write_lora(folder: Path, rank: int = 4, alpha: int = 8, seed: int = 0) -> Path:
+    """A LoRA style as upstream's trainer writes it: PEFT wraps the decoder (module names as
+    upstream's, from the key table above) with LoraConfig(r, lora_alpha, target_modules
+    q_proj/k_proj/v_proj/o_proj, FEATURE_EXTRACTION) and `save_pretrained` writes
+    adapter_config.json + adapter_model.safetensors (acestep/training/configs.py LoRAConfig,
+    lora_injection.py, lora_checkpoint.py:43 at 783bb36). Only the decoder's attention
+    projections exist in the stand-in, which is all PEFT looks at."""
+    from peft import LoraConfig, get_peft_model
+
+    root = torch.nn.Module()
+    for key, shape in official_dit_keys(DIT_CONFIG).items():
+        if not key.startswith("decoder.") or not key.endswith("_proj.weight") or ".mlp." in key:
+            continue
+        *path, leaf, _ = key.removeprefix("decoder.").split(".")
+        parent = root
+        for part in path:
+            if not hasattr(parent, part):
+                parent.add_module(part, torch.nn.Module())
+            parent = getattr(parent, part)
+        parent.add_module(leaf, torch.nn.Linear(shape[1], shape[0], bias=False))
+    peft = get_peft_model(root, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.1,
+                                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                           bias="none", task_type="FEATURE_EXTRACTION"))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in peft.named_parameters():
+            if "lora_" in name:  # trained weights, not PEFT's zero-initialised lora_B
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    peft.save_pretrained(str(folder))
+    return folder
