@@ -64,7 +64,7 @@ class Request:
     duration_s: float
     seed: int
     steps: int
-    shift: float
+    shift: float | None  # None = the variant's default (already in `timesteps`)
     guidance_scale: float
     variants: int = 1
     kind: str = "text2music"
@@ -315,7 +315,6 @@ def _load_original(layout: Layout, dtype: torch.dtype) -> tuple[Any, list[str]]:
 
     vae = _checked("the VAE", layout.vae_dir, AutoencoderOobleck.from_pretrained(
         layout.vae_dir, local_files_only=True, dtype=dtype, output_loading_info=True))
-    vae.enable_tiling()  # long songs decode in overlapping windows, not one multi-GB pass
     text_encoder = _checked("the text encoder", layout.text_encoder_dir, AutoModel.from_pretrained(
         layout.text_encoder_dir, local_files_only=True, dtype=dtype, output_loading_info=True))
     tokenizer = AutoTokenizer.from_pretrained(layout.text_encoder_dir, local_files_only=True)
@@ -372,6 +371,7 @@ def load(layout: Layout, settings: "AceStepSettings") -> Loaded:
     else:
         pipe, notes = _load_original(layout, dtype)
     pipe.set_progress_bar_config(disable=True)
+    pipe.vae.enable_tiling()  # long songs decode in overlapping windows, not one multi-GB pass
     loaded = Loaded(pipe=pipe, device=device, dtype=dtype, is_turbo=bool(pipe.is_turbo),
                     sample_rate=int(pipe.sample_rate),
                     can_cover=pipe.audio_tokenizer is not None and pipe.audio_token_detokenizer is not None,
@@ -737,6 +737,7 @@ def generate(loaded: Loaded, request: Request, settings: "AceStepSettings", repo
             audio = audio / audio.abs().amax().clamp(min=1.0)
             audio = audio * (10.0 ** (-1.0 / 20.0) / audio.abs().amax().clamp(min=1e-6))
             takes.append(np.ascontiguousarray(audio[0].cpu().numpy().T))
+    pipe.maybe_free_model_hooks()  # with CPU offload: every model back in RAM, as __call__ does
     report(1.0, "decoded")
     return Rendered(takes, warnings)
 

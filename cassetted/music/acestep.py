@@ -337,7 +337,7 @@ class AceStepEngine:
             duration_s=duration,
             seed=spec.seed,
             steps=len(timesteps),
-            shift=shift if shift is not None else 0.0,
+            shift=shift,
             timesteps=timesteps,
             guidance_scale=(task.guidance_scale if task.guidance_scale is not None
                             else self.settings.guidance_scale),
