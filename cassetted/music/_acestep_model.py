@@ -669,17 +669,11 @@ def _boundary_blend(generated: torch.Tensor, clean: torch.Tensor, mask: torch.Te
                     frames: int = 10) -> torch.Tensor:
     """Upstream's _repaint_boundary_blend (modeling_acestep_v15_turbo.py:1561 at 783bb36):
     the source outside the window, linear ramps of `frames` latent frames at its edges."""
-    soft = mask.float().clone()
+    from cassetted.music._acestep_audio import window_weights
+
     inside = torch.nonzero(mask).squeeze(-1)
-    left, right = int(inside[0]), int(inside[-1]) + 1
-    total = mask.shape[0]
-    begin = max(left - frames, 0)
-    if left > begin:
-        soft[begin:left] = torch.linspace(0, 1, left - begin + 2, device=soft.device)[1:-1]
-    finish = min(right + frames, total)
-    if finish > right:
-        soft[right:finish] = torch.linspace(1, 0, finish - right + 2, device=soft.device)[1:-1]
-    weight = soft.to(generated.dtype)[None, :, None]
+    weight = torch.from_numpy(window_weights(mask.shape[0], int(inside[0]), int(inside[-1]) + 1, frames))
+    weight = weight.to(device=generated.device, dtype=generated.dtype)[None, :, None]
     return weight * generated + (1 - weight) * clean
 
 
