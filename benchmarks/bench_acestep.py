@@ -97,9 +97,9 @@ def main() -> None:
     if checkpoint is None:
         from tests.acestep.tiny import write_checkpoint
 
-        checkpoint = write_checkpoint(work / "tiny", lm="0.6B" if lm != "none" else None,
+        checkpoint = write_checkpoint(work / "tiny", lm="1.7B" if lm != "none" else None,
                                       variants=(args.dit,))
-        lm = "0.6B" if lm != "none" else "none"
+        lm = "1.7B" if lm != "none" else "none"
         label = "tiny random-weight model, official layout (overhead, not ACE-Step's speed)"
     else:
         label = f"{checkpoint} ({args.dit}, lm {lm})"

@@ -62,7 +62,7 @@ def turbo(tiny_checkpoint: Path) -> AceStepEngine:
 
 @pytest.fixture(scope="module")
 def with_lm(tiny_checkpoint: Path) -> AceStepEngine:
-    engine = AceStepEngine(AceStepSettings(checkpoint_dir=tiny_checkpoint, lm="0.6B"), 48000)
+    engine = AceStepEngine(AceStepSettings(checkpoint_dir=tiny_checkpoint, lm="1.7B"), 48000)
     yield engine
     engine.close()
 
@@ -614,8 +614,8 @@ def test_an_lm_that_fails_is_skipped_with_a_warning(with_lm: AceStepEngine, tiny
     # An LM whose weights cannot be read: the engine loads without it and says so per song.
     broken_root = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, broken_root)
-    (broken_root / "acestep-5Hz-lm-0.6B" / "model.safetensors").write_bytes(b"not a safetensors file")
-    engine = AceStepEngine(AceStepSettings(checkpoint_dir=broken_root, lm="0.6B"), 48000)
+    (broken_root / "acestep-5Hz-lm-1.7B" / "model.safetensors").write_bytes(b"not a safetensors file")
+    engine = AceStepEngine(AceStepSettings(checkpoint_dir=broken_root, lm="1.7B"), 48000)
     song = engine.generate(spec(), Recorder())
     assert song.samples.shape == (10 * 48000, 2)
     assert "could not be loaded" in engine.last_warnings[0]

@@ -292,7 +292,7 @@ def write_lm(folder: Path, seed: int = 0) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def write_checkpoint(root: Path, lm: str | None = "0.6B", variants: tuple[str, ...] = ("turbo",)) -> Path:
+def write_checkpoint(root: Path, lm: str | None = "1.7B", variants: tuple[str, ...] = ("turbo",)) -> Path:
     """The official layout under `root`: DiT variant folders, vae/, text encoder, LM."""
     for number, variant in enumerate(variants):
         write_dit(root / f"acestep-v15-{variant}", seed=number, variant=variant)
