@@ -1,18 +1,22 @@
-"""Time spent outside the ACE-Step model per song, relative to the model's own time.
+"""The in-process ACE-Step engine per song length and batch: model time, the daemon's time
+outside the model, peak memory, real-time factor.
 
 Each song runs through the real production path of a worker child: `Pipeline.run` (lyrics ->
 the `acestep` engine -> loudness -> FLAC encode + tags -> file in the library). "Model" is
-the time the engine's model thread spends (LM codes + diffusion + VAE decode); everything
-else is the daemon's share, split into lyrics, engine-side shaping (request building,
-progress marshalling, resampling to the library rate) and loudness/encode/store.
-The goal in issue 8 is a daemon share under 2 % of model time on a GPU.
+the time the engine's model thread spends (LM codes + diffusion + VAE decode); "outside" is
+everything else the daemon adds to a song (request building, progress marshalling,
+resampling to the library rate, loudness, encoding, tagging, writing the file). Peak memory
+is the GPU's peak allocation on CUDA, the process's peak resident set on the CPU. The
+real-time factor is wall time over the seconds of music produced (all takes).
 
-Without --checkpoint it builds the tests' tiny random-weight checkpoint, so it runs on any
-CPU — but a tiny model takes milliseconds, which makes the *ratio* meaningless there; the
-absolute overhead figures are what carry over. With real weights on a GPU:
+Without --checkpoint it builds the tests' tiny random-weight checkpoint in the official
+layout and naming (tests/acestep/tiny.py), so it runs anywhere; a tiny model takes
+milliseconds, so its figures measure the daemon's overhead, not ACE-Step's speed. With the
+real weights on a GPU:
 
-    .venv/bin/python benchmarks/bench_acestep.py --checkpoint /srv/ace-step-1.5 --duration 120
-    .venv/bin/python benchmarks/bench_acestep.py            # tiny model, CPU
+    .venv/bin/python benchmarks/bench_acestep.py --device cuda --checkpoint /srv/ace-step-1.5
+    .venv/bin/python benchmarks/bench_acestep.py --device cuda      # tiny model: overhead
+    .venv/bin/python benchmarks/bench_acestep.py --device cpu --quick
 """
 
 from __future__ import annotations
@@ -32,107 +36,119 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cassetted.schemas import SongSpec  # noqa: E402
 
 
+class RssPeak:
+    """The process's peak resident set while a block runs (sampled from /proc every 5 ms;
+    ru_maxrss is a high-water mark of the whole process, useless per run)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            self._stop.wait(0.005)
+
+    def __enter__(self) -> "RssPeak":
+        self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--checkpoint", type=Path, help="ACE-Step 1.5 folder (default: a tiny one)")
     ap.add_argument("--dit", default="turbo")
     ap.add_argument("--lm", default="none")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--songs", type=int, default=5)
-    ap.add_argument("--duration", type=float, default=60.0)
-    ap.add_argument("--sample-rate", type=int, default=44100)
+    ap.add_argument("--lengths", default="30,120,240", help="song lengths in seconds")
+    ap.add_argument("--batches", default="1,4", help="takes per request")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per cell (median); one more warms up")
+    ap.add_argument("--quick", action="store_true", help="30 s and 120 s, batch 1 and 4, one run each")
+    ap.add_argument("--sample-rate", type=int, default=48000)
     ap.add_argument("--format", default="flac", choices=["flac", "ogg", "mp3", "wav"])
     args = ap.parse_args()
+    lengths = [float(x) for x in args.lengths.split(",")]
+    batches = [int(x) for x in args.batches.split(",")]
+    repeat = args.repeat
+    if args.quick:
+        lengths, repeat = [x for x in lengths if x <= 120] or lengths[:1], 1
 
     import torch
 
     from cassetted.lyrics.builtin import BuiltinLyrics
     from cassetted.music.acestep import AceStepEngine, AceStepSettings
-    from cassetted.pipeline import Pipeline
+    from cassetted.pipeline import Pipeline, TaskOrder
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"--device cuda, but torch {torch.__version__} sees no CUDA GPU (try --device cpu)")
     work = Path(tempfile.mkdtemp(prefix="bench-acestep-"))
-    checkpoint = args.checkpoint
+    checkpoint, lm = args.checkpoint, args.lm
     if checkpoint is None:
         from tests.acestep.tiny import write_checkpoint
 
-        checkpoint = write_checkpoint(work / "tiny", lm="0.6B" if args.lm != "none" else None)
-        lm = "0.6B" if args.lm != "none" else "none"
-        label = "tiny random-weight model"
+        checkpoint = write_checkpoint(work / "tiny", lm="1.7B" if lm != "none" else None,
+                                      variants=(args.dit,))
+        lm = "1.7B" if lm != "none" else "none"
+        label = "tiny random-weight model, official layout (overhead, not ACE-Step's speed)"
     else:
-        lm = args.lm
         label = f"{checkpoint} ({args.dit}, lm {lm})"
 
     engine = AceStepEngine(AceStepSettings(checkpoint_dir=checkpoint, dit=args.dit, lm=lm,
-                                           device=args.device), args.sample_rate)
-    t0 = time.perf_counter()
+                                           device=args.device, max_variants=max(batches)),
+                           args.sample_rate)
+    started = time.perf_counter()
     engine.warm_up()
-    load_s = time.perf_counter() - t0
+    load_s = time.perf_counter() - started
     loaded = engine._loaded
     assert loaded is not None
-    gpu = torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else "-"
+    cuda = loaded.device.type == "cuda"
+    gpu = torch.cuda.get_device_name(loaded.device) if cuda else "-"
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"torch {torch.__version__}, device {loaded.device} {gpu}")
-    print(f"model: {label}; loaded in {load_s:.2f} s; {args.duration:g} s songs -> {args.format}")
+          f"torch {torch.__version__}, device {loaded.device} {gpu}, dtype {str(loaded.dtype)[6:]}")
+    print(f"model: {label}; loaded in {load_s:.2f} s; -> {args.format} at {args.sample_rate} Hz")
+    print(f"\n{'length':>7} {'batch':>5} {'model s':>9} {'outside s':>10} {'outside %':>10} "
+          f"{'peak ' + ('VRAM' if cuda else 'RSS'):>11} {'RTF':>8}")
 
     writer = BuiltinLyrics()
     pipeline = Pipeline(work / "library", args.format)
-    rows = []
-    for number in range(args.songs + 1):  # the first song warms caches and is not counted
-        spec = SongSpec(prompt="a song about the city at night", genre="electronic", mood="energetic",
-                        bpm=124, key="F minor", duration_s=args.duration, seed=1000 + number)
-        timings: dict[str, float] = {}
-
-        def timed_lyrics(s: SongSpec):  # type: ignore[no-untyped-def]
-            started = time.perf_counter()
-            try:
-                return writer.write(s)
-            finally:
-                timings["lyrics"] = time.perf_counter() - started
-
-        engine_wall: dict[str, float] = {}
-        original_generate = engine.generate
-
-        def timed_generate(s, progress, task=None):  # type: ignore[no-untyped-def]
-            started = time.perf_counter()
-            try:
-                return original_generate(s, progress, task)
-            finally:
-                engine_wall["generate"] = time.perf_counter() - started
-
-        engine.generate = timed_generate  # type: ignore[method-assign]
-        started = time.perf_counter()
-        pipeline.run(f"bench{number}", spec, timed_lyrics, engine, lambda state, f: None,
-                     threading.Event())
-        total = time.perf_counter() - started
-        engine.generate = original_generate  # type: ignore[method-assign]
-        model = engine.last_model_seconds
-        shaping = engine_wall["generate"] - model
-        store = total - engine_wall["generate"] - timings["lyrics"]
-        if number:
-            rows.append({"total": total, "model": model, "lyrics": timings["lyrics"],
-                         "shaping": shaping, "store": store, "outside": total - model})
-
-    def med(key: str) -> float:
-        return statistics.median(r[key] for r in rows)
-
-    print(f"\n{'per song (median of ' + str(len(rows)) + ')':<34}{'seconds':>10}{'% of model':>12}")
-    for key, name in (("model", "model (LM + DiT + VAE decode)"), ("lyrics", "lyrics (builtin writer)"),
-                      ("shaping", "engine shaping + marshalling"),
-                      ("store", "loudness + encode + tag + file"), ("outside", "outside the model")):
-        print(f"{name:<34}{med(key):>10.3f}{100 * med(key) / med('model'):>11.1f}%")
-    print(f"{'real-time factor (model)':<34}{med('model') / args.duration:>10.4f}")
-
-    # The tiny VAE runs at 8 kHz; a real checkpoint's output is 48 kHz. What shaping costs then:
-    import numpy as np
-
-    from cassetted.music._acestep_audio import to_engine
-
-    real = np.random.default_rng(0).standard_normal((int(args.duration * 48000), 2)).astype(np.float32)
-    to_engine(real, 48000, args.sample_rate, args.duration)  # warm (SciPy import)
-    started = time.perf_counter()
-    to_engine(real, 48000, args.sample_rate, args.duration)
-    print(f"48 kHz model output -> {args.sample_rate} Hz, exact length: "
-          f"{time.perf_counter() - started:.3f} s per song")
+    number = 0
+    for length in lengths:
+        for batch in batches:
+            rows = []
+            for run in range(repeat + 1):  # the first run warms caches and is not counted
+                number += 1
+                spec = SongSpec(prompt="a song about the city at night", genre="electronic",
+                                mood="energetic", bpm=124, key="F minor", duration_s=length,
+                                seed=1000 + number)
+                order = TaskOrder(variants=batch) if batch > 1 else None
+                if cuda:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats(loaded.device)
+                with RssPeak() as rss:
+                    began = time.perf_counter()
+                    pipeline.run(f"bench{number}", spec, writer.write, engine, lambda state, f: None,
+                                 threading.Event(), order)
+                    total = time.perf_counter() - began
+                peak = torch.cuda.max_memory_allocated(loaded.device) if cuda else rss.peak
+                if run:
+                    rows.append((engine.last_model_seconds, total - engine.last_model_seconds, peak,
+                                 total / (length * batch)))
+            model_s, outside_s = (statistics.median(r[i] for r in rows) for i in (0, 1))
+            peak = max(r[2] for r in rows)
+            rtf = statistics.median(r[3] for r in rows)
+            print(f"{length:>6g}s {batch:>5} {model_s:>9.3f} {outside_s:>10.3f} "
+                  f"{100 * outside_s / max(model_s, 1e-9):>9.1f}% {peak / 2**30:>9.2f} GiB {rtf:>8.4f}")
     print("\nQueueing and MQTT publishing are the daemon's, not the engine's: see bench_spine.py.")
     engine.close()
 

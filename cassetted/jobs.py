@@ -439,9 +439,9 @@ class JobRunner:
         if request.task == "text2music":
             spec = spec_module.resolve(request, self._settings.generation, room,
                                        self._read_prompt)
-            if request.steps or request.shift or request.variants > 1:
+            if request.steps or request.shift or request.variants > 1 or request.lora:
                 return spec, TaskOrder(steps=request.steps, shift=request.shift,
-                                       variants=request.variants)
+                                       variants=request.variants, lora=request.lora)
             return spec, None
         row = await self._store.call(Song.get_or_none, Song.id == request.source_song_id)
         if row is None:
@@ -452,7 +452,7 @@ class JobRunner:
             kind=request.task, source_path=source.file, source_bpm=source.bpm,
             cover_strength=request.cover_strength, repaint_start_s=request.repaint_start_s,
             repaint_end_s=request.repaint_end_s, steps=request.steps, shift=request.shift,
-            variants=request.variants)
+            variants=request.variants, lora=request.lora)
 
     async def _fail(self, job: Job, error: errors.CassettedError) -> None:
         log.error("job %s failed: %s %s", job.id, error.code, error.message)

@@ -42,6 +42,7 @@ class TaskOrder:
     steps: int | None = None
     shift: float | None = None
     variants: int = 1
+    lora: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,8 @@ def _compose(engine: MusicEngine, spec: SongSpec, progress: ProgressCallback,
     if order.kind not in supported:
         raise errors.Unsupported(f"the {engine.name} engine cannot {order.kind} "
                                  f"(it can: {', '.join(sorted(supported))})", "task")
+    if order.lora is not None and not hasattr(engine, "loras"):  # engines that take one say so
+        raise errors.Unsupported(f"the {engine.name} engine takes no LoRA styles", "lora")
     if not getattr(engine, "takes_task", False):
         # The engine's cover is a render of the changed spec (see its `tasks`); variants
         # are renders with the next seeds, one after the other.
@@ -164,7 +167,7 @@ def _compose(engine: MusicEngine, spec: SongSpec, progress: ProgressCallback,
         kind=order.kind, source=source, source_bpm=order.source_bpm,  # type: ignore[arg-type]
         cover_strength=1.0 if order.cover_strength is None else order.cover_strength,
         repaint_start_s=order.repaint_start_s or 0.0, repaint_end_s=order.repaint_end_s,
-        steps=order.steps, shift=order.shift, variants=order.variants)
+        steps=order.steps, shift=order.shift, variants=order.variants, lora=order.lora)
     return engine.generate_variants(spec, progress, task)  # type: ignore[attr-defined]
 
 

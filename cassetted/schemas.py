@@ -100,6 +100,8 @@ class SongRequest(_Command):
                                                     "keep one with song/<id>/keep")
     steps: int | None = Field(None, ge=1, le=200, description="Diffusion steps (ACE-Step)")
     shift: float | None = Field(None, ge=0.1, le=10.0, description="Timestep shift (ACE-Step)")
+    lora: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                             description="A LoRA style by its name in [acestep] loras (ACE-Step)")
 
     @field_validator("source_song_id")
     @classmethod

@@ -58,6 +58,37 @@ def to_engine(samples: np.ndarray, rate_in: int, rate_out: int, duration_s: floa
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
+def window_weights(total: int, start: int, end: int, fade: int) -> np.ndarray:
+    """[total] float32: 1 inside start..end, 0 outside, linear ramps of `fade` frames just
+    outside each edge (upstream's linspace(0, 1, n + 2)[1:-1], repaint_waveform_splice.py and
+    _repaint_boundary_blend at 783bb36)."""
+    weight = np.zeros(total, dtype=np.float32)
+    weight[start:end] = 1.0
+    if fade > 0:
+        begin, finish = max(start - fade, 0), min(end + fade, total)
+        if start > begin:
+            weight[begin:start] = np.linspace(0.0, 1.0, start - begin + 2, dtype=np.float32)[1:-1]
+        if finish > end:
+            weight[end:finish] = np.linspace(1.0, 0.0, finish - end + 2, dtype=np.float32)[1:-1]
+    return weight
+
+
+def splice(generated: np.ndarray, source: np.ndarray, start_s: float, end_s: float, rate: int,
+           crossfade_s: float = 0.01) -> np.ndarray:
+    """A repaint's result: `generated` inside start_s..end_s, `source` itself outside, with
+    10 ms ramps just outside the window's edges (upstream's repaint_waveform_splice.py).
+    Both (frames, 2) at `rate`, same length."""
+    frames = min(generated.shape[0], source.shape[0])
+    start = max(0, min(int(start_s * rate), frames))
+    end = max(start, min(int(end_s * rate), frames))
+    weight = window_weights(frames, start, end, int(crossfade_s * rate))
+    out = source[:frames].astype(np.float32, copy=True)
+    inside = weight > 0
+    w = weight[inside][:, None]
+    out[inside] = w * generated[:frames][inside] + (1.0 - w) * source[:frames][inside]
+    return np.ascontiguousarray(out)
+
+
 def time_stretch(samples: np.ndarray, rate: float, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
     """Change tempo by `rate` (>1 faster, shorter) keeping pitch: a phase vocoder per channel.
 

@@ -8,19 +8,22 @@ be imported (for its settings) without them installed.
 All model work runs on one dedicated thread (ACE-Step is not thread-safe); the job's thread
 waits, receives the progress of every diffusion step (and of the LM's code writing) and
 passes it to the progress callback; a Cancelled raised by that callback stops the model at
-its next step. Out of GPU memory is reported as such, after one retry with CPU offload when
-`offload = "on_oom"`.
+its next step. Out of GPU memory is retried once, one take at a time with CPU offload
+(`offload = "on_oom"`), then reported as such. Every take is checked (NaN, silence) before
+it leaves the engine; a 5 Hz LM that fails to load or to write codes is skipped with a
+warning (the song is made without it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from cassetted import errors
 from cassetted.music import _acestep_audio as shaping
@@ -32,18 +35,25 @@ from cassetted.music._acestep_layout import (
     Layout,
     resolve,
 )
-from cassetted.music._acestep_task import MAX_VARIANTS, TEXT2MUSIC, AceStepTask, TaskInvalid
+from cassetted.music._acestep_task import (
+    MAX_VARIANTS,
+    TEXT2MUSIC,
+    AceStepTask,
+    ScheduleInvalid,
+    TaskInvalid,
+    schedule,
+)
 from cassetted.music._acestep_thread import ModelThread
 from cassetted.music.base import Audio, Cancelled, ProgressCallback
 from cassetted.schemas import SongSpec
 
 if TYPE_CHECKING:
-    from cassetted.music._acestep_model import Loaded, Request
+    from cassetted.music._acestep_model import Loaded, Rendered, Request
 
 log = logging.getLogger(__name__)
 
 __all__ = ["AceStepEngine", "AceStepSettings", "AceStepTask", "AceStepUnavailable",
-           "AceStepOutOfMemory", "CheckpointMissing", "TaskInvalid"]
+           "AceStepOutOfMemory", "CheckpointMissing", "ScheduleInvalid", "TaskInvalid"]
 
 
 class AceStepUnavailable(errors.GenerationFailed):
@@ -52,6 +62,17 @@ class AceStepUnavailable(errors.GenerationFailed):
 
 class AceStepOutOfMemory(errors.GenerationFailed):
     """The GPU ran out of memory (after the offload retry, where configured)."""
+
+
+class LoraSettings(BaseModel):
+    """One `[acestep.loras.<name>]` entry: a LoRA style a request may pick by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="The adapter folder as upstream's trainer (PEFT "
+                                   "save_pretrained) writes it: adapter_config.json + "
+                                   "adapter_model.safetensors; or one .safetensors file.")
+    scale: float = Field(1.0, ge=0.0, le=2.0, description="How strongly the style applies.")
 
 
 class AceStepSettings(BaseModel):
@@ -63,6 +84,10 @@ class AceStepSettings(BaseModel):
     dit = "turbo"          # turbo, turbo-shift1, turbo-shift3, turbo-continuous, base, sft
     lm = "none"            # none, 0.6B, 1.7B, 4B (the 5 Hz LM that plans the song first)
     device = "auto"        # auto, cpu, cuda, cuda:1
+
+    [acestep.loras.our_band]   # a request picks it with "lora": "our_band"
+    path = "/var/lib/cassetted/loras/our-band"
+    scale = 0.8
     ```
     """
 
@@ -83,13 +108,18 @@ class AceStepSettings(BaseModel):
     quantization: Literal["none", "int8"] = Field(
         "none", description="int8 = dynamic int8 matmuls (CPU, float32 only).")
     steps: int | None = Field(None, ge=1, le=200,
-                              description="Diffusion steps; empty = 8 (turbo) or 32 (base, sft).")
-    shift: float = Field(3.0, ge=0.1, le=10.0, description="Timestep shift of the schedule.")
+                              description="Diffusion steps; empty = the variant's: 8 (turbo, "
+                                          "fixed) or 50 (base, sft; 1..200).")
+    shift: float | None = Field(None, ge=0.1, le=10.0,
+                                description="Timestep shift; empty = the variant's: 3 (turbo: 1, "
+                                            "2 or 3), 1 (turbo-shift1), 1 (base, sft; 1..5).")
     guidance_scale: float = Field(7.0, ge=1.0, le=20.0,
                                   description="Classifier-free guidance (base and sft only).")
     lm_temperature: float = Field(0.85, gt=0.0, le=2.0)
     lm_top_p: float = Field(0.9, gt=0.0, le=1.0)
     max_variants: int = Field(4, ge=1, le=MAX_VARIANTS, description="Most takes of one request.")
+    loras: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")], LoraSettings] = Field(
+        default_factory=dict, description="LoRA styles by name (loaded on first use).")
 
 
 class AceStepEngine:
@@ -113,6 +143,12 @@ class AceStepEngine:
         self._loaded: Loaded | None = None
         self.load_seconds: float | None = None
         self.last_model_seconds: float = 0.0
+        self.last_warnings: list[str] = []  # what the last song's fallbacks were
+
+    @property
+    def loras(self) -> frozenset[str]:
+        """The LoRA styles a request may name (`[acestep] loras`)."""
+        return frozenset(self.settings.loras)
 
     def __repr__(self) -> str:
         return (f"AceStepEngine(dit={self.layout.dit_name!r}, lm={self.settings.lm!r}, "
@@ -177,44 +213,76 @@ class AceStepEngine:
                           task: AceStepTask | None = None) -> list[Audio]:
         task = task or TEXT2MUSIC
         task.validate(spec.duration_s, self.settings.max_variants, "acestep")
+        if task.lora is not None and task.lora not in self.settings.loras:
+            known = ", ".join(sorted(self.settings.loras)) or "none configured"
+            raise errors.InvalidPayload(f"no LoRA style {task.lora!r} in [acestep] loras "
+                                        f"(known: {known})", "lora")
         loaded = self._ensure_loaded(progress)
-        request = self._request(spec, task, loaded)
+        request, warnings = self._request(spec, task, loaded)
         started = time.perf_counter()
         try:
-            arrays = self._thread.run(lambda report: self._run(loaded, request, report), progress)
+            rendered = self._thread.run(lambda report: self._run(loaded, request, report), progress)
         finally:
             self.last_model_seconds = time.perf_counter() - started
-        return [Audio(shaping.to_engine(a, loaded.sample_rate, self.sample_rate, spec.duration_s),
-                      self.sample_rate) for a in arrays]
+        self.last_warnings = warnings + rendered.warnings
+        for warning in self.last_warnings:
+            progress(1.0, f"warning: {warning}")
+        takes = [shaping.to_engine(a, loaded.sample_rate, self.sample_rate, spec.duration_s)
+                 for a in rendered.takes]
+        if task.kind == "repaint":
+            assert task.source is not None
+            # Upstream splices the source's own waveform back outside the window
+            # (core/generation/handler/repaint_waveform_splice.py at 783bb36): what was not
+            # to be repainted is the source's audio, not a VAE re-synthesis of it.
+            original = shaping.fit_length(
+                shaping.resample(shaping.stereo(task.source.samples), task.source.sample_rate,
+                                 self.sample_rate),
+                int(round(spec.duration_s * self.sample_rate)), rate=self.sample_rate)
+            end = spec.duration_s if task.repaint_end_s is None else task.repaint_end_s
+            takes = [shaping.splice(take, original, task.repaint_start_s, end, self.sample_rate)
+                     for take in takes]
+        return [Audio(take, self.sample_rate) for take in takes]
 
-    def _run(self, loaded: "Loaded", request: "Request", report: Any) -> list[np.ndarray]:
-        """On the model thread: generate, with one offload retry after running out of memory."""
+    def _run(self, loaded: "Loaded", request: "Request", report: Any) -> "Rendered":
+        """On the model thread: generate; after running out of memory, once more one take
+        at a time with CPU offload (where configured and where it helps)."""
         from cassetted.music import _acestep_model as model
 
+        lora = self.settings.loras.get(request.lora) if request.lora else None
         try:
-            return model.generate(loaded, request, self.settings, report)
-        except Cancelled:
-            raise
+            model.use_lora(loaded, request.lora, lora.path if lora else None,
+                           lora.scale if lora else 1.0)
         except model.ModelError as error:
-            raise AceStepUnavailable(str(error), "engine") from None
+            raise AceStepUnavailable(str(error), "lora") from None
+        try:
+            return self._generate(model, loaded, request, report)
         except Exception as error:  # noqa: BLE001 - only out-of-memory is handled here
             if not model.is_out_of_memory(error):
                 raise
             where = f"{loaded.device}{model.memory_note(loaded.device)}"
             model.empty_cache(loaded.device)
             del error
-        if self.settings.offload == "on_oom" and model.enable_offload(loaded):
-            log.warning("ACE-Step ran out of memory on %s; retrying with CPU offload", where)
-            report(0.0, "retrying with CPU offload")
+        offload = self.settings.offload == "on_oom" and model.enable_offload(loaded)
+        if offload or request.variants > 1:
+            how = ("one take at a time" if request.variants > 1 else "") + \
+                  (" with CPU offload" if offload else "")
+            log.warning("ACE-Step ran out of memory on %s; retrying %s", where, how.strip())
+            report(0.0, f"out of memory: retrying {how.strip()}")
             try:
-                return model.generate(loaded, request, self.settings, report)
-            except Cancelled:
-                raise
+                takes: list[np.ndarray] = []
+                warnings: list[str] = []
+                for take in range(request.variants):
+                    one = dataclasses.replace(request, variants=1, first_take=take)
+                    part = self._generate(model, loaded, one, lambda f, note=None, take=take: report(
+                        (take + f) / request.variants, note))
+                    takes += part.takes
+                    warnings += [w for w in part.warnings if w not in warnings]
+                return model.Rendered(takes, warnings)
             except Exception as error:  # noqa: BLE001
                 if not model.is_out_of_memory(error):
                     raise
                 model.empty_cache(loaded.device)
-                where = f"{loaded.device}{model.memory_note(loaded.device)} even with CPU offload"
+                where = f"{loaded.device}{model.memory_note(loaded.device)} even {how.strip()}"
         raise AceStepOutOfMemory(
             f"out of GPU memory on {where} generating {request.variants} x "
             f"{request.duration_s:g} s with {self.layout.dit_name}"
@@ -222,7 +290,20 @@ class AceStepEngine:
             "or fewer variants, or set [acestep] offload = \"always\", a smaller lm, or "
             "dtype = \"float16\"")
 
-    def _request(self, spec: SongSpec, task: AceStepTask, loaded: "Loaded") -> "Request":
+    def _generate(self, model: Any, loaded: "Loaded", request: "Request", report: Any) -> "Rendered":
+        try:
+            return model.generate(loaded, request, self.settings, report)
+        except Cancelled:
+            raise
+        except model.ModelError as error:
+            raise AceStepUnavailable(str(error), "engine") from None
+        except model.BadTake as error:
+            hint = "another seed" + ('' if loaded.dtype == model.torch.float32 else ', or dtype = "float32"')
+            raise errors.GenerationFailed(f"ACE-Step {self.layout.dit_name}: {error}; nothing was "
+                                          f"kept (try {hint})", "seed") from None
+
+    def _request(self, spec: SongSpec, task: AceStepTask, loaded: "Loaded") -> tuple["Request", list[str]]:
+        """The model's request, and warnings about what the song is made without."""
         from cassetted.music._acestep_model import Request
 
         rate = loaded.sample_rate
@@ -236,7 +317,15 @@ class AceStepEngine:
         if task.reference is not None:
             reference = shaping.resample(shaping.stereo(task.reference.samples),
                                          task.reference.sample_rate, rate)
-        steps = task.steps or self.settings.steps or (8 if loaded.is_turbo else 32)
+        # The configured defaults must suit the variant, then what this request asks.
+        folder = self.layout.dit_name
+        schedule(folder, loaded.is_turbo, self.settings.steps, self.settings.shift, "[acestep] setting")
+        steps = task.steps if task.steps is not None else self.settings.steps
+        shift = task.shift if task.shift is not None else self.settings.shift
+        timesteps = schedule(folder, loaded.is_turbo, steps, shift)
+        warnings = []
+        if loaded.lm_error and task.kind == "text2music":
+            warnings.append(f"the 5 Hz LM could not be loaded ({loaded.lm_error}); generated without it")
         use_lm = loaded.lm is not None and task.kind == "text2music"
         return Request(
             caption=prompting.caption(spec),
@@ -247,8 +336,9 @@ class AceStepEngine:
             timesignature=prompting.time_signature(spec),
             duration_s=duration,
             seed=spec.seed,
-            steps=steps,
-            shift=task.shift if task.shift is not None else self.settings.shift,
+            steps=len(timesteps),
+            shift=shift,
+            timesteps=timesteps,
             guidance_scale=(task.guidance_scale if task.guidance_scale is not None
                             else self.settings.guidance_scale),
             variants=task.variants,
@@ -259,7 +349,8 @@ class AceStepEngine:
             repaint_start_s=task.repaint_start_s,
             repaint_end_s=task.repaint_end_s,
             lm_prompt=loaded.format_lm_prompt(prompting.lm_messages(spec, duration)) if use_lm else None,
-        )
+            lora=task.lora,
+        ), warnings
 
     def close(self) -> None:
         self._thread.shutdown()
@@ -269,3 +360,4 @@ def create(settings: Any, credentials: Any = None) -> AceStepEngine:
     """Registry factory: the engine from the daemon's Settings (`settings.acestep`, mounted
     by config.py, and `settings.generation.sample_rate`). `credentials` is unused."""
     return AceStepEngine(settings.acestep, settings.generation.sample_rate)
+

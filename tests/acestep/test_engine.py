@@ -20,6 +20,7 @@ from cassetted.music.acestep import (  # noqa: E402
     AceStepTask,
     AceStepUnavailable,
     CheckpointMissing,
+    ScheduleInvalid,
     TaskInvalid,
 )
 from cassetted.music.base import Audio, Cancelled  # noqa: E402
@@ -61,7 +62,7 @@ def turbo(tiny_checkpoint: Path) -> AceStepEngine:
 
 @pytest.fixture(scope="module")
 def with_lm(tiny_checkpoint: Path) -> AceStepEngine:
-    engine = AceStepEngine(AceStepSettings(checkpoint_dir=tiny_checkpoint, lm="0.6B"), 48000)
+    engine = AceStepEngine(AceStepSettings(checkpoint_dir=tiny_checkpoint, lm="1.7B"), 48000)
     yield engine
     engine.close()
 
@@ -86,27 +87,24 @@ def test_deterministic_for_a_seed(turbo: AceStepEngine) -> None:
     assert not np.allclose(first.samples, other.samples)
 
 
-def test_every_spec_field_reaches_the_model(turbo: AceStepEngine) -> None:
+def test_every_spec_field_reaches_the_model(turbo: AceStepEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     pipe = turbo._loaded.pipe
     seen: list[dict] = []
-    original = type(pipe).__call__
+    original = pipe.encode_prompt
 
-    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(**kwargs):  # type: ignore[no-untyped-def]
         seen.append(kwargs)
-        return original(self, *args, **kwargs)
+        return original(**kwargs)
 
-    type(pipe).__call__ = spy
-    try:
-        turbo.generate(spec(time_signature="6/8", key="F# major", language="de", bpm=140), Recorder())
-    finally:
-        type(pipe).__call__ = original
+    monkeypatch.setattr(pipe, "encode_prompt", spy)
+    turbo.generate(spec(time_signature="6/8", key="F# major", language="de", bpm=140), Recorder())
     (kwargs,) = seen
     assert kwargs["bpm"] == 140 and kwargs["keyscale"] == "F# major" and kwargs["timesignature"] == "6"
     assert kwargs["vocal_language"] == "de" and kwargs["audio_duration"] == 10.0
     assert kwargs["lyrics"] == ["[verse]\nrain falls soft\n[chorus]\nstay"]
+    assert kwargs["instruction"] == "Fill the audio semantic mask based on the given conditions:"
     caption = kwargs["prompt"][0].lower()
     assert "jazz" in caption and "relaxing" in caption and "brushed drums" in caption and "rain" in caption
-    assert kwargs["num_inference_steps"] == 8 and kwargs["shift"] == 3.0 and kwargs["guidance_scale"] == 1.0
 
 
 def test_progress_is_monotonic_and_marshalled_to_the_caller(turbo: AceStepEngine) -> None:
@@ -185,7 +183,7 @@ def test_the_lm_writes_codes_first(with_lm: AceStepEngine) -> None:
     assert "writing audio codes" in notes and "diffusion step 8/8" in notes
     assert progress.fractions == sorted(progress.fractions)
     assert np.array_equal(with_lm.generate(spec(), Recorder()).samples, first.samples)
-    prompt = with_lm._request(spec(), AceStepTask(), with_lm._loaded).lm_prompt
+    prompt = with_lm._request(spec(), AceStepTask(), with_lm._loaded)[0].lm_prompt
     assert "# Caption" in prompt and "bpm: 92" in prompt and "keyscale: A minor" in prompt
     assert "timesignature: 4" in prompt and prompt.endswith("</think><|im_end|>\n")
 
@@ -243,6 +241,7 @@ def test_a_config_that_does_not_match_the_weights(tiny_checkpoint: Path, tmp_pat
     config_file = broken / "acestep-v15-turbo" / "config.json"
     config = json.loads(config_file.read_text())
     config["num_hidden_layers"] = 3
+    config["layer_types"] = [*config["layer_types"], "sliding_attention"]
     config_file.write_text(json.dumps(config))
     engine = AceStepEngine(AceStepSettings(checkpoint_dir=broken), RATE)
     with pytest.raises(AceStepUnavailable, match="does not match its config.json"):
@@ -342,5 +341,367 @@ def test_cancel_while_loading_returns_at_once_and_the_load_goes_on(tiny_checkpoi
     assert progress.calls[0][1] == "loading the ACE-Step models"
     engine._thread.call(lambda: None)  # queued behind the load
     assert engine._loaded is not None
+    assert engine.generate(spec(), Recorder()).samples.shape == (10 * RATE, 2)
+    engine.close()
+
+
+# ------------------------------------------------- the official checkpoint, as upstream names it
+
+def _file_tensors(folder: Path) -> dict[str, "torch.Tensor"]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_the_fixture_is_written_in_upstreams_naming(tiny_checkpoint: Path) -> None:
+    """The facts the fixture stands on (tests/acestep/tiny.py cites upstream's classes)."""
+    import json
+
+    from tests.acestep.tiny import official_dit_keys
+
+    folder = tiny_checkpoint / "acestep-v15-turbo"
+    state = _file_tensors(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["AceStepConditionGenerationModel"] and config["is_turbo"] is True
+    assert config["auto_map"]["AutoModel"] == "modeling_acestep_v15_turbo.AceStepConditionGenerationModel"
+    assert {k: tuple(v.shape) for k, v in state.items()} == official_dit_keys(config)
+    h, hd = config["hidden_size"], config["head_dim"]
+    assert state["decoder.layers.0.self_attn.q_proj.weight"].shape == (config["num_attention_heads"] * hd, h)
+    assert state["decoder.layers.1.cross_attn.k_norm.weight"].shape == (hd,)
+    assert state["decoder.proj_in.1.weight"].shape == (h, config["in_channels"], config["patch_size"])
+    assert state["decoder.proj_out.1.weight"].shape == (h, 64, config["patch_size"])  # ConvTranspose1d
+    assert state["encoder.lyric_encoder.layers.0.self_attn.o_proj.weight"].shape == (h, h)
+    assert state["tokenizer.quantizer.project_in.weight"].shape == (2, config["fsq_dim"])
+    assert state["detokenizer.special_tokens"].shape == (1, config["pool_window_size"], h)
+    assert state["null_condition_emb"].shape == (1, 1, h)
+    assert all(v.dtype == torch.bfloat16 for v in state.values())
+    assert not [k for k in state if any(part in k for part in (".to_q.", ".norm_q.", "to_out", "_conv."))]
+    silence = torch.load(folder / "silence_latent.pt", weights_only=True)
+    assert silence.shape == (1, 64, 15000)
+
+
+def test_every_official_tensor_lands_in_the_model(turbo: AceStepEngine, tiny_checkpoint: Path) -> None:
+    """Each tensor of model.safetensors is consumed, by the part upstream meant it for, and
+    nothing of the model is left as it was built."""
+    pipe = turbo._loaded.pipe
+    state = _file_tensors(tiny_checkpoint / "acestep-v15-turbo")
+    modules = {"decoder": pipe.transformer, "encoder": pipe.condition_encoder,
+               "tokenizer": pipe.audio_tokenizer, "detokenizer": pipe.audio_token_detokenizer}
+    # Upstream name -> diffusers 0.42.1 name, typed in from both libraries' classes.
+    by_hand = {
+        "decoder.layers.0.self_attn.q_proj.weight": ("decoder", "layers.0.self_attn.to_q.weight"),
+        "decoder.layers.0.self_attn.o_proj.weight": ("decoder", "layers.0.self_attn.to_out.0.weight"),
+        "decoder.layers.1.cross_attn.k_norm.weight": ("decoder", "layers.1.cross_attn.norm_k.weight"),
+        "decoder.layers.1.cross_attn.v_proj.weight": ("decoder", "layers.1.cross_attn.to_v.weight"),
+        "decoder.proj_in.1.weight": ("decoder", "proj_in_conv.weight"),
+        "decoder.proj_out.1.bias": ("decoder", "proj_out_conv.bias"),
+        "encoder.timbre_encoder.layers.0.self_attn.q_norm.weight":
+            ("encoder", "timbre_encoder.layers.0.self_attn.norm_q.weight"),
+        "tokenizer.attention_pooler.layers.0.self_attn.k_proj.weight":
+            ("tokenizer", "attention_pooler.layers.0.self_attn.to_k.weight"),
+        "detokenizer.layers.0.self_attn.o_proj.weight": ("detokenizer", "layers.0.self_attn.to_out.0.weight"),
+        "null_condition_emb": ("encoder", "null_condition_emb"),
+    }
+    for official, (part, name) in by_hand.items():
+        assert torch.equal(modules[part].state_dict()[name], state[official].float()), official
+    loaded = sum(t.numel() for m in modules.values() for _, t in m.named_parameters())
+    assert loaded == sum(t.numel() for t in state.values())
+    assert not [n for m in modules.values() for n, t in [*m.named_parameters(), *m.named_buffers()] if t.is_meta]
+    silence = torch.load(tiny_checkpoint / "acestep-v15-turbo" / "silence_latent.pt", weights_only=True)
+    assert torch.equal(pipe.condition_encoder.silence_latent, silence.transpose(1, 2))
+    assert pipe.vae.use_tiling
+
+
+def _rewrite(folder: Path, change) -> None:  # type: ignore[no-untyped-def]
+    from safetensors.torch import load_file, save_file
+
+    name = next(n for n in ("model.safetensors", "diffusion_pytorch_model.safetensors")
+                if (folder / n).is_file())
+    state = load_file(str(folder / name))
+    change(state)
+    save_file(state, str(folder / name))
+
+
+def test_a_tensor_missing_or_left_over_fails_the_load_naming_it(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    cases = [
+        ("acestep-v15-turbo", lambda s: s.pop("decoder.layers.1.cross_attn.o_proj.weight"),
+         "not in the file: decoder.layers.1.cross_attn.o_proj.weight"),
+        ("acestep-v15-turbo", lambda s: s.update({"decoder.layers.0.self_attn.extra.weight": torch.zeros(2)}),
+         "in the file but unused: decoder.layers.0.self_attn.extra.weight"),
+        ("acestep-v15-turbo", lambda s: s.update({"lm_head.weight": torch.zeros(2)}), "lm_head.weight"),
+        ("acestep-v15-turbo", lambda s: s.pop("tokenizer.quantizer.project_out.bias"),
+         "tokenizer.quantizer.project_out.bias"),
+        ("vae", lambda s: s.pop(sorted(k for k in s if k.startswith("decoder."))[0]), "the VAE"),
+        ("Qwen3-Embedding-0.6B", lambda s: s.pop("norm.weight"), "the text encoder"),
+    ]
+    for number, (folder, change, expected) in enumerate(cases):
+        broken = tmp_path / f"ckpt{number}"
+        shutil.copytree(tiny_checkpoint, broken, ignore=shutil.ignore_patterns("acestep-5Hz-*"))
+        _rewrite(broken / folder, change)
+        engine = AceStepEngine(AceStepSettings(checkpoint_dir=broken), RATE)
+        with pytest.raises(AceStepUnavailable) as caught:
+            engine.warm_up()
+        assert expected in caught.value.message, caught.value.message
+        engine.close()
+
+
+def test_a_diffusers_named_file_in_the_official_layout_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, broken, ignore=shutil.ignore_patterns("acestep-5Hz-*"))
+
+    def rename(state):  # type: ignore[no-untyped-def]
+        for key in [k for k in state if ".q_proj." in k]:
+            state[key.replace(".q_proj.", ".to_q.")] = state.pop(key)
+
+    _rewrite(broken / "acestep-v15-turbo", rename)
+    engine = AceStepEngine(AceStepSettings(checkpoint_dir=broken), RATE)
+    with pytest.raises(AceStepUnavailable, match="Diffusers way"):
+        engine.warm_up()
+    engine.close()
+
+
+# ------------------------------------------------------------- schedules per variant
+
+def _timesteps(engine: AceStepEngine, monkeypatch: pytest.MonkeyPatch, task: AceStepTask = AceStepTask(),
+               **changes: object) -> list[float]:
+    seen: list[float] = []
+    pipe = engine._ensure_loaded().pipe
+    forward = pipe.transformer.forward
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(float(kwargs["timestep"][0]))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.transformer, "forward", spy)
+    engine.generate(spec(**changes), Recorder(), task)
+    monkeypatch.undo()
+    return seen
+
+
+def test_turbo_runs_upstreams_fixed_eight_step_table(turbo: AceStepEngine,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # SHIFT_TIMESTEPS, modeling_acestep_v15_turbo.py:1855-1859 at 783bb36 (typed in again here)
+    table3 = [1.0, 0.9545454545454546, 0.9, 0.8333333333333334, 0.75, 0.6428571428571429, 0.5, 0.3]
+    table1 = [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+    assert _timesteps(turbo, monkeypatch) == pytest.approx(table3)
+    assert _timesteps(turbo, monkeypatch, AceStepTask(shift=1.0)) == pytest.approx(table1)
+    for task, field in ((AceStepTask(steps=4), "steps"), (AceStepTask(steps=20), "steps"),
+                        (AceStepTask(shift=2.5), "shift"), (AceStepTask(shift=5.0), "shift")):
+        with pytest.raises(ScheduleInvalid) as caught:
+            turbo.generate(spec(), Recorder(), task)
+        assert caught.value.code == "invalid_payload" and caught.value.field == field
+        assert "acestep-v15-turbo" in caught.value.message
+
+
+def test_turbo_shift1_means_shift_one(tiny_checkpoint: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, root, ignore=shutil.ignore_patterns("acestep-5Hz-*", "acestep-v15-base"))
+    (root / "acestep-v15-turbo").rename(root / "acestep-v15-turbo-shift1")
+    engine = AceStepEngine(AceStepSettings(checkpoint_dir=root, dit="turbo-shift1"), RATE)
+    assert _timesteps(engine, monkeypatch) == pytest.approx([1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+    with pytest.raises(ScheduleInvalid, match="shift 1"):
+        engine.generate(spec(), Recorder(), AceStepTask(shift=3.0))
+    engine.close()
+    configured = AceStepEngine(AceStepSettings(checkpoint_dir=root, dit="turbo-shift1", shift=3.0), RATE)
+    with pytest.raises(ScheduleInvalid, match=r"\[acestep\] setting"):
+        configured.generate(spec(), Recorder())
+    configured.close()
+
+
+def test_base_defaults_to_upstreams_fifty_steps_at_shift_one(tiny_checkpoint: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = AceStepEngine(AceStepSettings(checkpoint_dir=tiny_checkpoint, dit="base"), RATE)
+    steps = _timesteps(engine, monkeypatch, duration_s=10.0)
+    assert len(steps) == 50 and steps[:3] == pytest.approx([1.0, 0.98, 0.96])  # linear: shift 1
+    shifted = _timesteps(engine, monkeypatch, AceStepTask(steps=4, shift=3.0), duration_s=10.0)
+    assert shifted == pytest.approx([1.0, 3 * 0.75 / (1 + 2 * 0.75), 3 * 0.5 / 2, 3 * 0.25 / 1.5])
+    for task, field in ((AceStepTask(steps=201), "steps"), (AceStepTask(shift=7.0), "shift")):
+        with pytest.raises((ScheduleInvalid, TaskInvalid)) as caught:
+            engine.generate(spec(duration_s=10.0), Recorder(), task)
+        assert caught.value.field == field
+    engine.close()
+
+
+# ------------------------------------------------------------- cover and repaint as upstream
+
+def test_cover_strength_switches_to_text2music_on_silence_part_way(turbo: AceStepEngine,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    original = turbo.generate(spec(), Recorder())
+    pipe = turbo._loaded.pipe
+    contexts: list["torch.Tensor"] = []
+    forward = pipe.transformer.forward
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        contexts.append(kwargs["context_latents"].clone())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.transformer, "forward", spy)
+    turbo.generate(spec(), Recorder(), AceStepTask(kind="cover", source=original, cover_strength=0.5))
+    assert len(contexts) == 8  # one DiT pass a step: a switch, not a blend of two at each step
+    silence = pipe.condition_encoder.silence_latent[0, :contexts[0].shape[1]]
+    source_part = [c[0, :, :64] for c in contexts]
+    assert all(torch.equal(source_part[0], s) for s in source_part[:4])      # int(8 * 0.5) = 4
+    assert not torch.equal(source_part[0], silence)
+    assert all(torch.equal(s, silence) for s in source_part[4:])
+    contexts.clear()
+    turbo.generate(spec(), Recorder(), AceStepTask(kind="cover", source=original, cover_strength=1.0))
+    assert len(contexts) == 8 and not any(torch.equal(c[0, :, :64], silence) for c in contexts)
+
+
+def test_repaint_keeps_the_source_outside_the_window(turbo: AceStepEngine) -> None:
+    original = turbo.generate(spec(), Recorder())
+    repaint = turbo.generate(spec(), Recorder(),
+                             AceStepTask(kind="repaint", source=original, repaint_start_s=3, repaint_end_s=6))
+    before, after = int(3 * RATE) - int(0.01 * RATE), int(6 * RATE) + int(0.01 * RATE)
+    assert np.array_equal(repaint.samples[:before], original.samples[:before])
+    assert np.array_equal(repaint.samples[after:], original.samples[after:])
+    inside = slice(int(3.1 * RATE), int(5.9 * RATE))
+    assert np.abs(repaint.samples[inside] - original.samples[inside]).mean() > 1e-3
+    to_end = turbo.generate(spec(), Recorder(), AceStepTask(kind="repaint", source=original, repaint_start_s=8))
+    assert np.array_equal(to_end.samples[:before], original.samples[:before])
+
+
+# ------------------------------------------------------------- memory and bad takes
+
+def test_long_songs_decode_in_tiles(turbo: AceStepEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    vae = turbo._loaded.pipe.vae
+    calls: list[int] = []
+    decoder_forward = vae.decoder.forward
+
+    def counting(z):  # type: ignore[no-untyped-def]
+        calls.append(z.shape[-1])
+        return decoder_forward(z)
+
+    monkeypatch.setattr(vae.decoder, "forward", counting)
+    song = turbo.generate(spec(duration_s=60.0), Recorder())  # 1500 latent frames
+    assert song.samples.shape == (60 * RATE, 2)
+    assert len(calls) >= 3 and max(calls) <= vae.tile_latent_min_length + 2 * vae.tile_latent_overlap
+
+
+def test_a_silent_or_nan_take_never_leaves_the_engine(turbo: AceStepEngine,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from cassetted import errors
+
+    vae = turbo._loaded.pipe.vae
+    decode = vae.decode
+    for broken, cause in ((lambda x: x * 0.0, "silent"), (lambda x: x * float("nan"), "NaN")):
+        monkeypatch.setattr(vae, "decode", lambda z, broken=broken: type(decode(z))(sample=broken(decode(z).sample)))
+        with pytest.raises(errors.GenerationFailed) as caught:
+            turbo.generate(spec(), Recorder())
+        assert cause in caught.value.message and "seed 7" in caught.value.message
+        assert caught.value.code == "generation_failed"
+    monkeypatch.undo()
+    assert turbo.generate(spec(), Recorder()).samples.shape == (10 * RATE, 2)
+
+
+def test_an_lm_that_fails_is_skipped_with_a_warning(with_lm: AceStepEngine, tiny_checkpoint: Path,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with_lm.warm_up()
+    plain = AceStepEngine(AceStepSettings(checkpoint_dir=tiny_checkpoint), 48000)
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(with_lm._loaded.lm, "generate", broken)
+    progress = Recorder()
+    song = with_lm.generate(spec(), progress)
+    assert np.array_equal(song.samples, plain.generate(spec(), Recorder()).samples)
+    assert with_lm.last_warnings and "the 5 Hz LM failed" in with_lm.last_warnings[0]
+    assert any(note and note.startswith("warning: the 5 Hz LM failed") for _, note, _ in progress.calls)
+    plain.close()
+
+    # An LM whose weights cannot be read: the engine loads without it and says so per song.
+    broken_root = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, broken_root)
+    (broken_root / "acestep-5Hz-lm-1.7B" / "model.safetensors").write_bytes(b"not a safetensors file")
+    engine = AceStepEngine(AceStepSettings(checkpoint_dir=broken_root, lm="1.7B"), 48000)
+    song = engine.generate(spec(), Recorder())
+    assert song.samples.shape == (10 * 48000, 2)
+    assert "could not be loaded" in engine.last_warnings[0]
+    engine.close()
+
+
+def test_out_of_memory_with_takes_retries_one_take_at_a_time(turbo: AceStepEngine,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = turbo.generate_variants(spec(), Recorder(), AceStepTask(variants=2))
+    real_generate = model_module.generate
+    batches: list[tuple[int, int]] = []
+
+    def oom_for_batches(loaded, request, settings, report):  # type: ignore[no-untyped-def]
+        batches.append((request.variants, request.first_take))
+        if request.variants > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+        return real_generate(loaded, request, settings, report)
+
+    monkeypatch.setattr(model_module, "generate", oom_for_batches)
+    monkeypatch.setattr(model_module, "enable_offload", lambda loaded: True)
+    takes = turbo.generate_variants(spec(), Recorder(), AceStepTask(variants=2))
+    assert batches == [(2, 0), (1, 0), (1, 1)]
+    assert all(np.allclose(a.samples, b.samples, atol=1e-4) for a, b in zip(takes, expected))
+
+
+@pytest.mark.parametrize("variant", ["turbo", "base"])
+def test_text2music_matches_diffusers_own_pipeline(tiny_checkpoint: Path, variant: str) -> None:
+    """Our loop (needed for upstream's cover/repaint) is diffusers' AceStepPipeline for plain
+    text2music, which the upstream check found bit-exact with upstream's model code."""
+    engine = AceStepEngine(AceStepSettings(checkpoint_dir=tiny_checkpoint, dit=variant,
+                                           guidance_scale=4.0, steps=4 if variant == "base" else None,
+                                           shift=3.0), RATE)
+    loaded = engine._ensure_loaded()
+    request, _ = engine._request(spec(), AceStepTask(variants=2), loaded)
+    ours = model_module.generate(loaded, request, engine.settings, lambda f, n=None: None).takes
+    theirs = loaded.pipe(
+        prompt=[request.caption] * 2, lyrics=[request.lyrics] * 2, vocal_language=request.language,
+        audio_duration=request.duration_s, guidance_scale=request.guidance_scale,
+        timesteps=list(request.timesteps), bpm=request.bpm, keyscale=request.keyscale,
+        timesignature=request.timesignature, output_type="np",
+        generator=[torch.Generator("cpu").manual_seed(request.seed + i) for i in range(2)]).audios
+    for mine, reference in zip(ours, theirs):
+        assert np.allclose(mine, reference.T, atol=1e-5)
+    engine.close()
+
+
+# ------------------------------------------------------------- LoRA styles
+
+def test_a_lora_style_as_upstream_trains_it(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from cassetted import errors
+    from tests.acestep.tiny import write_lora
+
+    lora = write_lora(tmp_path / "our-band", rank=4, alpha=8)
+    engine = AceStepEngine(AceStepSettings(checkpoint_dir=tiny_checkpoint, loras={
+        "our_band": {"path": lora}, "faint": {"path": lora, "scale": 0.0},
+        "half": {"path": lora / "adapter_model.safetensors", "scale": 0.5}}), RATE)
+    assert engine.loras == {"our_band", "faint", "half"}
+    plain = engine.generate(spec(), Recorder())
+    styled = engine.generate(spec(), Recorder(), AceStepTask(lora="our_band"))
+    # The tiny VAE hears little of the DiT, but a song renders bit-identically each time: any
+    # difference far above float noise is the adapter.
+    assert np.abs(plain.samples - styled.samples).mean() > 1e-5
+    to_q = engine._loaded.pipe.transformer.layers[0].self_attn.to_q
+    assert to_q.scaling["style_our_band"] == pytest.approx(8 / 4)  # lora_alpha / r from adapter_config.json
+    assert np.array_equal(engine.generate(spec(), Recorder()).samples, plain.samples)  # plain again
+    faint = engine.generate(spec(), Recorder(), AceStepTask(lora="faint"))
+    assert np.allclose(faint.samples, plain.samples, atol=1e-6)
+    engine.generate(spec(), Recorder(), AceStepTask(lora="half"))  # a bare file: alpha = r
+    assert to_q.scaling["style_half"] == pytest.approx(0.5)
+    with pytest.raises(errors.InvalidPayload) as caught:
+        engine.generate(spec(), Recorder(), AceStepTask(lora="nope"))
+    assert caught.value.field == "lora" and "faint, half, our_band" in caught.value.message
+    engine.close()
+
+
+def test_a_lora_for_another_model_is_refused_naming_its_keys(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"base_model.model.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 32)},
+              str(tmp_path / "other.safetensors"))
+    engine = AceStepEngine(AceStepSettings(checkpoint_dir=tiny_checkpoint, loras={
+        "other": {"path": tmp_path / "other.safetensors"}, "gone": {"path": tmp_path / "gone"}}), RATE)
+    with pytest.raises(AceStepUnavailable, match="transformer_blocks.0.attn.to_q") as caught:
+        engine.generate(spec(), Recorder(), AceStepTask(lora="other"))
+    assert caught.value.field == "lora"
+    with pytest.raises(AceStepUnavailable, match="does not exist"):
+        engine.generate(spec(), Recorder(), AceStepTask(lora="gone"))
     assert engine.generate(spec(), Recorder()).samples.shape == (10 * RATE, 2)
     engine.close()

@@ -165,3 +165,16 @@ def test_without_torch_the_engine_says_what_to_install(tmp_path, monkeypatch) ->
     with pytest.raises(AceStepUnavailable, match=r"torch is missing\): pip install 'cassetted\[acestep\]'"):
         engine.generate(spec(), lambda f, n=None: None)
     engine.close()
+
+
+def test_repaint_splice_keeps_the_source_outside_with_short_ramps() -> None:
+    weight = shaping.window_weights(10, 4, 6, 2)
+    assert weight.tolist() == pytest.approx([0, 0, 1 / 3, 2 / 3, 1, 1, 2 / 3, 1 / 3, 0, 0])
+    rate = 1000
+    source = np.full((3 * rate, 2), 0.25, np.float32)
+    generated = np.full((3 * rate, 2), -0.5, np.float32)
+    out = shaping.splice(generated, source, 1.0, 2.0, rate)
+    assert np.array_equal(out[:990], source[:990]) and np.array_equal(out[2010:], source[2010:])
+    assert np.array_equal(out[1000:2000], generated[1000:2000])
+    assert np.all(np.diff(out[990:1000, 0]) < 0)  # a ramp, not a click
+    assert shaping.window_weights(5, 0, 5, 3).tolist() == [1, 1, 1, 1, 1]
