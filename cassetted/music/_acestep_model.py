@@ -612,11 +612,12 @@ def _lm_codes(loaded: Loaded, request: Request, settings: "AceStepSettings", rep
 
 @dataclass
 class Rendered:
-    """What one request gave: a (frames, channels) array per take at the model's rate, and
-    what the household should hear about (a fallback that was taken)."""
+    """What one request gave: a (frames, channels) array per take at the model's rate, the
+    seed of each, and what the household should hear about (a fallback that was taken)."""
 
     takes: list[np.ndarray]
     warnings: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # the seed each take was rendered with
 
 
 class BadTake(Exception):
@@ -733,7 +734,7 @@ def generate(loaded: Loaded, request: Request, settings: "AceStepSettings", repo
             takes.append(np.ascontiguousarray(audio[0].cpu().numpy().T))
     pipe.maybe_free_model_hooks()  # with CPU offload: every model back in RAM, as __call__ does
     report(1.0, "decoded")
-    return Rendered(takes, warnings)
+    return Rendered(takes, warnings, seeds)
 
 
 def _sample(pipe: Any, loaded: Loaded, request: Request, seeds: list[int], audio_codes: Any,

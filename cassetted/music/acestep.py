@@ -241,7 +241,9 @@ class AceStepEngine:
             end = spec.duration_s if task.repaint_end_s is None else task.repaint_end_s
             takes = [shaping.splice(take, original, task.repaint_start_s, end, self.sample_rate)
                      for take in takes]
-        return [Audio(take, self.sample_rate) for take in takes]
+        notes = tuple(self.last_warnings)  # reach the job's `ready` event as its warnings
+        return [Audio(take, self.sample_rate, seed=seed % 2**32, notes=notes)
+                for take, seed in zip(takes, rendered.seeds, strict=True)]
 
     def _run(self, loaded: "Loaded", request: "Request", report: Any) -> "Rendered":
         """On the model thread: generate; after running out of memory, once more one take
@@ -271,13 +273,15 @@ class AceStepEngine:
             try:
                 takes: list[np.ndarray] = []
                 warnings: list[str] = []
+                seeds: list[int] = []
                 for take in range(request.variants):
                     one = dataclasses.replace(request, variants=1, first_take=take)
                     part = self._generate(model, loaded, one, lambda f, note=None, take=take: report(
                         (take + f) / request.variants, note))
                     takes += part.takes
+                    seeds += part.seeds
                     warnings += [w for w in part.warnings if w not in warnings]
-                return model.Rendered(takes, warnings)
+                return model.Rendered(takes, warnings, seeds)
             except Exception as error:  # noqa: BLE001
                 if not model.is_out_of_memory(error):
                     raise
@@ -291,16 +295,33 @@ class AceStepEngine:
             "dtype = \"float16\"")
 
     def _generate(self, model: Any, loaded: "Loaded", request: "Request", report: Any) -> "Rendered":
+        """One request; a NaN or silent take makes the takes render once more with new seeds
+        (past every take's own, so no two takes share one), and only then fails the job."""
+        try:
+            return self._generate_once(model, loaded, request, report)
+        except model.BadTake as error:
+            first = error
+        retry = dataclasses.replace(request, first_take=request.first_take + self.settings.max_variants)
+        log.warning("ACE-Step %s: %s; rendering again with new seeds", self.layout.dit_name, first)
+        report(0.0, f"{first}: rendering again with new seeds")
+        try:
+            rendered = self._generate_once(model, loaded, retry, report)
+        except model.BadTake as error:
+            hint = "another seed" + ('' if loaded.dtype == model.torch.float32 else ', or dtype = "float32"')
+            raise errors.GenerationFailed(f"ACE-Step {self.layout.dit_name}: {first}, and again "
+                                          f"with new seeds: {error}; nothing was kept (try {hint})",
+                                          "seed") from None
+        seeds = ", ".join(str(seed) for seed in rendered.seeds)
+        rendered.warnings.append(f"{first}; rendered again with seed {seeds}")
+        return rendered
+
+    def _generate_once(self, model: Any, loaded: "Loaded", request: "Request", report: Any) -> "Rendered":
         try:
             return model.generate(loaded, request, self.settings, report)
         except Cancelled:
             raise
         except model.ModelError as error:
             raise AceStepUnavailable(str(error), "engine") from None
-        except model.BadTake as error:
-            hint = "another seed" + ('' if loaded.dtype == model.torch.float32 else ', or dtype = "float32"')
-            raise errors.GenerationFailed(f"ACE-Step {self.layout.dit_name}: {error}; nothing was "
-                                          f"kept (try {hint})", "seed") from None
 
     def _request(self, spec: SongSpec, task: AceStepTask, loaded: "Loaded") -> tuple["Request", list[str]]:
         """The model's request, and warnings about what the song is made without."""

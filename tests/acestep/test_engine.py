@@ -590,9 +590,35 @@ def test_a_silent_or_nan_take_never_leaves_the_engine(turbo: AceStepEngine,
         with pytest.raises(errors.GenerationFailed) as caught:
             turbo.generate(spec(), Recorder())
         assert cause in caught.value.message and "seed 7" in caught.value.message
+        assert "again with new seeds" in caught.value.message
         assert caught.value.code == "generation_failed"
     monkeypatch.undo()
     assert turbo.generate(spec(), Recorder()).samples.shape == (10 * RATE, 2)
+
+
+def test_a_bad_take_is_rendered_again_with_a_seed_that_reproduces_it(
+        turbo: AceStepEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One bad decode: the takes render again past every take's own seed, the song records
+    the seed it was really made with (a single song at that seed is the same audio), and
+    the job's warnings say what happened."""
+    vae = turbo._loaded.pipe.vae
+    decode = vae.decode
+    calls = []
+
+    def first_silent(z):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        out = decode(z)
+        return type(out)(sample=out.sample * 0.0) if len(calls) == 1 else out
+
+    monkeypatch.setattr(vae, "decode", first_silent)
+    song = turbo.generate(spec(), Recorder())
+    monkeypatch.undo()
+    retried = 7 + turbo.settings.max_variants
+    assert song.seed == retried
+    assert any("silent" in note and f"seed {retried}" in note for note in song.notes)
+    again = turbo.generate(spec(seed=retried), Recorder())
+    assert np.array_equal(song.samples, again.samples)
+    assert again.seed == retried and not again.notes
 
 
 def test_an_lm_that_fails_is_skipped_with_a_warning(with_lm: AceStepEngine, tiny_checkpoint: Path,
@@ -609,6 +635,7 @@ def test_an_lm_that_fails_is_skipped_with_a_warning(with_lm: AceStepEngine, tiny
     assert np.array_equal(song.samples, plain.generate(spec(), Recorder()).samples)
     assert with_lm.last_warnings and "the 5 Hz LM failed" in with_lm.last_warnings[0]
     assert any(note and note.startswith("warning: the 5 Hz LM failed") for _, note, _ in progress.calls)
+    assert any("the 5 Hz LM failed" in note for note in song.notes)  # -> the job event's warnings
     plain.close()
 
     # An LM whose weights cannot be read: the engine loads without it and says so per song.
