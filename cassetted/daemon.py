@@ -106,7 +106,8 @@ class Daemon:
                 bridge.announce()
 
         link = MqttLink(settings.mqtt, on_message=lambda m: router.dispatch(m),
-                        subscriptions=lambda: router.subscriptions(), on_connect=on_connect)
+                        subscriptions=lambda: router.subscriptions(), on_connect=on_connect,
+                        session_marker=settings.state_dir / "mqtt-session")
         household_on = settings.household.enabled
         router = Router(settings.mqtt.base_topic, link.publish,
                         user_prefix="as" if household_on and "mqtt_username" in

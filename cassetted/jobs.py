@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol
 
-from cassetted import errors, spec as spec_module
+from cassetted import errors, incoming, spec as spec_module
 from cassetted.config import RoomSettings, Settings
 from cassetted.music import ENGINES
 from cassetted.music.base import Cancelled
@@ -201,6 +201,15 @@ def _recover() -> list[Job]:
     return touched
 
 
+def _committed_files(names: list[str]) -> set[str]:
+    """Which of these library files a song row names."""
+    found: set[str] = set()
+    for start in range(0, len(names), 500):
+        chunk = names[start:start + 500]
+        found.update(song.file for song in Song.select(Song.file).where(Song.file.in_(chunk)))
+    return found
+
+
 def _store_song(job_id: str, song_id: str, produced: Produced,
                 request: SongRequest) -> tuple[Job, Song, list[str]]:
     """The song row (and one per further take, `variant_of` the first); the job is ready."""
@@ -258,6 +267,7 @@ class JobRunner:
         for job in await self._store.call(_recover):
             log.warning("job %s was interrupted; now %s", job.id, job.state)
             self._listener.job_changed(_event(job))
+        await self._settle_incoming()
         await self._refresh_queue()
         self._workers = [asyncio.create_task(self._worker(process), name=f"job-worker-{i}")
                          for i, process in enumerate(self._processes)]
@@ -274,6 +284,13 @@ class JobRunner:
                                    attempts=Job.attempts - 1)
         self._running.clear()
         await asyncio.gather(*(process.stop() for process in self._processes))
+
+    async def _settle_incoming(self) -> None:
+        """Files an interrupted song left in `.incoming/`: in with a row, else deleted."""
+        library = self._settings.library_dir
+        waiting = incoming.pending(library)
+        committed = await self._store.call(_committed_files, waiting) if waiting else set()
+        await asyncio.to_thread(incoming.settle, library, committed)
 
     # ------------------------------------------------------------------ intake
 
@@ -397,6 +414,10 @@ class JobRunner:
             self._learn(engine, (time.monotonic() - started) / spec.duration_s)
             job, song, variants = await self._store.call(
                 _store_song, job.id, song_id, produced, request)
+            # Committed: now the files may enter the library (a crash before this line
+            # leaves them in .incoming/, which the next start settles).
+            incoming.place(self._settings.library_dir,
+                           [produced.relative_file, *produced.variant_files])
             info = song_info(song, self._settings)
             self._listener.job_changed(_event(job, file=info.file, room=song.room,
                                               variants=variants or None))

@@ -39,8 +39,28 @@ _ERRORS: dict[str, type[errors.CassettedError]] = {
 # ------------------------------------------------------------------------------- the child
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this child when the daemon dies, even by SIGKILL.
+
+    A child outliving a killed daemon would finish its song after the next start already
+    settled the library, leaving a file no row knows (and would hold a GPU meanwhile)."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        os._exit(1)
+
+
 def _child_main(conn: Connection, settings: Settings) -> None:
     """Serve jobs until told to stop or the parent goes away."""
+    _die_with_parent()
     logging.basicConfig(level=settings.log.level,
                         format="%(levelname)s %(name)s[worker]: %(message)s")
     from cassetted.credentials import CredentialStore
