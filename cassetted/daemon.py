@@ -49,6 +49,7 @@ class Daemon:
         self.store = Store(self._db_url, settings.state_dir)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.failed = False  # a part died: exit non-zero so that systemd restarts us
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -198,8 +199,12 @@ class Daemon:
         self._tasks.append(task)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
+        """These tasks never end on their own: one that fails takes the daemon down, with an
+        exit status that has systemd (Restart=on-failure) start a fresh one."""
         if not task.cancelled() and task.exception() is not None:
-            log.error("task %s died: %r", task.get_name(), task.exception())
+            log.error("task %s died; stopping so that the service manager restarts cassetted",
+                      task.get_name(), exc_info=task.exception())
+            self.failed = True
             self._stop.set()
 
 
@@ -292,7 +297,7 @@ class _HermesAnnouncer:
 def run(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit status."""
 
-    async def main() -> None:
+    async def main() -> int:
         # CPU-bound production threads hold the GIL; a waiting event loop gets it back only
         # after the switch interval (5 ms by default), which would cap intake at ~200
         # requests/s while a song renders. 0.5 ms keeps replies prompt at negligible cost.
@@ -302,7 +307,8 @@ def run(settings: Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.request_stop)
         await daemon.run()
+        return 1 if daemon.failed else 0
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        return asyncio.run(main())
     return 0

@@ -38,6 +38,15 @@ def place(library_dir: Path, relative_files: list[str]) -> None:
                 os.replace(source, target)
 
 
+def discard(library_dir: Path, relative_files: list[str]) -> None:
+    """Delete files whose row could not be committed (the next attempt writes new ones)."""
+    staging = incoming_dir(library_dir)
+    for relative in relative_files:
+        audio = Path(relative)
+        for name in (audio, lrc.sidecar_path(audio)):
+            (staging / name).unlink(missing_ok=True)
+
+
 def pending(library_dir: Path) -> list[str]:
     """Audio files waiting in `.incoming/`, relative to it (sidecars and parts left out)."""
     staging = incoming_dir(library_dir)

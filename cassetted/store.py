@@ -312,6 +312,11 @@ class Store:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.db: pw.Database | None = None
 
+    @property
+    def where(self) -> str:
+        """The database, for messages: its file or URL without credentials."""
+        return describe(self._url, self._state_dir)
+
     async def open(self) -> None:
         self.db = await self.call(open_database, self._url, self._state_dir)
 

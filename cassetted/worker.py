@@ -21,7 +21,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from cassetted import errors
+from cassetted import diskfaults, errors
 from cassetted.config import Settings
 from cassetted.lyrics.base import LyricsError
 from cassetted.music.base import Cancelled
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 _CONTEXT = multiprocessing.get_context("spawn")  # fork is unsafe with threads and asyncio
 _ERRORS: dict[str, type[errors.CassettedError]] = {
     cls.code: cls for cls in errors.CassettedError.__subclasses__()
-}
+}  # the child's ("error", code, message) back into its class (system_fault and all)
 
 
 # ------------------------------------------------------------------------------- the child
@@ -108,6 +108,11 @@ def _child_main(conn: Connection, settings: Settings) -> None:
             log.warning("no lyrics for song %s: %s", song_id, error)
             conn.send(("error", errors.LyricsFailed.code, str(error)[:300]))
         except Exception as error:  # noqa: BLE001 - report any failure of this job, serve the next
+            fault = diskfaults.write_failure(error, settings.library_dir)
+            if fault is not None:  # the disk's fault, said plainly; the job is retried
+                log.error("song %s could not be written: %s", song_id, fault.message)
+                conn.send(("error", fault.code, fault.message))
+                continue
             log.exception("production of song %s failed", song_id)
             conn.send(("error", errors.GenerationFailed.code,
                        f"{type(error).__name__}: {error}"[:300]))
@@ -125,6 +130,14 @@ class WorkerProcess:
         self._process: Any = None
         self._conn: Connection | None = None
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
 
     async def start(self) -> None:
         parent, child = _CONTEXT.Pipe(duplex=True)
@@ -171,7 +184,8 @@ class WorkerProcess:
             elif kind == "died":
                 code = self._process.exitcode if self._process else None
                 await self.restart()
-                raise errors.GenerationFailed(f"the worker process died (exit code {code})")
+                # Killed (out of memory, a crashing engine): the system's fault, retried.
+                raise errors.Interrupted(f"the worker process died (exit code {code})")
 
     def cancel(self) -> None:
         if self._conn is not None:
