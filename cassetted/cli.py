@@ -21,6 +21,7 @@ from cassetted import __version__, config
 from cassetted.schemas import GENRES, MOODS, SongRequest
 
 EXIT_USAGE = 2
+EXIT_CONFIG = 78  # EX_CONFIG: needs a person (systemd: RestartPreventExitStatus=78)
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -59,8 +60,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(args.log_level or settings.log.level)
     from cassetted import daemon
+    from cassetted.store import StoreError
 
-    return daemon.run(settings)
+    try:
+        return daemon.run(settings, rebuild_library=args.rebuild_library)
+    except StoreError as error:  # one line, not a traceback in a restart loop
+        print(f"cassetted: {error}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 # --------------------------------------------------------------------------- generate
@@ -148,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", parents=[common], help="run the daemon")
+    run.add_argument("--rebuild-library", action="store_true",
+                     help="index the library's files from their tags into the database "
+                          "(after it was lost); needed to start with an empty database "
+                          "next to a library of songs")
     run.set_defaults(handler=cmd_run)
 
     gen = sub.add_parser("generate", parents=[common], help="make one song file, no broker needed")
