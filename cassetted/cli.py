@@ -1,4 +1,4 @@
-"""`cassetted run | generate | request | schemas | parse | keys`.
+"""`cassetted run | generate | request | schemas | parse | keys | doctor`.
 
 Every subcommand loads the configuration the same way (`--config`, then the usual places)
 and exits with status 2 and one line on stderr when it is invalid.
@@ -183,9 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _plugins() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
     """Subcommands that live beside the feature they drive."""
-    from cassetted import keys_cli, parse_cli
+    from cassetted import doctor_cli, keys_cli, parse_cli
 
-    return [parse_cli.register, keys_cli.register]
+    return [parse_cli.register, keys_cli.register, doctor_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:
