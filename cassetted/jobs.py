@@ -540,8 +540,11 @@ class JobRunner:
                 raise
             # Committed: now the files may enter the library (a crash before this line
             # leaves them in .incoming/, which the next start settles).
-            incoming.place(self._settings.library_dir,
-                           [produced.relative_file, *produced.variant_files])
+            try:
+                incoming.place(self._settings.library_dir,
+                               [produced.relative_file, *produced.variant_files])
+            except OSError as error:  # the row is there: the next start moves them in
+                log.error("song %s: files not moved into the library yet: %s", song_id, error)
             info = song_info(song, self._settings)
             self._listener.job_changed(_event(job, file=info.file, room=song.room,
                                               variants=variants or None))
