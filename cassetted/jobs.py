@@ -353,8 +353,22 @@ class JobRunner:
         return await future
 
     async def _write_intake(self) -> None:
+        """Write waiting requests in batches. Every waiting request is answered, whatever
+        fails here: a future left pending would hang its command and never ack it."""
+        batch: list[tuple[SongRequest, asyncio.Future[tuple[Job, bool]]]] = []
+        try:
+            await self._write_batches(batch)
+        except Exception as error:  # noqa: BLE001 - the supervisor of intake
+            log.exception("job intake failed")
+            for _, future in batch + self._intake:
+                if not future.done():
+                    future.set_exception(error)
+            self._intake = []
+
+    async def _write_batches(self, batch: list[tuple[SongRequest, asyncio.Future[tuple[Job, bool]]]]
+                             ) -> None:
         while self._intake:
-            batch, self._intake = self._intake[:_INTAKE_BATCH], self._intake[_INTAKE_BATCH:]
+            batch[:], self._intake = self._intake[:_INTAKE_BATCH], self._intake[_INTAKE_BATCH:]
             try:
                 results = await self._store.call(
                     _insert_batch, [request for request, _ in batch],
@@ -369,7 +383,8 @@ class JobRunner:
                 continue
             for (_, future), result in zip(batch, results):
                 if isinstance(result, errors.CassettedError):
-                    future.set_exception(result)
+                    if not future.done():
+                        future.set_exception(result)
                     continue
                 job, duplicate = result
                 if not future.done():

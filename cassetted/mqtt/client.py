@@ -209,6 +209,8 @@ class MqttLink:
                 await self._send(client, item)
             except (aiomqtt.MqttError, asyncio.CancelledError):
                 self._outbox.appendleft(item)  # the connection dropped: send it next time
+            except Exception:  # noqa: BLE001 - paho refused this message: it never will take it
+                log.exception("MQTT message to %s dropped", item.topic[:200])
             finally:
                 in_flight.release()
 
