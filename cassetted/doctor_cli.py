@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import sqlite3
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +47,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = config.load(getattr(args, "config", None))
-    except config.ConfigError as error:
-        print(f"cassetted: {error}", file=sys.stderr)
-        return 2
+    from cassetted.cli import _settings  # one-line configuration errors, exit 2
+
+    settings = _settings(args)
     findings = [*check_library(settings), *check_database(settings)]
     if not args.no_broker:
         findings += check_persistence(settings, args.mosquitto_conf)

@@ -4,39 +4,16 @@ and the daemon says so at its next connection; `cassetted doctor` checks both.""
 
 from __future__ import annotations
 
-import getpass
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.conftest import BROKER_HOST, free_port
-from tests.probe import MqttProbe, broker_answers
+from tests.conftest import BROKER_HOST, free_port, start_mosquitto
+from tests.probe import MqttProbe
 
 WARNING = "did not resume cassetted's session"
-
-
-def _broker(port: int, workdir: Path, persistence: bool) -> subprocess.Popen[bytes]:
-    """A private Mosquitto, as a household would run it (persistence on or off)."""
-    store = workdir / f"mosquitto-store-{port}"
-    store.mkdir(exist_ok=True)
-    conf = workdir / f"mosquitto-{port}.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                    f"persistence {'true' if persistence else 'false'}\n"
-                    f"persistence_location {store}/\nautosave_interval 1\n"
-                    # Started as root, Mosquitto would become `mosquitto`, who cannot write
-                    # the test's directory: stay who we are.
-                    f"user {getpass.getuser()}\n")
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not broker_answers(BROKER_HOST, port):
-        assert time.monotonic() < deadline and proc.poll() is None, "mosquitto did not start"
-        time.sleep(0.05)
-    return proc
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -58,7 +35,7 @@ def _scenario(daemon_factory, base_topic: str, tmp_path: Path,  # type: ignore[n
               persistence: bool) -> tuple[str, MqttProbe, int, subprocess.Popen[bytes]]:
     """Daemon up, killed; a request sent meanwhile; the broker restarted; daemon back."""
     port = free_port()
-    broker = _broker(port, tmp_path, persistence)
+    broker = start_mosquitto(port, tmp_path, persistence)
     daemon = daemon_factory(port=port)
     daemon.start()
     probe = MqttProbe(BROKER_HOST, port, base_topic)
@@ -68,7 +45,7 @@ def _scenario(daemon_factory, base_topic: str, tmp_path: Path,  # type: ignore[n
     probe.close()
     time.sleep(1.5)  # autosave_interval: the queued request is on disk
     _stop(broker)
-    broker = _broker(port, tmp_path, persistence)
+    broker = start_mosquitto(port, tmp_path, persistence)
     probe = MqttProbe(BROKER_HOST, port, base_topic)
     start = len(probe.messages)
     daemon.start()
