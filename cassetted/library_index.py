@@ -26,7 +26,9 @@ _SONG_ID = re.compile(r"-(?P<id>[0-9a-f]{16})(?:-(?P<take>\d+))?$")
 
 
 def audio_files(library_dir: Path) -> list[Path]:
-    """Audio files in the library, without hidden ones and `.incoming/` (not yet songs)."""
+    """The songs cassetted made in the library: audio files named `<slug>-<song id>.<ext>`,
+    without hidden ones and `.incoming/` (not yet songs). Music of other origins that
+    happens to sit in the folder is neither counted nor indexed."""
     if not library_dir.is_dir():
         return []
     found = []
@@ -34,7 +36,7 @@ def audio_files(library_dir: Path) -> list[Path]:
         relative = path.relative_to(library_dir)
         if any(part.startswith(".") for part in relative.parts) or relative.parts[0] == INCOMING:
             continue
-        if path.suffix.lower() in _EXTENSIONS and path.is_file():
+        if path.suffix.lower() in _EXTENSIONS and _SONG_ID.search(path.stem) and path.is_file():
             found.append(path)
     return sorted(found)
 
@@ -103,8 +105,8 @@ def rebuild(library_dir: Path) -> tuple[int, int]:
             skipped += 1
             continue
         match = _SONG_ID.search(path.stem)
-        song_id = match["id"] if match and Song.get_or_none(Song.id == match["id"]) is None \
-            else new_id()
+        song_id = match["id"] if match and not match["take"] and \
+            Song.get_or_none(Song.id == match["id"]) is None else new_id()
         genre_read, mood_read = intake.read_prompt(tags["prompt"]) if tags["prompt"] else (None, None)
         genre = tags["genre"].lower() if tags["genre"].lower() in GENRES else (genre_read or "pop")
         bpm = int(float(tags["bpm"])) if re.fullmatch(r"\d+(\.\d+)?", tags["bpm"]) else 120
@@ -116,6 +118,7 @@ def rebuild(library_dir: Path) -> tuple[int, int]:
             duration_s=round(tags["duration_s"], 3), language="en",
             instrumental=lyrics.strip() in ("", "[Instrumental]"), seed=0, engine="unknown",
             lyrics_provider="unknown", file=relative, format=_EXTENSIONS[path.suffix.lower()],
+            variant_of=match["id"] if match and match["take"] else None,
             created_at=path.stat().st_mtime or time.time())
         added += 1
     log.warning("library re-indexed: %d song(s) added from their tags, %d file(s) skipped",

@@ -54,6 +54,7 @@ def test_deleted_database_refused_then_rebuilt_from_tags(daemon_factory, probe: 
     daemon = daemon_factory(CASSETTED_GENERATION__SAMPLE_RATE="22050")
     songs = _make_songs(daemon, probe)
     library = daemon.state_dir / "library"
+    (library / "holiday recording.flac").write_bytes(b"not ours")  # neither counted nor indexed
     files = sorted(p.name for p in library.iterdir() if p.is_file())
     for name in ("cassetted.db", "cassetted.db-wal", "cassetted.db-shm"):
         (daemon.state_dir / name).unlink(missing_ok=True)
