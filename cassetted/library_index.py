@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cassetted.audio import FORMATS
 from cassetted.incoming import INCOMING
 from cassetted.schemas import GENRES, MOODS
 
 log = logging.getLogger(__name__)
 
-_EXTENSIONS = {ext: fmt for fmt, ext in FORMATS.items()}
+# As cassetted.audio.FORMATS has them (not imported: it pulls SciPy into the daemon).
+_EXTENSIONS = {".flac": "flac", ".ogg": "ogg", ".mp3": "mp3", ".wav": "wav"}
 # Our file names end in the song id: "<slug>-<16 hex>[-<take>].<ext>" (pipeline.Pipeline.run)
 _SONG_ID = re.compile(r"-(?P<id>[0-9a-f]{16})(?:-(?P<take>\d+))?$")
 

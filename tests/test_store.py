@@ -194,3 +194,9 @@ def test_storage_faults_are_named(tmp_path: Path) -> None:
     assert db_full.code == "disk_full" and "database disk" in db_full.message
     assert errors.system_fault_codes() >= {"interrupted", "disk_full", "storage_unavailable"}
     assert "invalid_payload" not in errors.system_fault_codes()
+
+
+def test_library_index_knows_every_audio_format() -> None:
+    from cassetted import audio, library_index
+
+    assert library_index._EXTENSIONS == {ext: fmt for fmt, ext in audio.FORMATS.items()}
