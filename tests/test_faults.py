@@ -170,3 +170,32 @@ def test_a_killed_worker_is_retried_with_backoff(daemon_factory, probe: MqttProb
     assert retry["attempt"] == 1 and retry["retry_in_s"] == 0.5
     final = probe.wait_job(job["job_id"], ("done", "failed"), timeout=120)
     assert final["state"] == "done" and Path(final["file"]).is_file()
+
+
+def test_read_only_library_mid_song_then_writable_again(daemon_factory, probe: MqttProbe,
+                                                        small_disk: Path) -> None:
+    # The library alone on the small disk (no file is open there while a song composes,
+    # so it can be remounted read-only under the daemon); the database stays writable.
+    library = small_disk / "library"
+    daemon = daemon_factory(CASSETTED_STORAGE__LIBRARY_DIR=str(library),
+                            CASSETTED_GENERATION__SAMPLE_RATE="22050",
+                            CASSETTED_GENERATION__RETRY_MIN_S="0.5")
+    try:
+        daemon.start()
+        probe.wait_online()
+        job = probe.command("song/create", {"prompt": "read-only", "duration_s": 300,
+                                            "instrumental": True, "request_id": "ro-1"})
+        probe.wait_job(job["job_id"], ("composing",))
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+        retry = probe.wait(lambda m: m.topic == f"{probe.base}/job/{job['job_id']}"
+                           and (m.json().get("error") or {}).get("code") == "storage_unavailable"
+                           and m.json().get("retry_in_s") is not None, timeout=30).json()
+        assert retry["error"]["message"] == f"the library disk is read-only ({library})"
+        time.sleep(1.0)
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+        final = probe.wait_job(job["job_id"], ("done", "failed"), timeout=120)
+        assert final["state"] == "done" and Path(final["file"]).is_file()
+        assert "LibsndfileError" not in daemon.log() and daemon.proc.poll() is None
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=False)
+        daemon.stop()
