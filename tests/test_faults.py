@@ -80,16 +80,25 @@ def _fill(mount: Path) -> Path:
     return filler
 
 
+def _start_with_a_long_song(daemon, probe: MqttProbe, request_id: str) -> dict:  # type: ignore[no-untyped-def]
+    """Start the daemon and ask for a 300 s song (long enough to be caught rendering)."""
+    daemon.start()
+    probe.wait_online()
+    reply = probe.command("song/create", {"prompt": f"long {request_id}", "duration_s": 300,
+                                          "instrumental": True, "request_id": request_id})
+    assert reply["ok"], reply
+    return reply
+
+
+FAST_RETRIES = {"CASSETTED_GENERATION__SAMPLE_RATE": "22050",
+                "CASSETTED_GENERATION__RETRY_MIN_S": "0.5"}
+
+
 def test_full_disk_mid_song_then_freed_the_queue_drains(daemon_factory, probe: MqttProbe,
                                                         small_disk: Path) -> None:
-    daemon = daemon_factory(CASSETTED_STATE_DIR=str(small_disk),
-                            CASSETTED_GENERATION__SAMPLE_RATE="22050",
-                            CASSETTED_GENERATION__RETRY_MIN_S="0.5")
+    daemon = daemon_factory(CASSETTED_STATE_DIR=str(small_disk), **FAST_RETRIES)
     try:
-        daemon.start()
-        probe.wait_online()
-        long = probe.command("song/create", {"prompt": "a long one", "duration_s": 300,
-                                             "instrumental": True, "request_id": "disk-long"})
+        long = _start_with_a_long_song(daemon, probe, "disk-long")
         short = [probe.command("song/create", {"prompt": f"short {i}", "duration_s": 10,
                                                "request_id": f"disk-{i}"}) for i in range(3)]
         assert long["ok"] and all(reply["ok"] for reply in short)
@@ -177,14 +186,9 @@ def test_read_only_library_mid_song_then_writable_again(daemon_factory, probe: M
     # The library alone on the small disk (no file is open there while a song composes,
     # so it can be remounted read-only under the daemon); the database stays writable.
     library = small_disk / "library"
-    daemon = daemon_factory(CASSETTED_STORAGE__LIBRARY_DIR=str(library),
-                            CASSETTED_GENERATION__SAMPLE_RATE="22050",
-                            CASSETTED_GENERATION__RETRY_MIN_S="0.5")
+    daemon = daemon_factory(CASSETTED_STORAGE__LIBRARY_DIR=str(library), **FAST_RETRIES)
     try:
-        daemon.start()
-        probe.wait_online()
-        job = probe.command("song/create", {"prompt": "read-only", "duration_s": 300,
-                                            "instrumental": True, "request_id": "ro-1"})
+        job = _start_with_a_long_song(daemon, probe, "ro-1")
         probe.wait_job(job["job_id"], ("composing",))
         subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
         retry = probe.wait(lambda m: m.topic == f"{probe.base}/job/{job['job_id']}"
