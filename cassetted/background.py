@@ -30,7 +30,7 @@ class BackgroundTasks:
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed: %r", task.get_name(), task.exception())
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
     async def cancel_all(self) -> None:
         for task in list(self._tasks):

@@ -1,4 +1,4 @@
-"""`cassetted run | generate | request | schemas | parse | keys`.
+"""`cassetted run | generate | request | schemas | parse | keys | doctor`.
 
 Every subcommand loads the configuration the same way (`--config`, then the usual places)
 and exits with status 2 and one line on stderr when it is invalid.
@@ -21,6 +21,7 @@ from cassetted import __version__, config
 from cassetted.schemas import GENRES, MOODS, SongRequest
 
 EXIT_USAGE = 2
+EXIT_CONFIG = 78  # EX_CONFIG: needs a person (systemd: RestartPreventExitStatus=78)
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -59,10 +60,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(args.log_level or settings.log.level)
     from cassetted import daemon, redaction
+    from cassetted.store import StoreError
 
     redaction.install(redaction.configured_secrets(settings))
 
-    return daemon.run(settings)
+    try:
+        return daemon.run(settings, rebuild_library=args.rebuild_library)
+    except StoreError as error:  # one line, not a traceback in a restart loop
+        print(f"cassetted: {error}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 # --------------------------------------------------------------------------- generate
@@ -150,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", parents=[common], help="run the daemon")
+    run.add_argument("--rebuild-library", action="store_true",
+                     help="index the library's files from their tags into the database "
+                          "(after it was lost); needed to start with an empty database "
+                          "next to a library of songs")
     run.set_defaults(handler=cmd_run)
 
     gen = sub.add_parser("generate", parents=[common], help="make one song file, no broker needed")
@@ -175,10 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _plugins() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
     """Subcommands that live beside the feature they drive."""
-    from cassetted import keys_cli, parse_cli
+    from cassetted import doctor_cli, keys_cli, parse_cli
     from cassetted.household import token_cli
 
-    return [parse_cli.register, keys_cli.register, token_cli.register]
+    return [parse_cli.register, keys_cli.register, token_cli.register, doctor_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,6 +86,10 @@ class GenerationSettings(_Section):
     default_mood: Mood | None = None
     language: str = Field("en", pattern=r"^[a-z]{2}$")
     max_pending: int = Field(1000, ge=1, description="Requests beyond this are refused (queue_full)")
+    retries: int = Field(5, ge=0, le=20, description="Retries of a song failed for the system's "
+                         "fault (disk, database, a killed worker); then it fails until resent")
+    retry_min_s: float = Field(2.0, gt=0, le=600, description="Wait before the first retry; "
+                               "doubled for each next one, at most 60 s")
 
 
 class MpdSettings(_Section):

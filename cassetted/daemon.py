@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from cassetted import __version__, intake, sdnotify
+from cassetted import __version__, intake, library_index, sdnotify
 from cassetted.config import Settings
 from cassetted.homeassistant.bridge import HomeAssistantBridge
 from cassetted.household.karaoke import Karaoke
@@ -34,7 +34,7 @@ from cassetted.mqtt.publisher import MqttPublisher, ReplyFirst
 from cassetted.mqtt.router import Router
 from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import JobEvent, QueueState, SongInfo, VoteCommand
-from cassetted.store import Store, describe
+from cassetted.store import REBUILD_HINT, Store, StoreError, describe, is_empty
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,15 @@ log = logging.getLogger(__name__)
 class Daemon:
     """Owns every long-lived part and the tasks that run them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, rebuild_library: bool = False) -> None:
         self.settings = settings
+        self._rebuild_library = rebuild_library
         url = settings.storage.database_url
         self._db_url = url.get_secret_value() if url else None
         self.store = Store(self._db_url, settings.state_dir)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.failed = False  # a part died: exit non-zero so that systemd restarts us
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -59,8 +61,11 @@ class Daemon:
         log.info("cassetted %s starting; state in %s", __version__, settings.state_dir)
         settings.library_dir.mkdir(parents=True, exist_ok=True)
 
+        await self._check_not_replaced()
         await self.store.open()
         log.info("store ready: %s", describe(self._db_url, settings.state_dir))
+        if self._rebuild_library:
+            await self.store.call(library_index.rebuild, settings.library_dir)
         parts = self._wire()
         if parts.media is not None:
             await parts.media.start()
@@ -91,6 +96,18 @@ class Daemon:
             await self.store.close()
             log.info("stopped")
 
+    async def _check_not_replaced(self) -> None:
+        """An empty database next to a library of songs is a deleted database: opening it
+        would orphan every file and forget every request id, so refuse unless told."""
+        if self._rebuild_library:
+            return
+        files = await asyncio.to_thread(library_index.audio_files, self.settings.library_dir)
+        if files and await self.store.call(is_empty, self._db_url, self.settings.state_dir):
+            raise StoreError(
+                f"the database {describe(self._db_url, self.settings.state_dir)} is empty but "
+                f"the library {self.settings.library_dir} holds {len(files)} song file(s): "
+                f"was the database deleted? Restore it from a backup, or {REBUILD_HINT}")
+
     def _wire(self) -> "_Parts":
         """Build every part and connect them; nothing runs yet. Data flows one way: MQTT in ->
         commands -> job runner -> playback; listeners hear about jobs and publish."""
@@ -106,11 +123,12 @@ class Daemon:
                 bridge.announce()
 
         link = MqttLink(settings.mqtt, on_message=lambda m: router.dispatch(m),
-                        subscriptions=lambda: router.subscriptions(), on_connect=on_connect)
+                        subscriptions=lambda: router.subscriptions(), on_connect=on_connect,
+                        session_marker=settings.state_dir / "mqtt-session")
         household_on = settings.household.enabled
         # Replies first: bulk (state, discovery, events) may fill half the outbox at most.
         # (The link's outbox length is read directly: MqttLink has no accessor for it yet.)
-        outbox = ReplyFirst(link.publish, backlog=lambda: len(link._outbox),
+        outbox = ReplyFirst(link.publish, backlog=lambda: link.backlog,
                             bulk_limit=OUTBOX_LIMIT // 2, base_topic=settings.mqtt.base_topic)
         router = Router(settings.mqtt.base_topic, outbox.command_output,
                         user_prefix="as" if household_on and "mqtt_username" in
@@ -201,8 +219,12 @@ class Daemon:
         self._tasks.append(task)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
+        """These tasks never end on their own: one that fails takes the daemon down, with an
+        exit status that has systemd (Restart=on-failure) start a fresh one."""
         if not task.cancelled() and task.exception() is not None:
-            log.error("task %s died: %r", task.get_name(), task.exception())
+            log.error("task %s died; stopping so that the service manager restarts cassetted",
+                      task.get_name(), exc_info=task.exception())
+            self.failed = True
             self._stop.set()
 
 
@@ -292,20 +314,22 @@ class _HermesAnnouncer:
         task.add_done_callback(self._tasks.discard)
 
 
-def run(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT. Returns the process exit status."""
+def run(settings: Settings, rebuild_library: bool = False) -> int:
+    """Run until SIGTERM/SIGINT. Returns the process exit status; raises StoreError when the
+    database cannot be used as it is (the caller prints it)."""
 
-    async def main() -> None:
+    async def main() -> int:
         # CPU-bound production threads hold the GIL; a waiting event loop gets it back only
         # after the switch interval (5 ms by default), which would cap intake at ~200
         # requests/s while a song renders. 0.5 ms keeps replies prompt at negligible cost.
         sys.setswitchinterval(0.0005)
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, rebuild_library)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.request_stop)
         await daemon.run()
+        return 1 if daemon.failed else 0
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        return asyncio.run(main())
     return 0

@@ -9,6 +9,10 @@ class CassettedError(Exception):
     """Base of every error a command can be answered with. Messages never hold secrets."""
 
     code = "internal_error"
+    # A fault of the system (a full or read-only disk, the database, a killed worker), not
+    # of the request: its job is retried with backoff, and a resent request_id of a job that
+    # failed this way starts a new attempt. A request's own fault stays failed.
+    system_fault = False
 
     def __init__(self, message: str, field: str | None = None, **details: object) -> None:
         super().__init__(message)
@@ -75,6 +79,7 @@ class LyricsFailed(CassettedError):
 
 class Interrupted(CassettedError):
     code = "interrupted"
+    system_fault = True
 
 
 class Unauthorized(CassettedError):
@@ -107,3 +112,28 @@ class RateLimited(CassettedError):
     """One sender asked faster than `[household] rate_per_s` allows; try again shortly."""
 
     code = "rate_limited"
+
+
+class DiskFull(CassettedError):
+    """No space left where a song or a row had to be written."""
+
+    code = "disk_full"
+    system_fault = True
+
+
+class StorageUnavailable(CassettedError):
+    """The library or the database cannot be written (read-only, I/O error, unreachable)."""
+
+    code = "storage_unavailable"
+    system_fault = True
+
+
+def system_fault_codes() -> frozenset[str]:
+    """The codes of failures that are the system's fault (see CassettedError.system_fault)."""
+    found, todo = set(), list(CassettedError.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.system_fault:
+            found.add(cls.code)
+    return frozenset(found)

@@ -6,6 +6,13 @@ process that dies mid-job leaves the row in a running state; `recover()` on the 
 puts it back in the queue (or fails it explicitly after too many attempts). Nothing is
 ever silently dropped.
 
+A failure that is the system's fault (a full or read-only disk, the database, a killed
+worker: `CassettedError.system_fault`) puts the job back in the queue with a growing delay,
+up to `[generation] retries` times; after that, or for a request's own fault, the job
+fails, and a resent request_id of a job that failed for the system starts a new attempt.
+A worker whose database writes fail keeps the job it holds, logs at ERROR, waits and carries
+on: no fault stops production.
+
 Data flows one way: MQTT intake -> `submit` -> rows -> workers -> pipeline -> listener.
 The listener (the MQTT publisher in the daemon) only hears about changes; it never calls in.
 """
@@ -18,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol
 
-from cassetted import errors, spec as spec_module
+from cassetted import diskfaults, errors, incoming, spec as spec_module
 from cassetted.config import RoomSettings, Settings
 from cassetted.music import ENGINES
 from cassetted.music.base import Cancelled
@@ -32,7 +39,9 @@ from cassetted.worker import WorkerProcess
 log = logging.getLogger(__name__)
 
 RUNNING_STATES = (JobState.writing_lyrics, JobState.composing, JobState.encoding)
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 3          # interrupted by a crash this often: given up (a song that kills us)
+RETRY_MIN_S = 2.0         # a supervised worker's first pause, each next one twice as long ...
+RETRY_MAX_S = 60.0        # ... up to this (and so for job retries, see [generation] retries)
 _PROGRESS_STEP = 0.05     # publish progress at least every 5 % ...
 _PROGRESS_INTERVAL_S = 2  # ... or every 2 s, whichever comes first
 _INTAKE_BATCH = 200       # requests written per transaction at most
@@ -110,6 +119,7 @@ class _Running:
     expected_s: float = 60.0
     last_published: float = 0.0
     last_progress: float = 0.0
+    unrecorded: bool = False  # a progress write failed (logged once)
 
 
 # ----------------------------------------------------------------- store-thread operations
@@ -123,6 +133,8 @@ def _find_by_request_id(request_id: str) -> Job | None:
 def _insert(request: SongRequest, max_pending: int) -> tuple[Job, bool]:
     if request.request_id:
         existing = _find_by_request_id(request.request_id)
+        if existing is not None and retryable(existing):
+            return _retry_failed(existing), False
         if existing is not None:
             return existing, True
     if Job.select().where(Job.state == JobState.queued.value).count() >= max_pending:
@@ -133,6 +145,25 @@ def _insert(request: SongRequest, max_pending: int) -> tuple[Job, bool]:
         state=JobState.queued.value, progress=0.0,
     )
     return job, False
+
+
+def retryable(job: Job) -> bool:
+    """A job that failed for the system's fault: resending its request_id tries again."""
+    return job.state == JobState.failed.value and job.error_code in errors.system_fault_codes()
+
+
+def is_retry(job: Job) -> bool:
+    """A queued job carrying the error of its last attempt: a retry, not a first try."""
+    return job.state == JobState.queued.value and job.error_code is not None
+
+
+def _retry_failed(job: Job) -> Job:
+    """A new attempt of a job failed by the system; its last error stays on the row until
+    the attempt starts, so the reply and the event can say why it is tried again."""
+    now = time.time()
+    Job.update(state=JobState.queued.value, progress=0.0, attempts=0, finished_at=None,
+               updated_at=now).where(Job.id == job.id).execute()
+    return Job.get_by_id(job.id)
 
 
 def _insert_batch(requests: list[SongRequest],
@@ -148,14 +179,18 @@ def _insert_batch(requests: list[SongRequest],
     return results
 
 
-def _claim_next() -> Job | None:
-    """Take the oldest queued job; the conditional update keeps two workers off one row."""
-    candidates = (Job.select().where(Job.state == JobState.queued.value)
-                  .order_by(Job.created_at, Job.id).limit(5))
+def _claim_next(waiting: tuple[str, ...] = ()) -> Job | None:
+    """Take the oldest queued job, except those `waiting` for their retry; the conditional
+    update keeps two workers off one row."""
+    query = Job.select().where(Job.state == JobState.queued.value)
+    if waiting:
+        query = query.where(Job.id.not_in(list(waiting)))
+    candidates = query.order_by(Job.created_at, Job.id).limit(5)
     for job in candidates:
         now = time.time()
         claimed = (Job.update(state=JobState.writing_lyrics.value, started_at=now, updated_at=now,
-                              progress=0.0, attempts=Job.attempts + 1)
+                              progress=0.0, attempts=Job.attempts + 1, error_code=None,
+                              error_message=None)
                    .where((Job.id == job.id) & (Job.state == JobState.queued.value)).execute())
         if claimed:
             return Job.get_by_id(job.id)
@@ -179,11 +214,13 @@ def _queue_counts() -> int:
     return Job.select().where(Job.state == JobState.queued.value).count()
 
 
-def _recover() -> list[Job]:
-    """Put interrupted jobs back in the queue; fail those interrupted too often."""
+def _recover(job_ids: list[str] | None = None) -> list[Job]:
+    """Put interrupted jobs back in the queue; fail those interrupted too often. At start
+    every job; for a worker that could not record a job's end, the jobs it held."""
     touched = []
     now = time.time()
-    for job in Job.select().where(Job.state.in_([s.value for s in RUNNING_STATES])):
+    scope = Job.select() if job_ids is None else Job.select().where(Job.id.in_(job_ids))
+    for job in scope.where(Job.state.in_([s.value for s in RUNNING_STATES])):
         if job.attempts >= MAX_ATTEMPTS:
             job.state, job.error_code = JobState.failed.value, errors.Interrupted.code
             job.error_message = f"interrupted {job.attempts} times; giving up"
@@ -194,11 +231,20 @@ def _recover() -> list[Job]:
         job.save()
         touched.append(job)
     # A song that was ready has its file and row: the job only owes its final state.
-    for job in Job.select().where(Job.state.in_([JobState.ready.value, JobState.playing.value])):
+    for job in scope.where(Job.state.in_([JobState.ready.value, JobState.playing.value])):
         job.state, job.finished_at, job.updated_at = JobState.done.value, now, now
         job.save()
         touched.append(job)
     return touched
+
+
+def _committed_files(names: list[str]) -> set[str]:
+    """Which of these library files a song row names."""
+    found: set[str] = set()
+    for start in range(0, len(names), 500):
+        chunk = names[start:start + 500]
+        found.update(song.file for song in Song.select(Song.file).where(Song.file.in_(chunk)))
+    return found
 
 
 def _store_song(job_id: str, song_id: str, produced: Produced,
@@ -249,6 +295,9 @@ class JobRunner:
         self._pending = 0
         self._intake: list[tuple[SongRequest, asyncio.Future[tuple[Job, bool]]]] = []
         self._intake_task: asyncio.Task[None] | None = None
+        self._retry_at: dict[str, float] = {}  # job id -> loop time its retry may start
+        self._stranded: set[str] = set()  # jobs whose end a failed database write lost
+        self._where = store.where  # for storage errors, without credentials
         # Seconds of production per second of audio, learned per engine (EWMA).
         self._rtf: dict[str, float] = {}
 
@@ -258,6 +307,7 @@ class JobRunner:
         for job in await self._store.call(_recover):
             log.warning("job %s was interrupted; now %s", job.id, job.state)
             self._listener.job_changed(_event(job))
+        await self._settle_incoming()
         await self._refresh_queue()
         self._workers = [asyncio.create_task(self._worker(process), name=f"job-worker-{i}")
                          for i, process in enumerate(self._processes)]
@@ -274,6 +324,13 @@ class JobRunner:
                                    attempts=Job.attempts - 1)
         self._running.clear()
         await asyncio.gather(*(process.stop() for process in self._processes))
+
+    async def _settle_incoming(self) -> None:
+        """Files an interrupted song left in `.incoming/`: in with a row, else deleted."""
+        library = self._settings.library_dir
+        waiting = incoming.pending(library)
+        committed = await self._store.call(_committed_files, waiting) if waiting else set()
+        await asyncio.to_thread(incoming.settle, library, committed)
 
     # ------------------------------------------------------------------ intake
 
@@ -296,29 +353,55 @@ class JobRunner:
         return await future
 
     async def _write_intake(self) -> None:
+        """Write waiting requests in batches. Every waiting request is answered, whatever
+        fails here: a future left pending would hang its command and never ack it."""
+        batch: list[tuple[SongRequest, asyncio.Future[tuple[Job, bool]]]] = []
+        try:
+            await self._write_batches(batch)
+        except Exception as error:  # noqa: BLE001 - the supervisor of intake
+            log.exception("job intake failed")
+            for _, future in batch + self._intake:
+                if not future.done():
+                    future.set_exception(error)
+            self._intake = []
+
+    async def _write_batches(self, batch: list[tuple[SongRequest, asyncio.Future[tuple[Job, bool]]]]
+                             ) -> None:
         while self._intake:
-            batch, self._intake = self._intake[:_INTAKE_BATCH], self._intake[_INTAKE_BATCH:]
+            batch[:], self._intake = self._intake[:_INTAKE_BATCH], self._intake[_INTAKE_BATCH:]
             try:
                 results = await self._store.call(
                     _insert_batch, [request for request, _ in batch],
                     self._settings.generation.max_pending)
             except Exception as error:  # noqa: BLE001 - every waiting request gets the error
+                fault = diskfaults.database_failure(error, self._where)
+                if fault is not None:
+                    log.error("requests could not be stored: %s", fault.message)
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(error)
+                        future.set_exception(fault or error)
                 continue
             for (_, future), result in zip(batch, results):
                 if isinstance(result, errors.CassettedError):
-                    future.set_exception(result)
+                    if not future.done():
+                        future.set_exception(result)
                     continue
                 job, duplicate = result
+                if not future.done():
+                    future.set_result(result)  # stored: the command may be acked now
                 if not duplicate:
                     self._pending += 1
-                    self._listener.job_changed(_event(job, eta_s=self._queued_eta()))
-                if not future.done():
-                    future.set_result(result)
+                    self._retry_at.pop(job.id, None)  # a resent request: try it now
+                    self._announce(job)
             self._publish_queue()
             self._wakeup.set()
+
+    def _announce(self, job: Job) -> None:
+        """A newly queued job's event; a listener's failure must not cost the request."""
+        try:
+            self._listener.job_changed(_event(job, eta_s=self._queued_eta()))
+        except Exception:  # noqa: BLE001 - the row is stored; the event is best effort
+            log.exception("job %s: the queued event could not be published", job.id)
 
     def _check_names(self, request: SongRequest) -> None:
         if request.room is not None:
@@ -355,18 +438,85 @@ class JobRunner:
     # ------------------------------------------------------------------ workers
 
     async def _worker(self, process: WorkerProcess) -> None:
-        await process.start()  # here, not in start(): the daemon goes online meanwhile
+        """Claim and run jobs forever. Supervised here: whatever escapes a job (a database
+        that cannot be written, a worker process that cannot start) is logged at ERROR, the
+        job held is kept for later, and the loop carries on after a growing pause."""
+        first_delay = self._settings.generation.retry_min_s
+        delay = first_delay
         while True:
-            job = await self._store.call(_claim_next)
-            if job is None:
-                self._wakeup.clear()
-                # Re-check after clearing so a submit between claim and clear is not missed.
-                job = await self._store.call(_claim_next)
+            job: Job | None = None
+            try:
+                if not process.alive:  # here, not in start(): the daemon goes online meanwhile
+                    await process.restart()
+                await self._rescue_stranded()
+                job = await self._next_job()
                 if job is None:
-                    await self._wakeup.wait()
                     continue
-            self._wakeup.set()  # let an idle sibling look for more work
-            await self._run(job, process)
+                await self._run(job, process)
+                delay = first_delay
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the supervisor: log, keep the job, go on
+                fault = diskfaults.database_failure(error, self._where)
+                if job is not None:
+                    self._running.pop(job.id, None)
+                    self._stranded.add(job.id)
+                    self._announce_stranded(job, fault, delay)
+                if fault is not None:
+                    log.error("job worker %s: %s; trying again in %.1f s", process.index,
+                              fault.message, delay)
+                else:
+                    log.error("job worker %s failed; trying again in %.1f s", process.index,
+                              delay, exc_info=error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    def _announce_stranded(self, job: Job, fault: errors.CassettedError | None,
+                           delay: float) -> None:
+        """Say why a job stopped when its row cannot say it: it goes back in the queue as
+        soon as the database takes writes (the event is what the row will read then)."""
+        job.state, job.progress = JobState.queued.value, 0.0
+        reason = fault or errors.StorageUnavailable("the job's state could not be recorded")
+        job.error_code, job.error_message = reason.code, reason.message
+        try:
+            self._listener.job_changed(_event(job, attempt=job.attempts, retry_in_s=delay))
+        except Exception:  # noqa: BLE001 - best effort while storage is failing
+            log.exception("job %s: could not announce its retry", job.id)
+
+    async def _next_job(self) -> Job | None:
+        """The next job to run, waiting for one (None: look again)."""
+        now = asyncio.get_running_loop().time()
+        for job_id, at in list(self._retry_at.items()):
+            if at <= now:
+                del self._retry_at[job_id]
+        waiting = tuple(self._retry_at)
+        job = await self._store.call(_claim_next, waiting)
+        if job is None:
+            self._wakeup.clear()
+            # Re-check after clearing so a submit between claim and clear is not missed.
+            job = await self._store.call(_claim_next, waiting)
+            if job is None:
+                timeout = (min(self._retry_at.values()) - asyncio.get_running_loop().time()
+                           if self._retry_at else None)
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                except asyncio.TimeoutError:
+                    pass  # a retry is due
+                return None
+        self._wakeup.set()  # let an idle sibling look for more work
+        return job
+
+    async def _rescue_stranded(self) -> None:
+        """Jobs whose end could not be written: back in the queue (or done, if their song
+        was stored), once the database takes writes again."""
+        if not self._stranded:
+            return
+        ids = sorted(self._stranded)
+        for job in await self._store.call(_recover, ids):
+            log.warning("job %s is %s again after a storage failure", job.id, job.state)
+            self._listener.job_changed(_event(job))
+        self._stranded.difference_update(ids)
+        await self._refresh_queue()
 
     async def _run(self, job: Job, process: WorkerProcess) -> None:
         request = SongRequest.model_validate_json(job.request)
@@ -395,8 +545,21 @@ class JobRunner:
                 updates.put_nowait(None)
                 await consumer
             self._learn(engine, (time.monotonic() - started) / spec.duration_s)
-            job, song, variants = await self._store.call(
-                _store_song, job.id, song_id, produced, request)
+            try:
+                job, song, variants = await self._store.call(
+                    _store_song, job.id, song_id, produced, request)
+            except Exception:
+                # No row, so these files must not stay: the next attempt makes new ones.
+                incoming.discard(self._settings.library_dir,
+                                 [produced.relative_file, *produced.variant_files])
+                raise
+            # Committed: now the files may enter the library (a crash before this line
+            # leaves them in .incoming/, which the next start settles).
+            try:
+                incoming.place(self._settings.library_dir,
+                               [produced.relative_file, *produced.variant_files])
+            except OSError as error:  # the row is there: the next start moves them in
+                log.error("song %s: files not moved into the library yet: %s", song_id, error)
             info = song_info(song, self._settings)
             self._listener.job_changed(_event(job, file=info.file, room=song.room,
                                               variants=variants or None,
@@ -416,7 +579,10 @@ class JobRunner:
             raise  # daemon stopping: stop() puts the job back in the queue
         except errors.CassettedError as error:
             await self._fail(job, error)
-        except Exception as error:  # noqa: BLE001 - a job boundary: fail this job, keep serving
+        except Exception as error:
+            if diskfaults.database_failure(error, self._where) is not None:
+                raise  # nothing can be recorded now: the worker keeps the job (see _worker)
+            # A job boundary: fail this job, keep serving.
             log.exception("job %s failed", job.id)
             await self._fail(job, errors.GenerationFailed(f"{type(error).__name__}: {error}"[:300]))
         finally:
@@ -455,11 +621,26 @@ class JobRunner:
             variants=request.variants, lora=request.lora)
 
     async def _fail(self, job: Job, error: errors.CassettedError) -> None:
+        """A failed attempt: retried later when the system is to blame, else final."""
+        attempts = job.attempts
+        generation = self._settings.generation
+        if error.system_fault and attempts <= generation.retries:
+            wait = min(generation.retry_min_s * 2 ** max(0, attempts - 1), RETRY_MAX_S)
+            log.error("job %s attempt %d failed: %s %s; retrying in %.1f s", job.id, attempts,
+                      error.code, error.message, wait)
+            job = await self._store.call(_set, job.id, state=JobState.queued.value,
+                                         progress=0.0, error_code=error.code,
+                                         error_message=error.message)
+            self._retry_at[job.id] = asyncio.get_running_loop().time() + wait
+            self._pending += 1
+            self._listener.job_changed(_event(job, attempt=attempts, retry_in_s=wait))
+            self._wakeup.set()  # an idle worker must learn when the retry is due
+            return
         log.error("job %s failed: %s %s", job.id, error.code, error.message)
         job = await self._store.call(_set, job.id, state=JobState.failed.value,
                                      error_code=error.code, error_message=error.message,
                                      finished_at=time.time())
-        self._listener.job_changed(_event(job))
+        self._listener.job_changed(_event(job, attempt=attempts))
 
     async def _follow(self, running: _Running, updates: asyncio.Queue[tuple[JobState, float] | None]) -> None:
         """Turn the pipeline's reports into rows and events: transitions always, progress throttled."""
@@ -473,8 +654,17 @@ class JobRunner:
             if not (changed or due):
                 continue
             state = new_state
-            running.job = await self._store.call(_set, running.job.id, state=state.value,
-                                                 progress=round(fraction, 4))
+            try:
+                running.job = await self._store.call(_set, running.job.id, state=state.value,
+                                                     progress=round(fraction, 4))
+            except Exception as error:  # noqa: BLE001 - progress rows are not worth a song
+                fault = diskfaults.database_failure(error, self._where)
+                if fault is None:
+                    raise
+                if not running.unrecorded:
+                    log.error("job %s: progress not recorded: %s", running.job.id, fault.message)
+                running.unrecorded = True
+                running.job.state, running.job.progress = state.value, round(fraction, 4)
             running.last_progress, running.last_published = fraction, now
             self._listener.job_changed(_event(running.job, eta_s=self._eta(running, fraction)))
 

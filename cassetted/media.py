@@ -6,9 +6,12 @@ unguessable token with Range support — and asyncio streams do that in one modu
 dependency. The URL carries no path: the token is looked up (injected `lookup`), so there
 is nothing to traverse, and anything not shaped like a token is a 404 before any lookup.
 
-Bounded on every side: connections (503 beyond the limit), request head size (431),
+Bounded on every side: connections in all and per client address, request head size (431),
 idle/header/write timeouts, and files are sent with `loop.sendfile` (zero-copy; asyncio
-falls back to chunked reads), never read whole into memory.
+falls back to chunked reads), never read whole into memory. Idle connections (waiting for a
+request head, a trickle included) never lock players out: when the server or one client is
+at its limit, a new connection takes the place of the oldest idle one, and only when every
+connection is busy sending is the newcomer answered 503.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import logging
 import os
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +43,10 @@ MEDIA_PREFIX = "/media/"
 _TARGET = re.compile(r"^/media/(?P<token>[A-Za-z0-9_-]{16,128})(?P<ext>\.(?:flac|ogg|mp3|wav))?$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MIN_SEND_RATE = 16 * 1024  # bytes/s a client must sustain while we send a body
+# Range positions beyond this many digits are larger than any file (and than what int()
+# parses by default: 4,300 digits); they are read as "huge", not parsed.
+_MAX_POSITION_DIGITS = 18
+_HUGE = 10 ** _MAX_POSITION_DIGITS
 
 Lookup = Callable[[str], Awaitable[Path | None]]
 
@@ -56,6 +64,9 @@ class MediaSettings(BaseModel):
         description="Base URL players use, e.g. http://192.168.1.10:8765. Empty = this "
                     "host's primary address and the port.")
     max_connections: int = Field(32, ge=1, le=1024)
+    max_connections_per_client: int = Field(
+        16, ge=1, le=1024, description="Connections one address may hold; beyond it, its "
+        "oldest idle one is closed (or 503 when all of them are busy).")
     max_header_bytes: int = Field(8192, ge=1024, le=65536)
     header_timeout_s: float = Field(10.0, gt=0)
     keepalive_s: float = Field(15.0, gt=0)
@@ -140,21 +151,38 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None | str:
     match = _RANGE.match(value.strip())
     if match is None:
         return None
-    first, last = match.groups()
-    if not first and not last:
+    first, last = (_position(part) for part in match.groups())
+    if first is None and last is None:
         return None
-    if not first:  # suffix: the last N bytes
-        length = int(last)
+    if first is None:  # suffix: the last N bytes
+        assert last is not None
+        length = last
         if length == 0 or size == 0:
             return "unsatisfiable"
         return max(0, size - length), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if last and end < start:
+    start = first
+    end = last if last is not None else size - 1
+    if last is not None and end < start:
         return None  # syntactically invalid: ignore the header
     if start >= size:
         return "unsatisfiable"
     return start, min(end, size - 1)
+
+
+def _position(digits: str) -> int | None:
+    if not digits:
+        return None
+    return _HUGE if len(digits) > _MAX_POSITION_DIGITS else int(digits)
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One client connection; `idle` while it waits for (or trickles) a request head."""
+
+    peer: str
+    task: asyncio.Task[Any]
+    idle: bool = True
+    idle_since: float = field(default_factory=time.monotonic)
 
 
 class MediaServer:
@@ -164,7 +192,7 @@ class MediaServer:
         self._settings = settings
         self._lookup = lookup
         self._server: asyncio.base_events.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._connections: dict[asyncio.Task[Any], _Connection] = {}
         self.port: int | None = None
 
     @property
@@ -197,13 +225,16 @@ class MediaServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self._settings.max_connections:
-            await self._simple(writer, 503, close=True)
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) and peername else "?"
+        if not self._make_room(peer):
+            await self._simple(writer, 503, close=True, extra={"Retry-After": "5"})
             await self._close(writer)
             return
-        self._connections.add(task)
+        connection = _Connection(peer, task)
+        self._connections[task] = connection
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, connection)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except asyncio.CancelledError:
@@ -211,13 +242,34 @@ class MediaServer:
         except Exception:  # noqa: BLE001 - one broken connection never stops the server
             log.exception("media connection failed")
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             await self._close(writer)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _make_room(self, peer: str) -> bool:
+        """Room for one more connection from `peer`: free, or made by closing the oldest
+        idle connection (the client's own first). False when every candidate is busy."""
+        mine = [c for c in self._connections.values() if c.peer == peer]
+        if len(mine) >= self._settings.max_connections_per_client:
+            candidates = mine
+        elif len(self._connections) >= self._settings.max_connections:
+            candidates = list(self._connections.values())
+        else:
+            return True
+        idle = [c for c in candidates if c.idle]
+        if not idle:
+            log.warning("media server: %s refused, %d connections busy", peer, len(candidates))
+            return False
+        victim = min(idle, key=lambda c: c.idle_since)
+        del self._connections[victim.task]  # counted out now; the task closes its socket
+        victim.task.cancel()
+        return True
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     connection: _Connection) -> None:
         first = True
         while True:
             timeout = self._settings.header_timeout_s if first else self._settings.keepalive_s
+            connection.idle, connection.idle_since = True, time.monotonic()
             try:
                 request = await asyncio.wait_for(self._read_head(reader), timeout)
             except TimeoutError:
@@ -229,6 +281,7 @@ class MediaServer:
                 return
             if request is None:
                 return  # the client closed the connection
+            connection.idle = False
             first = False
             keep = await self._respond(request, writer)
             if not keep:

@@ -17,6 +17,7 @@ from typing import Callable
 
 from cassetted.lyrics.base import LyricsResult
 from cassetted import errors, lrc
+from cassetted.incoming import incoming_dir
 from cassetted.music.base import Audio, Cancelled, MusicEngine, NeedsLyrics, ProgressCallback
 from cassetted.schemas import JobState, SongSpec
 
@@ -181,7 +182,9 @@ def save(song: Audio, spec: SongSpec, path: Path, fmt: str) -> Path:
 
 
 class Pipeline:
-    """Runs one job's production into the library. Thread-safe: no per-song state."""
+    """Runs one job's production into the library's `.incoming/` (see cassetted.incoming:
+    the job runner moves the files in once the song row is committed). Thread-safe: no
+    per-song state."""
 
     def __init__(self, library_dir: Path, fmt: str = "flac") -> None:
         self.library_dir = library_dir
@@ -208,7 +211,7 @@ class Pipeline:
             relative = Path(f"{slugify(spec.title)}-{song_id}{suffix}"
                             f"{_audio().FORMATS[self.format]}")
             take_spec = spec.model_copy(update={"seed": seeds[i]})
-            path = save(take, take_spec, self.library_dir / relative, self.format)
+            path = save(take, take_spec, incoming_dir(self.library_dir) / relative, self.format)
             lrc.write_sidecar(path, take_spec, engine.name)  # timed lyrics beside the audio
             files.append(relative.as_posix())
         report(JobState.encoding, 1.0)

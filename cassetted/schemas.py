@@ -341,6 +341,8 @@ class Reply(BaseModel):
     job_id: str | None = None
     state: JobState | None = None
     duplicate: bool | None = Field(None, description="True when request_id matched an existing job.")
+    retry: bool | None = Field(None, description="True when a resent request_id starts a new "
+                               "attempt of a job that failed for the system's fault")
     quota: QuotaInfo | None = Field(None, description="Song requests: the asker's quota after this one")
     party_position: int | None = Field(None, ge=1, description="A party song's place in the queue")
 
@@ -361,6 +363,10 @@ class JobEvent(BaseModel):
     warnings: list[str] | None = Field(
         None, description="What the song as made differs in from the request (on `ready`): "
                           "e.g. the server rendered it shorter than asked, or ignored its seeds.")
+    attempt: int | None = Field(None, ge=0, description="The attempt that just failed")
+    retry_in_s: float | None = Field(
+        None, ge=0.0, description="Queued again after a failure that was the system's fault "
+        "(disk, database, a killed worker): the next attempt starts in this many seconds")
     ts: float = Field(description="Unix time of the transition.")
 
 

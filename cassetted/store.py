@@ -9,6 +9,7 @@ step runs on SQLite and PostgreSQL. Never edit a released step; append a new one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -261,11 +262,70 @@ def _has_table(db: pw.Database, name: str) -> bool:
     return db.table_exists(name)
 
 
+class StoreError(Exception):
+    """The database cannot be used as it is. The message is one line for a person: what is
+    wrong, with which database, and the way out (no traceback in a restart loop)."""
+
+
+REBUILD_HINT = ("start once with `cassetted run --rebuild-library` to index the library's "
+                "files from their tags")
+
+
+def is_empty(url: str | None, state_dir: Path) -> bool:
+    """Whether opening would create the schema from nothing (a new or deleted database).
+    Creates nothing; a database that cannot be read is not empty (open says why)."""
+    if url:
+        db = _connect(url, state_dir)
+        try:
+            db.connect()
+            return not _has_table(db, SchemaVersion._meta.table_name)
+        except pw.DatabaseError:
+            return False
+        finally:
+            db.close()
+    path = state_dir / "cassetted.db"
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            return conn.execute("SELECT count(*) FROM sqlite_master WHERE name = ?",
+                                (SchemaVersion._meta.table_name,)).fetchone()[0] == 0
+    except sqlite3.DatabaseError:
+        return False
+
+
 def open_database(url: str | None, state_dir: Path) -> pw.Database:
-    """Connect, create or migrate the schema, and bind the models. Returns the database."""
+    """Connect, create or migrate the schema, and bind the models. Returns the database.
+
+    Raises StoreError for a database that is corrupt, unreachable or too new."""
+    where = describe(url, state_dir)
+    try:
+        return _open(url, state_dir)
+    except StoreError:
+        raise
+    except pw.OperationalError as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise StoreError(f"cannot open the database {where}: {first}") from None
+    except pw.DatabaseError as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise StoreError(_corrupt(where, first)) from None
+
+
+def _corrupt(where: str, reason: str) -> str:
+    return (f"the database {where} is corrupt ({reason}): restore it from a backup, or move "
+            f"it aside and {REBUILD_HINT}")
+
+
+def _open(url: str | None, state_dir: Path) -> pw.Database:
     db = _connect(url, state_dir)
     database.initialize(db)
     db.connect(reuse_if_open=True)
+    if isinstance(db, pw.SqliteDatabase):
+        check = db.execute_sql("PRAGMA quick_check(1)").fetchone()[0]
+        if check != "ok":
+            raise StoreError(_corrupt(describe(url, state_dir), check))
     with db.atomic():
         if not _has_table(db, SchemaVersion._meta.table_name):
             db.create_tables([*MODELS, SchemaVersion])
@@ -274,8 +334,9 @@ def open_database(url: str | None, state_dir: Path) -> pw.Database:
         else:
             row = SchemaVersion.get()
             if row.version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"database schema {row.version} is newer than this cassetted ({SCHEMA_VERSION})")
+                raise StoreError(
+                    f"the database {describe(url, state_dir)} has schema {row.version}, newer "
+                    f"than this cassetted's ({SCHEMA_VERSION}): install the newer cassetted")
             migrator = SchemaMigrator.from_database(db)
             for step in range(row.version, SCHEMA_VERSION):
                 log.info("migrating database schema %d -> %d", step, step + 1)
@@ -311,6 +372,11 @@ class Store:
         self._state_dir = state_dir
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.db: pw.Database | None = None
+
+    @property
+    def where(self) -> str:
+        """The database, for messages: its file or URL without credentials."""
+        return describe(self._url, self._state_dir)
 
     async def open(self) -> None:
         self.db = await self.call(open_database, self._url, self._state_dir)

@@ -21,7 +21,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from cassetted import errors
+from cassetted import diskfaults, errors
 from cassetted.config import Settings
 from cassetted.lyrics.base import LyricsError
 from cassetted.music.base import Cancelled
@@ -33,14 +33,34 @@ log = logging.getLogger(__name__)
 _CONTEXT = multiprocessing.get_context("spawn")  # fork is unsafe with threads and asyncio
 _ERRORS: dict[str, type[errors.CassettedError]] = {
     cls.code: cls for cls in errors.CassettedError.__subclasses__()
-}
+}  # the child's ("error", code, message) back into its class (system_fault and all)
 
 
 # ------------------------------------------------------------------------------- the child
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this child when the daemon dies, even by SIGKILL.
+
+    A child outliving a killed daemon would finish its song after the next start already
+    settled the library, leaving a file no row knows (and would hold a GPU meanwhile)."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        os._exit(1)
+
+
 def _child_main(conn: Connection, settings: Settings) -> None:
     """Serve jobs until told to stop or the parent goes away."""
+    _die_with_parent()
     logging.basicConfig(level=settings.log.level,
                         format="%(levelname)s %(name)s[worker]: %(message)s")
     from cassetted import redaction
@@ -92,6 +112,11 @@ def _child_main(conn: Connection, settings: Settings) -> None:
             log.warning("no lyrics for song %s: %s", song_id, error)
             conn.send(("error", errors.LyricsFailed.code, redaction.redact(str(error)[:300])))
         except Exception as error:  # noqa: BLE001 - report any failure of this job, serve the next
+            fault = diskfaults.write_failure(error, settings.library_dir)
+            if fault is not None:  # the disk's fault, said plainly; the job is retried
+                log.error("song %s could not be written: %s", song_id, fault.message)
+                conn.send(("error", fault.code, fault.message))
+                continue
             log.exception("production of song %s failed", song_id)
             conn.send(("error", errors.GenerationFailed.code,
                        redaction.redact(f"{type(error).__name__}: {error}"[:300])))
@@ -109,6 +134,14 @@ class WorkerProcess:
         self._process: Any = None
         self._conn: Connection | None = None
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
 
     async def start(self) -> None:
         parent, child = _CONTEXT.Pipe(duplex=True)
@@ -155,7 +188,8 @@ class WorkerProcess:
             elif kind == "died":
                 code = self._process.exitcode if self._process else None
                 await self.restart()
-                raise errors.GenerationFailed(f"the worker process died (exit code {code})")
+                # Killed (out of memory, a crashing engine): the system's fault, retried.
+                raise errors.Interrupted(f"the worker process died (exit code {code})")
 
     def cancel(self) -> None:
         if self._conn is not None:

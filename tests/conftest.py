@@ -6,6 +6,7 @@ its own PostgreSQL schema, so tests never see each other's retained messages or 
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -31,10 +32,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_mosquitto(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    """A private broker on a loopback port (for tests that stop and start one)."""
+def start_mosquitto(port: int, workdir: Path, persistence: bool = False) -> subprocess.Popen[bytes]:
+    """A private broker on a loopback port (for tests that stop and start one); with
+    `persistence`, it keeps its sessions in `workdir` across its restarts."""
     conf = workdir / f"mosquitto-{port}.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    lines = f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+    if persistence:
+        store = workdir / f"mosquitto-store-{port}"
+        store.mkdir(exist_ok=True)
+        # Started as root, Mosquitto would become `mosquitto`, who cannot write pytest's tmp.
+        lines += (f"persistence true\npersistence_location {store}/\nautosave_interval 1\n"
+                  f"user {getpass.getuser()}\n")
+    else:
+        lines += "persistence false\n"
+    conf.write_text(lines)
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

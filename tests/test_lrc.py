@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cassetted import lrc
+from cassetted.incoming import place
 from cassetted.household.karaoke import remix_duration
 from cassetted.music import _voice
 from cassetted.music._arrange import arrange
@@ -153,7 +154,10 @@ def test_the_pipeline_writes_the_sidecar_beside_each_take(tmp_path: Path) -> Non
                             BuiltinEngine(22050), lambda state, fraction: None, threading.Event())
     audio = tmp_path / produced.relative_file
     sidecar = audio.with_suffix(".lrc")
-    assert audio.exists() and sidecar.exists()
+    # Written beside each other in .incoming/; both enter the library together.
+    assert not audio.exists() and (tmp_path / ".incoming" / sidecar.name).exists()
+    place(tmp_path, [produced.relative_file])
+    assert audio.exists() and sidecar.exists() and not (tmp_path / ".incoming" / sidecar.name).exists()
     written, expected = lrc.parse_lrc(sidecar.read_text()), lrc.timed_lines(produced.spec)
     assert [text for _, text in written] == [text for _, text in expected]
     assert [t for t, _ in written] == pytest.approx([t for t, _ in expected], abs=0.006)
@@ -162,4 +166,6 @@ def test_the_pipeline_writes_the_sidecar_beside_each_take(tmp_path: Path) -> Non
     instrumental = pipeline.run("song2", s.model_copy(update={"instrumental": True}),
                                 lambda _: pytest.fail("no lyrics wanted"), BuiltinEngine(22050),
                                 lambda state, fraction: None, threading.Event())
+    place(tmp_path, [instrumental.relative_file])
+    assert (tmp_path / instrumental.relative_file).exists()
     assert not (tmp_path / instrumental.relative_file).with_suffix(".lrc").exists()

@@ -85,7 +85,7 @@ def test_cancel_only_while_queued(db) -> None:
 def test_newer_schema_refused(tmp_path: Path) -> None:
     store.open_database(None, tmp_path)
     store.SchemaVersion.update(version=store.SCHEMA_VERSION + 1).execute()
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(store.StoreError, match="newer"):
         store.open_database(None, tmp_path)
 
 
@@ -121,3 +121,82 @@ def test_a_version_1_database_migrates_to_the_household_schema(request: pytest.F
         store.RoomPreference.create(room="living_room", dimension="genre", value="jazz", weight=1)
         assert store.Song.shared.default is True
         database.close()
+
+
+def test_a_resent_request_id_retries_only_a_system_failure(db) -> None:
+    system, _ = jobs._insert(SongRequest(prompt="disk", request_id="sys", seed=1), 10)
+    own, _ = jobs._insert(SongRequest(prompt="own", request_id="own", seed=2), 10)
+    jobs._set(system.id, state=JobState.failed.value, error_code="disk_full",
+              error_message="no space left on the library disk", attempts=6, finished_at=1.0)
+    jobs._set(own.id, state=JobState.failed.value, error_code="unsupported",
+              error_message="the builtin engine cannot repaint", attempts=1, finished_at=1.0)
+    again, duplicate = jobs._insert(SongRequest(prompt="disk", request_id="sys", seed=1), 10)
+    assert (again.id, duplicate, again.state, again.attempts) == (system.id, False, "queued", 0)
+    assert jobs.is_retry(again) and again.finished_at is None
+    assert again.error_code == "disk_full"  # why it is tried again, until the attempt starts
+    claimed = jobs._claim_next()
+    assert claimed.id == system.id and claimed.error_code is None and claimed.attempts == 1
+    same, duplicate = jobs._insert(SongRequest(prompt="own", request_id="own", seed=2), 10)
+    assert (same.id, duplicate, same.state) == (own.id, True, "failed")
+
+
+def test_jobs_waiting_for_their_retry_are_not_claimed(db) -> None:
+    first, _ = jobs._insert(SongRequest(prompt="a", seed=1), 10)
+    second, _ = jobs._insert(SongRequest(prompt="b", seed=2), 10)
+    assert jobs._claim_next((first.id,)).id == second.id
+    assert jobs._claim_next((first.id,)) is None
+    assert jobs._claim_next().id == first.id
+
+
+def test_recover_some_jobs_leaves_the_others(db) -> None:
+    a, _ = jobs._insert(SongRequest(prompt="a", seed=1), 10)
+    b, _ = jobs._insert(SongRequest(prompt="b", seed=2), 10)
+    c, _ = jobs._insert(SongRequest(prompt="c", seed=3), 10)
+    for job in (a, b):
+        jobs._set(job.id, state=JobState.composing.value, attempts=1)
+    jobs._set(c.id, state=JobState.ready.value)
+    touched = jobs._recover([a.id, c.id])
+    assert sorted(j.id for j in touched) == sorted([a.id, c.id])
+    states = {j.id: j.state for j in store.Job.select()}
+    assert states == {a.id: "queued", b.id: "composing", c.id: "done"}
+
+
+def test_incoming_files_are_settled_after_a_crash(tmp_path: Path) -> None:
+    from cassetted import incoming
+
+    staging = tmp_path / ".incoming"
+    staging.mkdir()
+    for name in ("kept-1.flac", "kept-1.lrc", "orphan-2.flac", "orphan-2.lrc",
+                 ".orphan-3.flac.part"):
+        (staging / name).write_bytes(b"x")
+    assert incoming.pending(tmp_path) == ["kept-1.flac", "orphan-2.flac"]
+    placed, removed = incoming.settle(tmp_path, {"kept-1.flac"})
+    assert placed == ["kept-1.flac"] and removed == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept-1.flac", "kept-1.lrc"]
+
+
+def test_storage_faults_are_named(tmp_path: Path) -> None:
+    import errno
+
+    import peewee
+
+    from cassetted import diskfaults, errors
+
+    full = diskfaults.write_failure(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert isinstance(full, errors.DiskFull) and full.system_fault
+    assert full.message == f"no space left on the library disk ({tmp_path})"
+    wrapped = RuntimeError("System error.")
+    wrapped.__cause__ = OSError(errno.EROFS, "Read-only file system")
+    assert diskfaults.write_failure(wrapped, tmp_path).code == "storage_unavailable"
+    assert diskfaults.write_failure(ValueError("a bug"), tmp_path) is None
+    db_full = diskfaults.database_failure(
+        peewee.OperationalError("database or disk is full"), "/x/cassetted.db")
+    assert db_full.code == "disk_full" and "database disk" in db_full.message
+    assert errors.system_fault_codes() >= {"interrupted", "disk_full", "storage_unavailable"}
+    assert "invalid_payload" not in errors.system_fault_codes()
+
+
+def test_library_index_knows_every_audio_format() -> None:
+    from cassetted import audio, library_index
+
+    assert library_index._EXTENSIONS == {ext: fmt for fmt, ext in audio.FORMATS.items()}

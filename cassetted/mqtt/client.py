@@ -4,6 +4,11 @@ aiomqtt 2.x does not reconnect by itself, so `MqttLink.run` is an outer loop aro
 `async with aiomqtt.Client(...)` with capped, jittered backoff. Outgoing messages go through
 an outbox that survives reconnects: a publish made while the broker is away is sent when it
 comes back, and retained state is re-sent on every connection.
+
+Inbound QoS 1 messages are acknowledged by hand (paho's `manual_ack`, which aiomqtt 2.x does
+not expose: we set it on its paho client), and only once the handler returned, that is after
+a song request's job row is committed. A daemon killed in between never acked the message,
+so the broker redelivers it on the next connection of our persistent session.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import random
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Awaitable, Callable
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -98,12 +104,65 @@ def make_client(settings: MqttSettings, *, identifier: str | None = None,
     return client
 
 
+def paho_of(client: aiomqtt.Client) -> Any:
+    """The paho client inside aiomqtt's (aiomqtt 2.x keeps it as `_client`, see its
+    client.py); the features aiomqtt does not wrap (manual ack, CONNACK flags) live there."""
+    return client._client  # noqa: SLF001
+
+
+def watch_session(client: aiomqtt.Client) -> Callable[[], bool | None]:
+    """Record CONNACK's session-present flag (aiomqtt drops it); returns a reader."""
+    paho = paho_of(client)
+    inner = paho.on_connect
+    seen: list[bool] = []
+
+    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        seen.append(bool(getattr(flags, "session_present", False)))
+        inner(c, userdata, flags, reason, properties)
+
+    paho.on_connect = on_connect
+    return lambda: seen[-1] if seen else None
+
+
+class SessionMarker:
+    """Remembers, in the state directory, which client id already had a broker session.
+
+    A CONNACK without session-present is normal the very first time; after that it means
+    the broker forgot our subscriptions and the QoS 1 commands queued for us (a broker
+    restart without `persistence true`, or an absence longer than the session expiry)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._known_here = False  # this process already connected once
+
+    def had_session(self, identifier: str) -> bool:
+        if self._known_here:
+            return True
+        if self._path is None:
+            return False
+        try:
+            return self._path.read_text(encoding="utf-8").strip() == identifier
+        except OSError:
+            return False
+
+    def remember(self, identifier: str) -> None:
+        written = self.had_session(identifier) and self._known_here
+        self._known_here = True
+        if self._path is None or written:
+            return
+        try:
+            self._path.write_text(identifier + "\n", encoding="utf-8")
+        except OSError as error:
+            log.debug("could not write %s: %s", self._path, error)
+
+
 class MqttLink:
     """Keeps one connection alive forever and moves messages both ways."""
 
     def __init__(self, settings: MqttSettings, on_message: MessageHandler,
                  subscriptions: Callable[[], list[str]],
-                 on_connect: Callable[[], None] = lambda: None) -> None:
+                 on_connect: Callable[[], None] = lambda: None,
+                 session_marker: Path | None = None) -> None:
         self._settings = settings
         self._on_message = on_message
         self._subscriptions = subscriptions
@@ -114,8 +173,15 @@ class MqttLink:
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self.v5 = settings.protocol == "5"
+        self._marker = SessionMarker(session_marker)
+        self.session_resumed: bool | None = None  # CONNACK session-present of the last connect
 
     # ------------------------------------------------------------------ outgoing
+
+    @property
+    def backlog(self) -> int:
+        """Messages queued and not yet handed to the broker (the reply-first gate reads it)."""
+        return len(self._outbox)
 
     def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, qos: int = 1,
                 correlation_data: bytes | None = None) -> None:
@@ -148,6 +214,8 @@ class MqttLink:
                 await self._send(client, item)
             except (aiomqtt.MqttError, asyncio.CancelledError):
                 self._outbox.appendleft(item)  # the connection dropped: send it next time
+            except Exception:  # noqa: BLE001 - paho refused this message: it never will take it
+                log.exception("MQTT message to %s dropped", item.topic[:200])
             finally:
                 in_flight.release()
 
@@ -183,10 +251,14 @@ class MqttLink:
         will = aiomqtt.Will(status, b"offline", qos=1, retain=True)
         while True:
             try:
-                client = make_client(self._settings, identifier=client_id(self._settings),
-                                     will=will, persistent=True)
+                identifier = client_id(self._settings)
+                client = make_client(self._settings, identifier=identifier, will=will,
+                                     persistent=True)
+                paho_of(client).manual_ack_set(True)  # acked in _handle, after the handler
+                session_present = watch_session(client)
                 async with client:
                     self._client = client
+                    self._check_session(identifier, session_present())
                     for topic in self._subscriptions():
                         await client.subscribe(topic, qos=1)
                     await client.publish(status, b"online", qos=1, retain=True)
@@ -203,7 +275,7 @@ class MqttLink:
                             # Concurrent handlers, started in arrival order, so a slow
                             # command never holds up the next; bounded for back-pressure.
                             await self._handling.acquire()
-                            task = asyncio.create_task(self._handle(message))
+                            task = asyncio.create_task(self._handle(client, message))
                             handlers.add(task)
                             task.add_done_callback(handlers.discard)
                         raise aiomqtt.MqttError("message stream ended")
@@ -218,11 +290,41 @@ class MqttLink:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self._settings.reconnect_max_s)
 
-    async def _handle(self, message: aiomqtt.Message) -> None:
+    def _check_session(self, identifier: str, present: bool | None) -> None:
+        """Warn when the broker did not resume a session it should have kept."""
+        self.session_resumed = present
+        if not present and self._marker.had_session(identifier):
+            log.warning(
+                "the MQTT broker did not resume cassetted's session (client id %s): commands "
+                "published while cassetted was away are lost. The broker must keep sessions "
+                "across its restarts (Mosquitto: `persistence true`) and for at least %d s "
+                "(`persistent_client_expiration`)", identifier, SESSION_EXPIRY_S)
+        self._marker.remember(identifier)
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         try:
             await self._on_message(message)
+        except asyncio.CancelledError:
+            raise  # stopping: not handled, so not acked; the broker sends it again
+        except Exception:  # noqa: BLE001 - the router answers errors; this is a last resort
+            log.exception("message on %s could not be handled", message.topic.value)
+        else:
+            self._ack(client, message)
         finally:
             self._handling.release()
+
+    def _ack(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """PUBACK a handled message, on the connection it came by (a later one gets it
+        again from the broker anyway, and its packet id may mean another message there).
+
+        Acks go out in the order handlers finish, not in arrival order: a slow command must
+        not hold back the acks of quick ones (Mosquitto matches a PUBACK by packet id)."""
+        if message.qos == 0 or client is not self._client:
+            return
+        try:
+            paho_of(client).ack(message.mid, message.qos)
+        except Exception as error:  # noqa: BLE001 - a closed socket: redelivered next time
+            log.debug("could not ack message %d: %s", message.mid, error)
 
     async def goodbye(self) -> None:
         """Say `offline` ourselves on a clean stop (the will covers crashes)."""

@@ -13,7 +13,7 @@ from cassetted import errors, intake, lrc
 from cassetted.config import Settings
 from cassetted.household.identity import Caller, slug
 from cassetted.household.service import Household
-from cassetted.jobs import JobRunner, song_info
+from cassetted.jobs import JobRunner, is_retry, retryable, song_info
 from cassetted.mqtt.router import MQTT_USER, RESPONSE_TOPIC, Router
 from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import (
@@ -89,7 +89,7 @@ class Commands:
             # A repeat (QoS 1 redelivery) is answered, never charged or learned from twice.
             if request.request_id and (self._household.counts_songs or request.room):
                 existing = await self._store.call(Job.get_or_none, Job.request_id == request.request_id)
-                if existing is not None:
+                if existing is not None and not retryable(existing):
                     quota = await self._household.quota(caller)
                     return Reply(ok=True, request_id=request.request_id, job_id=existing.id,
                                  state=JobState(existing.state), duplicate=True, quota=quota, **extra)
@@ -104,7 +104,7 @@ class Commands:
             extras.update(await self.party.enqueue(job.id, request, caller))
         return Reply(ok=True, request_id=request.request_id, job_id=job.id,
                      state=JobState(job.state), duplicate=duplicate, quota=quota,
-                     **extras, **extra)
+                     retry=True if is_retry(job) else None, **extras, **extra)
 
     async def voice(self, params: list[str], command: VoiceCommand) -> Reply:
         if self._parse_voice is None:
