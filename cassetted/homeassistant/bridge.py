@@ -200,11 +200,13 @@ class HomeAssistantBridge:
             command = RoomCommand(action="next")
         elif entity == "volume":
             try:
-                volume = round(float(text))
-            except ValueError:
-                log.warning("Home Assistant volume %r is not a number", text)
+                volume = Panel.number(text)
+            except PanelValueError as error:  # "1e999", "nan", "loud"
+                log.warning("Home Assistant %s volume refused: %s", room_id, error)
+                self._error("invalid_payload", f"{room_id} volume: {error}")
                 return
-            command = RoomCommand(action="volume", volume=max(0, min(100, volume)))
+            # HA's slider stays within 0-100; a hand-made publish is held to the same range.
+            command = RoomCommand(action="volume", volume=max(0, min(100, round(volume))))
         elif entity == "sleep" and self._mode_command is not None and text in ("ON", "OFF"):
             mode = RoomModeCommand(mode="sleep" if text == "ON" else "normal")
             await self._call(self._mode_command(room_id, mode), f"{room_id} sleep")
