@@ -191,7 +191,7 @@ class HermesAdapter:
             await self._apologise(raw, "Sorry, that request was too long.")
             return
         try:
-            data = wire.decode_object(raw)
+            data = wire.decode_object(raw) if raw else None  # an empty intent is no intent
         except errors.CassettedError:
             data = None
         if data is None:
