@@ -13,6 +13,7 @@ HUGE = b"9" * 5000
 HOSTILE = [
     (b'{"request_id": "\\ud800"}', "invalid_payload", "request_id"),
     (b'{"prompt": "a \\udfff b"}', "invalid_payload", "prompt"),
+    (b'{"user": "dad\\u0000"}', "invalid_payload", "user"),  # PostgreSQL cannot store NUL
     (b'{"\\ud800": 1}', "invalid_payload", "\\ud800"),
     (b'{"bpm": ' + HUGE + b"}", "invalid_payload", "bpm"),
     (b'{"seed": -' + HUGE + b"}", "invalid_payload", "seed"),

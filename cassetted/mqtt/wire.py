@@ -2,10 +2,11 @@
 
 `json.loads` alone lets a stranger reach corners the validator never sees: integers past
 Python's 4,300-digit conversion limit raise a bare ValueError, 2,000 nested arrays a
-RecursionError, a `\\ud800` escape yields a string that no UTF-8 encoder (pydantic's, the
-database's, the reply's) accepts. `parse` and `check_object` turn each of those into `invalid_json`
-or `invalid_payload`, naming the field where there is one, so the router (and the Hermes
-adapter) answer them like any other mistake instead of logging a traceback.
+RecursionError, a `\\ud800` escape yields a string no UTF-8 encoder (pydantic's, the
+database's, the reply's) accepts, a `\\u0000` one a string PostgreSQL cannot store.
+`parse` and `check_object` turn each of those into `invalid_json` or `invalid_payload`,
+naming the field where there is one, so the router (and the Hermes adapter) answer them
+like any other mistake instead of logging a traceback.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def _check(value: Any, path: list[str]) -> None:
         if not is_unicode(value):
             raise errors.InvalidPayload(
                 f"{field or 'payload'}: not valid Unicode (a lone surrogate escape)", field)
+        if "\x00" in value:  # no command needs one, and PostgreSQL cannot store it
+            raise errors.InvalidPayload(f"{field or 'payload'}: contains a NUL character", field)
     elif isinstance(value, _HugeNumber):
         raise errors.InvalidPayload(
             f"{field or 'payload'}: a number of {value.digits} digits (at most "
