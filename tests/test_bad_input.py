@@ -112,6 +112,12 @@ def test_home_assistant_volume_that_is_no_number_is_refused(daemon, probe: MqttP
     assert state["duration"] == 10
     refused = [m.json() for m in probe.on("ha/panel/state")][:-1]
     assert len(refused) == 6 and all(s["bpm"] == 0 and s["duration"] == 10 for s in refused)
+    events = [m.json()["error"] for m in probe.on("event")
+              if m.json().get("source") == "homeassistant"]
+    panel = [e for e in events if e["message"].startswith(("duration:", "bpm:"))]
+    assert [e["code"] for e in panel] == ["invalid_payload"] * 6
+    # 250 was taken (clamped to 100) and reached the room, whose output (none) cannot play.
+    assert [e["code"] for e in events if e not in panel] == ["unsupported"]
     daemon.stop()
     assert_clean_log(daemon.log())
 
@@ -127,5 +133,25 @@ def test_hermes_intents_with_hostile_numbers_get_an_apology(daemon, probe: MqttP
         answer = probe.wait(lambda m: m.topic == end_session
                             and m.json()["sessionId"] == session.decode()).json()
         assert answer["text"].startswith("Sorry") or answer["text"].startswith("Making")
+    daemon.stop()
+    assert_clean_log(daemon.log())
+
+
+def test_hostile_payloads_on_postgresql(daemon_factory, probe: MqttProbe, pg_url: str) -> None:
+    """PostgreSQL refuses what SQLite stores (a NUL in text): the same answers there."""
+    daemon = daemon_factory(CASSETTED_STORAGE__DATABASE_URL=pg_url).start()
+    probe.wait_online()
+    for payload, code, field in HOSTILE:
+        reply = probe.command("song/create", payload, raw=True)
+        assert (reply["error"]["code"], reply["error"].get("field")) == (code, field), reply
+    # Strange but valid text is stored and searched like any other.
+    for text in ("'; DROP TABLE song; --", "\x01\x1f\x7f", "line\u2028break", "🎷" * 50,
+                 "%_\\", "\ufffe\uffff"):
+        reply = probe.command("song/create", {"prompt": text, "duration_s": 10,
+                                              "request_id": f"pg-{text}"[:128]})
+        assert reply["ok"] is True, (text, reply)
+        probe.command(f"job/{reply['job_id']}/cancel", {})
+        found = probe.command("library/query", {"text": text, "user": text[:64]})
+        assert found["ok"] is True, (text, found)
     daemon.stop()
     assert_clean_log(daemon.log())

@@ -38,6 +38,7 @@ from paho.mqtt.properties import Properties
 
 from cassetted import errors
 from cassetted.asyncapi import channels
+from cassetted.mqtt.hermes import SLOT_FIELDS
 from tests.conftest import BROKER_HOST, free_port, start_mosquitto
 from tests.hostile import HOSTILE, assert_clean_log
 from tests.probe import MqttProbe
@@ -274,7 +275,8 @@ class Replies:
     def __init__(self, port: int, base: str) -> None:
         self.base = base
         self.topic = f"{base}/fuzzreply/{uuid.uuid4().hex[:8]}"
-        self._replies: dict[bytes, bytes] = {}
+        self.end_session = f"{base}/hermes/dialogueManager/endSession"
+        self._replies: dict[bytes | str, bytes] = {}
         self._cond = threading.Condition()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=f"fuzz-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
@@ -285,13 +287,16 @@ class Replies:
         # Without it each small publish waits for the broker's delayed ACK (~40 ms).
         self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
-        self.client.subscribe(self.topic, qos=1)
+        self.client.subscribe([(self.topic, 1), (self.end_session, 1)])
         assert subscribed.wait(10)
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        correlation = getattr(msg.properties, "CorrelationData", None)
+        if msg.topic == self.end_session:  # Hermes answers by session id
+            key: bytes | str = json.loads(msg.payload).get("sessionId", "")
+        else:
+            key = getattr(msg.properties, "CorrelationData", None)
         with self._cond:
-            self._replies[correlation] = msg.payload
+            self._replies[key] = msg.payload
             self._cond.notify_all()
 
     def send(self, relative: str, payload: bytes) -> bytes:
@@ -301,7 +306,12 @@ class Replies:
         self.client.publish(f"{self.base}/{relative}", payload, qos=1, properties=props)
         return correlation
 
-    def wait(self, correlation: bytes, timeout: float = 15) -> dict[str, Any]:
+    def intent(self, payload: bytes, session: str) -> dict[str, Any]:
+        """A Hermes intent; its endSession answer."""
+        self.client.publish(f"{self.base}/hermes/intent/CreateSong", payload, qos=1)
+        return self.wait(session)
+
+    def wait(self, correlation: bytes | str, timeout: float = 15) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self._cond:
             while correlation not in self._replies:
@@ -505,3 +515,35 @@ def _home_assistant_and_hermes(probe: MqttProbe, replies: Replies) -> None:
     for payload, _, _ in HOSTILE:
         probe.client.publish(f"{probe.base}/hermes/intent/CreateSong", payload, qos=1)
     assert replies.command("user/quota", b"{}")["ok"] is True
+
+    @settings(max_examples=FUZZ_EXAMPLES, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck), print_blob=False)
+    @given(intent=hermes_intents(), session=st.uuids().map(str))
+    def one(intent: dict[str, Any], session: str) -> None:
+        answer = replies.intent(encode({"sessionId": session, **intent}), session)
+        assert isinstance(answer.get("text"), str) and answer["text"], answer
+
+    one()
+
+
+_SLOT_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), _TEXT,
+    st.sampled_from([Raw("1e999"), Raw("NaN"), Raw("9" * 5000), "\ud800", _DEEP, [], {}]),
+    st.fixed_dictionaries({"kind": st.sampled_from(["Number", "Unknown", "Duration", "x"])},
+                          optional={"value": st.one_of(st.integers(), st.floats(), _TEXT),
+                                    "minutes": st.one_of(st.integers(), st.floats(), _TEXT),
+                                    "hours": st.floats()}))
+
+
+def hermes_intents() -> st.SearchStrategy[dict[str, Any]]:
+    """Rhasspy's intent payload (slots, input, siteId), with anything in the slots."""
+    slot = st.fixed_dictionaries(
+        {"slotName": st.one_of(st.sampled_from(sorted(SLOT_FIELDS)), _TEXT)},
+        optional={"value": _SLOT_VALUES, "rawValue": _SLOT_VALUES, "entity": _SLOT_VALUES})
+    return st.fixed_dictionaries(
+        {"input": st.one_of(_TEXT, st.sampled_from(
+            ["a relaxing jazz song for the living room", "rock at 9999 bpm for 1e999 minutes",
+             "play a song in the garage", "x" * 5000]))},
+        optional={"siteId": st.one_of(_TEXT, st.sampled_from(["lounge", "\ud800"])),
+                  "slots": st.one_of(st.lists(slot, max_size=6), _SLOT_VALUES),
+                  "intent": st.fixed_dictionaries({"intentName": _TEXT})})

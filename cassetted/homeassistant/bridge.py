@@ -152,6 +152,7 @@ class HomeAssistantBridge:
             self.panel.apply(entity, text)
         except PanelValueError as error:
             log.warning("Home Assistant %s: %s", entity, error)
+            self._error("invalid_payload", f"{entity}: {error}")
         self._publish_panel()  # also after a refusal, so HA shows the value kept
 
     async def _press(self, button: str) -> None:
