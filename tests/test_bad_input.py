@@ -6,10 +6,15 @@ is one: never `internal_error`, never a traceback in the log, never a lost conne
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 
 import pytest
 
+from cassetted.config import MqttSettings
+from cassetted.mqtt.client import MqttLink
+from tests.conftest import BROKER_HOST
 from tests.hostile import HOSTILE, HUGE, assert_clean_log
 from tests.probe import MqttProbe
 
@@ -99,6 +104,9 @@ def test_home_assistant_volume_that_is_no_number_is_refused(daemon, probe: MqttP
         assert event["error"]["code"] == "invalid_payload", (text, event)
         assert "volume" in event["error"]["message"]
         probe.messages.clear()
+    # The retained room list is ours, but anyone may overwrite it.
+    for text in (HUGE, b"[" * 2000 + b"]" * 2000, b'["\\ud800"]', b"{}", b"\xff"):
+        probe.publish("ha/rooms", text, raw=True)
     # A number is still taken (clamped to the slider's range).
     probe.publish("ha/room/living_room/volume/set", b"250", raw=True)
     time.sleep(0.5)
@@ -155,3 +163,34 @@ def test_hostile_payloads_on_postgresql(daemon_factory, probe: MqttProbe, pg_url
         assert found["ok"] is True, (text, found)
     daemon.stop()
     assert_clean_log(daemon.log())
+
+
+def test_the_link_never_publishes_a_topic_the_broker_refuses(broker_port: int,
+                                                             probe: MqttProbe) -> None:
+    """The last line of defence: a topic that slipped through would make Mosquitto drop the
+    connection at every retry. The link refuses it and keeps its connection."""
+    settings = MqttSettings(host=BROKER_HOST, port=broker_port, base_topic=probe.base,
+                            client_id=f"link-{uuid.uuid4().hex[:8]}", reconnect_max_s=1)
+
+    async def scenario() -> int:
+        connects = 0
+
+        def connected() -> None:
+            nonlocal connects
+            connects += 1
+
+        link = MqttLink(settings, on_message=lambda m: asyncio.sleep(0),
+                        subscriptions=lambda: [], on_connect=connected)
+        task = asyncio.create_task(link.run())
+        await asyncio.wait_for(link.connected.wait(), 10)
+        for bad in ("\x01", "\x7f", "\x85", "\ufffe", "\U0001fffe", "\ufdd0", "\ud800", "#"):
+            link.publish(f"{probe.base}/bad{bad}", b"x")
+        link.publish(f"{probe.base}/good", b"after")
+        await asyncio.sleep(1.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return connects
+
+    assert asyncio.run(scenario()) == 1  # never dropped, never reconnected
+    assert probe.wait(lambda m: m.topic == f"{probe.base}/good").payload == b"after"
+    assert not [m for m in probe.messages if "/bad" in m.topic]

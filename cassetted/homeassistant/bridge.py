@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ from cassetted.homeassistant.payloads import GenerationState
 from cassetted.homeassistant.panel import STATE_FILE_NAME, Panel, PanelValueError
 from cassetted.mqtt.router import match
 from cassetted.schemas import (
-    ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, RoomModeCommand, SongInfo,
+    ROOM_ID_PATTERN, ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, RoomModeCommand, SongInfo,
     SongRequest,
 )
 
@@ -117,12 +118,15 @@ class HomeAssistantBridge:
         """Delete the entities of rooms announced before but no longer configured."""
         try:
             previous = json.loads(text) if text else []
-        except ValueError:
+        except (ValueError, RecursionError):  # 5,000 digits, 2,000 nested lists: not ours
             previous = []
         if not isinstance(previous, list):
             previous = []
         current = set(self._settings.rooms)
-        removed = sorted({r for r in previous if isinstance(r, str)} - current)
+        # Anyone may overwrite the retained list; we only ever announced room ids, and a
+        # name with a control character would become a topic the broker refuses.
+        removed = sorted({r for r in previous if isinstance(r, str)
+                          and re.fullmatch(ROOM_ID_PATTERN, r)} - current)
         if not removed:
             return
         log.info("removing Home Assistant entities of rooms no longer configured: %s",

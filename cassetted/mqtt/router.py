@@ -63,10 +63,26 @@ def match(filter_: str, topic: str) -> list[str] | None:
     return params if len(f_levels) == len(t_levels) else None
 
 
-def _field_of(error: ValidationError) -> tuple[str | None, str]:
+def _field_path(loc: tuple[int | str, ...], data: Any) -> str | None:
+    """The dotted path of a pydantic error location in the payload ("rooms.0"), without the
+    union member tags pydantic adds ("rooms.list[constrained-str].0"); keys are the sender's
+    own (an unknown field), so each is kept short and readable."""
+    parts: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) or (isinstance(node, list) and isinstance(part, int)):
+            parts.append(wire.readable(str(part)))
+            try:
+                node = node[part]  # type: ignore[index]
+            except (KeyError, IndexError, TypeError):
+                node = None
+        # else: a union tag on the way to the value, not a place in the payload
+    return ".".join(parts) or None
+
+
+def _field_of(error: ValidationError, data: Any) -> tuple[str | None, str]:
     first = error.errors()[0]
-    # A location holds the sender's own keys (an unknown field): keep it short and readable.
-    field = ".".join(wire.readable(str(p)) for p in first["loc"]) or None
+    field = _field_path(first["loc"], data)
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown field"
@@ -149,7 +165,7 @@ class Router:
             try:
                 model = route.model.model_validate(data)  # type: ignore[union-attr]
             except ValidationError as error:
-                field, message = _field_of(error)
+                field, message = _field_of(error, data)
                 raise errors.InvalidPayload(message, field) from None
             reply = await route.handler(params, model)  # type: ignore[arg-type]
         except errors.CassettedError as error:
