@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from cassetted.config import MqttSettings
@@ -194,3 +195,34 @@ def test_the_link_never_publishes_a_topic_the_broker_refuses(broker_port: int,
     assert asyncio.run(scenario()) == 1  # never dropped, never reconnected
     assert probe.wait(lambda m: m.topic == f"{probe.base}/good").payload == b"after"
     assert not [m for m in probe.messages if "/bad" in m.topic]
+
+
+def test_v311_clients_hear_back_on_reply_to(daemon, probe: MqttProbe, broker_port: int) -> None:
+    """Node-RED's default client has no response topic: the answer to a hostile payload
+    goes to its reply_to with its request_id, whenever the JSON could be read."""
+    probe.wait_online()
+    legacy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    legacy.connect(BROKER_HOST, broker_port)
+    legacy.loop_start()
+    reply_to = f"{probe.base}/nodered/replies"
+    try:
+        for n, (payload, code, field) in enumerate(HOSTILE):
+            if not payload.startswith(b'{"') or code == "payload_too_large":
+                continue
+            envelope = f'{{"reply_to": "{reply_to}", "request_id": "v3-{n}", '.encode()
+            legacy.publish(f"{probe.base}/song/create", envelope + payload[1:],
+                           qos=1).wait_for_publish(5)
+            # Not JSON, or nested past what the parser follows (~1,000 levels): no reply_to
+            # can be read, so the answer goes to the shared reply topic.
+            readable = code != "invalid_json" and payload.count(b"{") < 1000
+            topic = reply_to if readable else f"{probe.base}/reply"
+            reply = probe.wait(lambda m: m.topic == topic).json()
+            assert reply["error"]["code"] == code, (payload[:60], reply)
+            if readable and field != "request_id":
+                assert reply["request_id"] == f"v3-{n}", (payload[:60], reply)
+            probe.messages.clear()
+    finally:
+        legacy.loop_stop()
+        legacy.disconnect()
+    daemon.stop()
+    assert_clean_log(daemon.log())
