@@ -44,6 +44,7 @@ def readable(text: str) -> str:
 
 
 def is_unicode(text: str) -> bool:
+    """False for a string holding a lone surrogate (what a `\\ud800` escape decodes to)."""
     if text.isascii():
         return True
     try:
