@@ -226,3 +226,17 @@ def test_v311_clients_hear_back_on_reply_to(daemon, probe: MqttProbe, broker_por
         legacy.disconnect()
     daemon.stop()
     assert_clean_log(daemon.log())
+
+
+def test_sleep_switch_flipped_fast_never_fails(daemon, probe: MqttProbe) -> None:
+    """Found by the fuzzer: ON, OFF, ON in quick succession raced two mode changes of one
+    room (KeyError, internal_error). Each change now waits for the one before."""
+    probe.wait_online()
+    for text in (b"ON", b"OFF", b"ON", b"ON", b"OFF", b"OFF", b"ON"):
+        probe.publish("ha/room/living_room/sleep/set", text, raw=True)
+    time.sleep(2.0)
+    assert not [m.json() for m in probe.on("event") if m.json().get("source") == "homeassistant"]
+    assert probe.on("room/living_room/state")[-1].json()["mode"] == "sleep"  # the last was ON
+    daemon.stop()
+    assert_clean_log(daemon.log())
+    assert "failed" not in daemon.log()

@@ -394,25 +394,32 @@ def fast_broker(tmp_path: Path) -> Iterator[int]:
 
 
 @pytest.fixture
-def storm(daemon_factory, fast_broker: int, tmp_path: Path, base_topic: str):
+def storm(request: pytest.FixtureRequest, daemon_factory, fast_broker: int, tmp_path: Path,
+          base_topic: str):
     """A daemon whose home, temp and working directories are empty folders we watch."""
     outside = {name: tmp_path / name for name in ("home", "tmp", "cwd")}
     for path in outside.values():
         path.mkdir()
+    database = {}
+    if request.param == "postgresql":
+        database["CASSETTED_STORAGE__DATABASE_URL"] = request.getfixturevalue("pg_url")
     daemon = daemon_factory(FUZZ_TOML.format(base=base_topic), port=fast_broker,
-                            HOME=str(outside["home"]), TMPDIR=str(outside["tmp"]))
+                            HOME=str(outside["home"]), TMPDIR=str(outside["tmp"]), **database)
     daemon.cwd = outside["cwd"]
     probe = MqttProbe(BROKER_HOST, fast_broker, base_topic)
     yield daemon.start(), probe, outside, fast_broker
     probe.close()
 
 
-def test_fuzz_every_command_topic(storm, tmp_path: Path) -> None:
+# SQLite in full; PostgreSQL (what it refuses that SQLite stores) with a quarter of the examples.
+@pytest.mark.parametrize(("storm", "share"), [("sqlite", 1), ("postgresql", 4)],
+                         indirect=["storm"])
+def test_fuzz_every_command_topic(storm, share: int, tmp_path: Path) -> None:
     daemon, probe, outside, port = storm
     probe.wait_online()
     replies = Replies(port, probe.base)
     try:
-        _storm(daemon, probe, replies)
+        _storm(daemon, probe, replies, settings(FUZZ, max_examples=max(FUZZ_EXAMPLES // share, 10)))
     finally:
         replies.close()
     daemon.stop()
@@ -428,7 +435,7 @@ def test_fuzz_every_command_topic(storm, tmp_path: Path) -> None:
             assert path.parent == library and path.suffix in (".flac", ".lrc"), path
 
 
-def _storm(daemon, probe: MqttProbe, replies: Replies) -> None:
+def _storm(daemon, probe: MqttProbe, replies: Replies, fuzz: settings) -> None:
     # A song made before (its id feeds the fuzzer), and one queued while the storm runs.
     started = time.monotonic()
     first = replies.command("song/create", b'{"duration_s": 10, "user": "dad"}')
@@ -474,7 +481,7 @@ def _storm(daemon, probe: MqttProbe, replies: Replies) -> None:
                           min_size=len(names), max_size=len(names))
         prefix = st.one_of(st.just(""), st.sampled_from(LOGINS).map(lambda l: f"as/{l}/"))
 
-        @FUZZ
+        @fuzz
         @given(case=cases(schema, [song_id]), topic_levels=levels, as_login=prefix)
         def one(case: Case, topic_levels: list[str], as_login: str) -> None:
             reply = replies.command(as_login + topic_for(topic_levels), encode(case.payload))
@@ -493,7 +500,7 @@ def _storm(daemon, probe: MqttProbe, replies: Replies) -> None:
 
         cancel_stray_jobs()
 
-    counts["hermes"] = _home_assistant_and_hermes(probe, replies)
+    counts["hermes"] = _home_assistant_and_hermes(probe, replies, fuzz)
     time.sleep(1.0)
     cancel_stray_jobs()
     # The storm is over: nothing leaked, the daemon still works.
@@ -506,7 +513,7 @@ def _storm(daemon, probe: MqttProbe, replies: Replies) -> None:
           f"daemon RSS {rss_before} -> {rss_after} kB")
 
 
-def _home_assistant_and_hermes(probe: MqttProbe, replies: Replies) -> int:
+def _home_assistant_and_hermes(probe: MqttProbe, replies: Replies, fuzz: settings) -> int:
     """Entity commands have no reply of ours: the daemon must survive them without a
     traceback and keep answering. Hermes intents must each get their endSession."""
     texts = [b"1e999", b"-1e999", b"NaN", b"inf", b"", b"ON", b"OFF", b"PRESS", b"\xff\xfe",
@@ -523,7 +530,7 @@ def _home_assistant_and_hermes(probe: MqttProbe, replies: Replies) -> int:
         probe.client.publish(f"{probe.base}/hermes/intent/CreateSong", payload, qos=1)
     assert replies.command("user/quota", b"{}")["ok"] is True
 
-    @FUZZ
+    @fuzz
     @given(intent=hermes_intents(), session=st.uuids().map(str))
     def one(intent: dict[str, Any], session: str) -> None:
         answer = replies.intent(encode({"sessionId": session, **intent}), session)
