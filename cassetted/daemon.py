@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from cassetted import __version__, intake, library_index, sdnotify
 from cassetted.config import Settings
@@ -137,9 +137,13 @@ class Daemon:
         listeners: list[JobListener] = [publisher]
 
         if settings.hermes.enabled:
+            async def hermes_publish(topic: str, payload: dict[str, Any]) -> None:
+                # The adapter awaits its publish; the link's only queues (never blocks).
+                link.publish(topic, json.dumps(payload))
+
             hermes = HermesAdapter.from_settings(
                 settings.hermes, settings.rooms, settings.voice.site_rooms,
-                publish=lambda topic, payload: link.publish(topic, json.dumps(payload)),
+                publish=hermes_publish,
                 submit=lambda request: commands.submit(request))
             for topic in hermes.subscriptions():
                 router.raw(topic, hermes.handle)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 GENRES: tuple[str, ...] = (
     "rock", "pop", "jazz", "electronic", "classical", "hip-hop", "country", "ambient",
@@ -37,11 +37,53 @@ Role = Literal["owner", "family", "guest"]
 ROLES: tuple[str, ...] = ("owner", "family", "guest")
 RoomMode = Literal["normal", "sleep", "karaoke"]
 
+MAX_PAGE = 1_000_000  # library pages; beyond, OFFSET would overflow SQL's 64-bit integers
+MAX_POSITION_S = 24 * 3600  # a seek target: no playlist entry is longer than a day
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why the broker would refuse a PUBLISH to `topic`, or None if it is a valid name.
+
+    Mosquitto validates topic names as MQTT 5 section 1.5.4 allows: besides wildcards and
+    NUL it refuses control characters (U+0001-U+001F, U+007F-U+009F), Unicode
+    noncharacters and lone surrogates, and it answers by dropping the connection
+    ("malformed packet"). A reply address with such a character would take the daemon
+    off the broker, and the QoS 1 retry would do it again after every reconnect.
+    """
+    if not topic:
+        return "is empty"
+    if "+" in topic or "#" in topic:
+        return "contains an MQTT wildcard (+ or #)"
+    for char in topic:
+        code = ord(char)
+        if code <= 0x1F or 0x7F <= code <= 0x9F:
+            return f"contains the control character U+{code:04X}"
+        if 0xD800 <= code <= 0xDFFF:
+            return "contains a lone surrogate"
+        if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
+            return f"contains the Unicode noncharacter U+{code:04X}"
+    if len(topic.encode("utf-8")) > 65535:
+        return "is longer than an MQTT topic can be"
+    return None
+
+
+def _publishable(topic: str) -> str:
+    problem = topic_problem(topic)
+    if problem is not None:
+        raise ValueError(f"not a topic the broker accepts: it {problem}")
+    return topic
+
+
 RequestId = Annotated[str, Field(min_length=1, max_length=128)]
 ReplyTopic = Annotated[
     str,
-    Field(min_length=1, max_length=256, pattern=r"^[^#+\x00]+$",
-          description="v3.1.1 clients: topic the reply is published on (no wildcards)."),
+    # The pattern documents the rule in the JSON Schema; `_publishable` enforces all of it
+    # (noncharacters too) with a message that says which character is wrong.
+    Field(min_length=1, max_length=256,
+          json_schema_extra={"pattern": r"^[^#+\x00-\x1f\x7f-\x9f]+$"},
+          description="v3.1.1 clients: topic the reply is published on (no wildcards, no "
+                      "control characters)."),
+    AfterValidator(_publishable),
 ]
 
 
@@ -53,7 +95,8 @@ ENVELOPE_FIELDS: frozenset[str] = frozenset({"reply_to", "token"})
 class _Command(BaseModel):
     """Every inbound command: unknown fields are refused so typos get a clear error."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # NaN and Infinity (JSON's non-standard tokens, or 1e999) are refused in every number.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
     request_id: RequestId | None = Field(
         None, description="Echoed in the reply; for song/create also the idempotency key.")
@@ -146,7 +189,7 @@ class RoomCommand(_Command):
     ]
     song_id: str | None = Field(None, max_length=64)
     volume: int | None = Field(None, ge=0, le=100)
-    position_s: float | None = Field(None, ge=0)
+    position_s: float | None = Field(None, ge=0, le=MAX_POSITION_S)
 
 
 class PartyCommand(_Command):
@@ -195,7 +238,7 @@ class LibraryQuery(_Command):
     text: str | None = Field(None, max_length=200)
     shared: bool | None = Field(None, description="Only shared (true) or only private (false)")
     sort: Literal["newest", "oldest", "title", "duration", "top_voted"] = "newest"
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
     page_size: int = Field(20, ge=1, le=100)
     as_user: str | None = Field(None, max_length=64,
                                 description="Who asks (identify_by user_field); sees their private songs")

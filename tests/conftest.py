@@ -32,9 +32,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_mosquitto(port: int, workdir: Path, persistence: bool = False) -> subprocess.Popen[bytes]:
+def start_mosquitto(port: int, workdir: Path, persistence: bool = False,
+                    extra: str = "") -> subprocess.Popen[bytes]:
     """A private broker on a loopback port (for tests that stop and start one); with
-    `persistence`, it keeps its sessions in `workdir` across its restarts."""
+    `persistence`, it keeps its sessions in `workdir` across its restarts; `extra` is
+    appended to its configuration."""
     conf = workdir / f"mosquitto-{port}.conf"
     lines = f"listener {port} 127.0.0.1\nallow_anonymous true\n"
     if persistence:
@@ -45,7 +47,7 @@ def start_mosquitto(port: int, workdir: Path, persistence: bool = False) -> subp
                   f"user {getpass.getuser()}\n")
     else:
         lines += "persistence false\n"
-    conf.write_text(lines)
+    conf.write_text(lines + extra)
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -101,6 +103,7 @@ class DaemonProcess:
         self.state_dir = state_dir
         self.env = env
         self.config = config
+        self.cwd: Path | None = None  # a test that watches where files land sets its own
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir / "daemon.log"
 
@@ -108,7 +111,7 @@ class DaemonProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cassetted", "run", "--config", str(self.config)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.cwd,
         )
         return self
 

@@ -128,11 +128,13 @@ class HomeAssistantBridge:
         """Delete the entities of rooms announced before but no longer configured."""
         try:
             previous = json.loads(text) if text else []
-        except ValueError:
+        except (ValueError, RecursionError):  # 5,000 digits, 2,000 nested lists: not ours
             previous = []
         if not isinstance(previous, list):
             previous = []
         current = set(self._settings.rooms)
+        # Anyone may overwrite the retained list; we only ever announced room ids, and a
+        # name with a control character would become a topic the broker refuses.
         removed = sorted({r for r in previous if isinstance(r, str) and _ROOM_ID.fullmatch(r)}
                          - current)
         if not removed:
@@ -174,6 +176,7 @@ class HomeAssistantBridge:
             self.panel.apply(entity, text)
         except PanelValueError as error:
             log.warning("Home Assistant %s: %s", entity, error)
+            self._error("invalid_payload", f"{entity}: {error}")
         self._publish_panel()  # also after a refusal, so HA shows the value kept
 
     async def _press(self, button: str) -> None:
@@ -222,11 +225,13 @@ class HomeAssistantBridge:
             command = RoomCommand(action="next")
         elif entity == "volume":
             try:
-                volume = round(float(text))
-            except ValueError:
-                log.warning("Home Assistant volume %r is not a number", text)
+                volume = Panel.number(text)
+            except PanelValueError as error:  # "1e999", "nan", "loud"
+                log.warning("Home Assistant %s volume refused: %s", room_id, error)
+                self._error("invalid_payload", f"{room_id} volume: {error}")
                 return
-            command = RoomCommand(action="volume", volume=max(0, min(100, volume)))
+            # HA's slider stays within 0-100; a hand-made publish is held to the same range.
+            command = RoomCommand(action="volume", volume=max(0, min(100, round(volume))))
         elif entity == "sleep" and self._mode_command is not None and text in ("ON", "OFF"):
             mode = RoomModeCommand(mode="sleep" if text == "ON" else "normal")
             await self._call(self._mode_command(room_id, mode), f"{room_id} sleep")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -108,12 +109,12 @@ class Panel:
             v = replace(v, lyrics_provider=None if text == DEFAULT_PROVIDER
                         else self._choice(text, self._providers, "lyrics provider"))
         elif entity == "duration":
-            seconds = self._number(text)
+            seconds = self.number(text)
             if not MIN_DURATION_S <= seconds <= MAX_DURATION_S:
                 raise PanelValueError(f"duration must be {MIN_DURATION_S}-{MAX_DURATION_S} s")
             v = replace(v, duration_s=seconds)
         elif entity == "bpm":
-            bpm = round(self._number(text))
+            bpm = round(self.number(text))
             if bpm > MAX_BPM or bpm < 0:
                 raise PanelValueError(f"bpm must be 0 (auto) or {MIN_BPM}-{MAX_BPM}")
             v = replace(v, bpm=bpm if bpm >= MIN_BPM else None)  # below 30 means auto
@@ -144,13 +145,15 @@ class Panel:
         return text
 
     @staticmethod
-    def _number(text: str) -> float:
+    def number(text: str) -> float:
+        """A finite number from what HA sent ("1e999", "nan" and "inf" are not)."""
+        shown = text[:20]
         try:
             number = float(text)
         except ValueError:
-            raise PanelValueError(f"{text!r} is not a number") from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise PanelValueError(f"{text!r} is not a number")
+            raise PanelValueError(f"{shown!r} is not a number") from None
+        if not math.isfinite(number):
+            raise PanelValueError(f"{shown!r} is not a finite number")
         return number
 
     # ------------------------------------------------------------------ outputs

@@ -125,6 +125,9 @@ class RoomModes:
                        for room_id, room in settings.rooms.items()}
         self._fades: dict[str, asyncio.Task[None]] = {}
         self._writes: set[asyncio.Task[None]] = set()
+        # One change of a room's mode at a time: a Sleep switch flipped ON, OFF, ON made the
+        # wake-up clear the state a sleep still being entered was filling in (KeyError).
+        self._changing = {room_id: asyncio.Lock() for room_id in settings.rooms}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -284,12 +287,13 @@ class RoomModes:
         if command.mode is not None:  # turning child-safe on is for anyone, the rest is not
             policy.check_room(self._settings, caller, room_id)
         extras: dict[str, object] = {}
-        if command.child_safe is not None:
-            await self._set_child_safe(room_id, command.child_safe, command.pin, caller)
-        if command.mode == "sleep":
-            extras = await self._sleep(room_id, command.fade_min)
-        elif command.mode == "normal":
-            await self._wake(room_id)
+        async with self._changing[room_id]:
+            if command.child_safe is not None:
+                await self._set_child_safe(room_id, command.child_safe, command.pin, caller)
+            if command.mode == "sleep":
+                extras = await self._sleep(room_id, command.fade_min)
+            elif command.mode == "normal":
+                await self._wake(room_id)
         return Reply(ok=True, request_id=command.request_id, room=room_id, **self.view(room_id),
                      **extras)
 

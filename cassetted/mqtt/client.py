@@ -28,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cassetted.config import MqttSettings
+from cassetted.schemas import topic_problem
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,10 @@ class MqttLink:
     def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, qos: int = 1,
                 correlation_data: bytes | None = None) -> None:
         """Queue a message; never blocks and never fails (the outbox drops the oldest)."""
+        problem = topic_problem(topic)
+        if problem is not None:  # Mosquitto would drop the connection, at every retry
+            log.warning("not publishing to %a: the topic %s", topic[:100], problem)
+            return
         data = payload.encode() if isinstance(payload, str) else payload
         if len(self._outbox) == self._outbox.maxlen:
             log.warning("MQTT outbox full; dropping the oldest message")

@@ -15,7 +15,6 @@ they are answered with an apology when a session id can be found, and logged.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import OrderedDict
@@ -24,9 +23,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cassetted import intent
+from cassetted import errors, intent
 from cassetted.config import DEFAULT_HERMES_INTENTS as DEFAULT_INTENTS
 from cassetted.config import HermesSettings, RoomSettings
+from cassetted.mqtt import wire
 from cassetted.schemas import MAX_PAYLOAD_BYTES, SongRequest
 
 log = logging.getLogger(__name__)
@@ -191,10 +191,10 @@ class HermesAdapter:
             await self._apologise(raw, "Sorry, that request was too long.")
             return
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            data = wire.decode_object(raw) if raw else None  # an empty intent is no intent
+        except errors.CassettedError:
             data = None
-        if not isinstance(data, dict):
+        if data is None:
             log.warning("hermes: malformed intent payload on %s", topic)
             await self._apologise(raw, "Sorry, I could not understand that request.")
             return

@@ -15,7 +15,6 @@ name. The handler runs with that name in `MQTT_USER` (a context variable).
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -25,8 +24,9 @@ import aiomqtt
 from pydantic import BaseModel, ValidationError
 
 from cassetted import errors
+from cassetted.mqtt import wire
 from cassetted.mqtt.client import response_target
-from cassetted.schemas import MAX_PAYLOAD_BYTES, Event, Reply
+from cassetted.schemas import Event, Reply, topic_problem
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,36 @@ def match(filter_: str, topic: str) -> list[str] | None:
     return params if len(f_levels) == len(t_levels) else None
 
 
-def _field_of(error: ValidationError) -> tuple[str | None, str]:
+def _field_path(loc: tuple[int | str, ...], data: Any) -> str | None:
+    """The dotted path of a pydantic error location in the payload ("rooms.0"), without the
+    union member tags pydantic adds ("rooms.list[constrained-str].0"); keys are the sender's
+    own (an unknown field), so each is kept short and readable."""
+    parts: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) or (isinstance(node, list) and isinstance(part, int)):
+            parts.append(wire.readable(str(part)))
+            try:
+                node = node[part]  # type: ignore[index]
+            except (KeyError, IndexError, TypeError):
+                node = None
+        # else: a union tag on the way to the value, not a place in the payload
+    return ".".join(parts) or None
+
+
+def _field_of(error: ValidationError, data: Any) -> tuple[str | None, str]:
     first = error.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or None
+    field = _field_path(first["loc"], data)
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown field"
     return field, f"{field}: {message}" if field else message
+
+
+def _loggable(text: str) -> str:
+    """One log line, whatever the sender put in it (no forged lines, no surrogates)."""
+    text = text if len(text) <= 300 else text[:300] + "…"
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
 
 
 class Router:
@@ -118,31 +141,37 @@ class Router:
                 log.exception("handler for %s failed", topic)
             return
         response_topic, correlation = response_target(message)
+        if response_topic is not None and topic_problem(response_topic) is not None:
+            # The broker forwards a response topic with wildcards; publishing to it would
+            # fail. Answer on the shared reply topic, so the sender still hears why.
+            bad_topic = response_topic
+            response_topic = None
+        else:
+            bad_topic = None
         token = MQTT_USER.set(params.pop(0) if route.as_user else None)
         reply_token = RESPONSE_TOPIC.set(response_topic)
         try:
-            await self._command(route, params, payload, topic, response_topic, correlation)
+            await self._command(route, params, payload, topic, response_topic, correlation,
+                                bad_topic)
         finally:
             RESPONSE_TOPIC.reset(reply_token)
             MQTT_USER.reset(token)
 
     async def _command(self, route: Route, params: list[str], payload: bytes, topic: str,
-                       response_topic: str | None, correlation: bytes | None) -> None:
+                       response_topic: str | None, correlation: bytes | None,
+                       bad_topic: str | None = None) -> None:
         data: Any = None
         try:
-            if len(payload) > MAX_PAYLOAD_BYTES:
-                raise errors.PayloadTooLarge(
-                    f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
-            try:
-                data = json.loads(payload or b"{}")
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise errors.InvalidJson(f"payload is not valid JSON: {error}") from None
-            if not isinstance(data, dict):
-                raise errors.InvalidPayload("payload must be a JSON object")
+            data = wire.parse(payload)
+            wire.check_object(data)
+            if bad_topic is not None:
+                raise errors.InvalidPayload(
+                    f"response_topic: not a topic the broker accepts: it "
+                    f"{topic_problem(bad_topic)}", "response_topic")
             try:
                 model = route.model.model_validate(data)  # type: ignore[union-attr]
             except ValidationError as error:
-                field, message = _field_of(error)
+                field, message = _field_of(error, data)
                 raise errors.InvalidPayload(message, field) from None
             reply = await route.handler(params, model)  # type: ignore[arg-type]
         except errors.CassettedError as error:
@@ -155,20 +184,34 @@ class Router:
     def _answer(self, reply: Reply, data: Any, topic: str, response_topic: str | None,
                 correlation: bytes | None) -> None:
         given = data if isinstance(data, dict) else {}
-        if reply.request_id is None and isinstance(given.get("request_id"), str):
-            reply.request_id = given["request_id"][:128]
+        if reply.request_id is None:
+            reply.request_id = _echoed_request_id(given)
         target = response_topic or _reply_to(given) or f"{self.base}/reply"
         body = reply.model_dump_json(exclude_none=True)
         self._publish(target, body, correlation_data=correlation)
         if not reply.ok and reply.error is not None:
-            log.info("rejected %s: %s %s", topic, reply.error.code, reply.error.message)
+            log.info("rejected %s: %s %s", _loggable(topic), reply.error.code,
+                     _loggable(reply.error.message))
             event = Event(type="error", ts=time.time(), error=reply.error, topic=topic,
                           request_id=reply.request_id)
             self._publish(f"{self.base}/event", event.model_dump_json(exclude_none=True))
 
 
 def _reply_to(data: dict[str, Any]) -> str | None:
+    """The payload's reply address, if the broker would take it (also for a payload that
+    failed validation: the sender still hears why)."""
     value = data.get("reply_to")
-    if isinstance(value, str) and value and len(value) <= 256 and not set(value) & {"#", "+", "\0"}:
-        return value
+    if isinstance(value, str):
+        value = value.strip()  # as the model strips it
+        if 0 < len(value) <= 256 and topic_problem(value) is None:
+            return value
+    return None
+
+
+def _echoed_request_id(data: dict[str, Any]) -> str | None:
+    """The sender's request_id for a reply the handler did not make: cut to the schema's
+    128 characters, and left out when no JSON encoder could write it (a lone surrogate)."""
+    value = data.get("request_id")
+    if isinstance(value, str) and value.strip() and wire.is_unicode(value):
+        return value.strip()[:128]
     return None

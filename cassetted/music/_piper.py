@@ -146,6 +146,9 @@ class Singer:
     """A Piper voice, loaded once per process, and its cache of analysed words."""
 
     def __init__(self, model: Path, config: Path) -> None:
+        # onnxruntime's telemetry writes a device id and an event database under
+        # ~/.cache/Microsoft/ on import: a daemon writes only to its state directory.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime
         from piper import PiperConfig, PiperVoice, SynthesisConfig
 
