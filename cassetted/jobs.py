@@ -409,11 +409,26 @@ class JobRunner:
         if request.engine is not None and request.engine not in ENGINES:
             raise errors.UnknownEngine(
                 f"unknown engine {request.engine!r} (engines: {', '.join(ENGINES)})", "engine")
+        if request.lora is not None:
+            self._check_lora(request.engine or self._settings.generation.engine, request.lora)
         providers = self._settings.lyrics.provider_names
         if request.lyrics_provider is not None and request.lyrics_provider not in providers:
             raise errors.UnknownProvider(
                 f"unknown lyrics provider {request.lyrics_provider!r} "
                 f"(providers: {', '.join(providers)})", "lyrics_provider")
+
+    def _check_lora(self, engine: str, lora: str) -> None:
+        """A LoRA style is refused in the reply, not by a failed job: only the in-process
+        engine switches adapters per song (a remote server's adapter is global to it, so
+        `[acestep_api] lora` sets one for every song instead)."""
+        if engine != "acestep":
+            raise errors.Unsupported(f"the {engine} engine takes no LoRA style per request"
+                                     + (" (set [acestep_api] lora for every song)"
+                                        if engine == "acestep_api" else ""), "lora")
+        known = self._settings.acestep.loras
+        if lora not in known:
+            raise errors.InvalidPayload(f"no LoRA style {lora!r} in [acestep] loras (known: "
+                                        f"{', '.join(sorted(known)) or 'none configured'})", "lora")
 
     async def cancel(self, job_id: str) -> Job:
         job = await self._store.call(Job.get_or_none, Job.id == job_id)

@@ -43,15 +43,18 @@ def test_local_acestep_engine_makes_the_song(daemon_factory, probe: MqttProbe,
         assert done["state"] == "done", done
         assert soundfile.read(done["file"])[0].shape == (10 * 48000, 2)
 
-    # A LoRA style by name; an unknown name, or one for an engine without LoRAs, says so.
+    # A LoRA style by name; an unknown name, or one for an engine without LoRAs, is refused
+    # in the reply (no job is queued only to fail).
     styled = probe.command("song/create", {"engine": "acestep", "duration_s": 10, "lora": "our_band"})
     assert probe.wait_job(styled["job_id"], timeout=180)["state"] == "done"
-    for payload, code in (({"engine": "acestep", "lora": "nope"}, "invalid_payload"),
-                          ({"engine": "builtin", "lora": "our_band"}, "unsupported")):
+    for payload, code, says in (({"engine": "acestep", "lora": "nope"}, "invalid_payload", "our_band"),
+                                ({"engine": "builtin", "lora": "our_band"}, "unsupported", "LoRA"),
+                                ({"engine": "acestep_api", "lora": "our_band"}, "unsupported",
+                                 "[acestep_api] lora")):
         reply = probe.command("song/create", {"duration_s": 10, **payload})
-        failed = probe.wait_job(reply["job_id"], timeout=60)
-        assert failed["state"] == "failed" and failed["error"]["code"] == code, failed
-    assert "our_band" in failed["error"]["message"] or "LoRA" in failed["error"]["message"]
+        assert reply["ok"] is False and "job_id" not in reply, reply
+        assert reply["error"]["code"] == code and reply["error"]["field"] == "lora", reply
+        assert says in reply["error"]["message"], reply
 
     # Turbo runs upstream's fixed 8 steps: asking for 2 is a clear error, not a silent change.
     reply = probe.command("song/create", {"engine": "acestep", "duration_s": 10, "steps": 2})
