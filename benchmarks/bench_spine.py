@@ -7,6 +7,7 @@ Needs a broker on 127.0.0.1:1883. Prints figures; the README quotes them with th
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
@@ -58,7 +59,10 @@ def main() -> None:
                CASSETTED_LOG__LEVEL="WARNING")
     extra: dict[str, object] = {}
     if args.household:
+        # Ten members named in the payload, as a household whose broker ACL pins who may
+        # publish (trusted_user_field); each stays within its per-sender rate allowance.
         env.update(CASSETTED_HOUSEHOLD__ENABLED="true",
+                   CASSETTED_HOUSEHOLD__TRUSTED_USER_FIELD="true",
                    CASSETTED_HOUSEHOLD__UNKNOWN_USER_ROLE="family",
                    CASSETTED_HOUSEHOLD__QUOTAS='{"family": {"songs": 100000}}',
                    CASSETTED_ROOMS='{"living_room": {"name": "Living Room"}}')
@@ -71,6 +75,7 @@ def main() -> None:
     arrived = threading.Event()
     lock = threading.Lock()
     job_ids: list[str] = []
+    refused: collections.Counter[str] = collections.Counter()
 
     def on_message(client, userdata, msg):  # noqa: ANN001
         if msg.topic == f"{base}/status":
@@ -84,6 +89,8 @@ def main() -> None:
             arrived.set()
             if data.get("ok"):
                 job_ids.append(data["job_id"])
+            else:
+                refused[data.get("error", {}).get("code", "?")] += 1
             if len(replies) >= args.requests and not single_phase.is_set():
                 done.set()
 
@@ -165,6 +172,8 @@ def main() -> None:
     print(f"replies: {len(replies)}, distinct job ids: {len(set(job_ids))}, "
           f"job rows: {jobs[0]} ({jobs[1]} distinct request ids, {args.single} of them "
           f"from the sequential phase)")
+    if refused:
+        print(f"refused: {dict(refused)}")
     ok = len(set(job_ids)) == args.requests and jobs[0] == jobs[1] == args.requests + args.single
     print("none lost or doubled" if ok else "MISMATCH: lost or doubled requests")
 
