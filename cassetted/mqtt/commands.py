@@ -14,7 +14,7 @@ from cassetted.config import Settings
 from cassetted.household.identity import Caller, slug
 from cassetted.household.service import Household
 from cassetted.jobs import JobRunner, is_retry, retryable, song_info
-from cassetted.mqtt.router import MQTT_USER, RESPONSE_TOPIC, Router
+from cassetted.mqtt.router import MQTT_USER, REPLY_ADDRESS, Router
 from cassetted.playback.controller import PlaybackController
 from cassetted.schemas import (
     ENVELOPE_FIELDS, GuestCreate, GuestRemove, JobCancel, JobState, KeepCommand, LibraryPage,
@@ -231,8 +231,9 @@ class Commands:
     # ------------------------------------------------------------------ people
 
     async def guest_create(self, params: list[str], command: GuestCreate) -> Reply:
-        # The reply carries the guest's token: never on the shared `<base>/reply`.
-        target = RESPONSE_TOPIC.get() or command.reply_to
+        # The reply carries the guest's token: never on the shared `<base>/reply`. The
+        # router says where it will really answer (the same choice its reply makes).
+        target = REPLY_ADDRESS.get()
         if target is None or target == f"{self._settings.mqtt.base_topic}/reply":
             raise errors.InvalidPayload(
                 "guest/create answers with the guest's token, so it needs a private reply "

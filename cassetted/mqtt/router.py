@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 # The broker-enforced MQTT login a command arrived under (`<base>/as/<login>/...`), or None.
 MQTT_USER: contextvars.ContextVar[str | None] = contextvars.ContextVar("mqtt_user", default=None)
-# The MQTT v5 response topic of the command being handled, or None (a handler that answers
-# with a secret must know whether the answer goes somewhere private).
-RESPONSE_TOPIC: contextvars.ContextVar[str | None] = contextvars.ContextVar("response_topic",
-                                                                            default=None)
+# Where the reply to the command being handled goes when it is the sender's own address
+# (its MQTT v5 response topic, else its `reply_to`), or None when it goes to the shared
+# `<base>/reply`: a handler that answers with a secret must know it goes somewhere private.
+REPLY_ADDRESS: contextvars.ContextVar[str | None] = contextvars.ContextVar("reply_address",
+                                                                           default=None)
 
 Publish = Callable[..., None]
 CommandHandler = Callable[[list[str], Any], Awaitable[Reply]]
@@ -149,12 +150,10 @@ class Router:
         else:
             bad_topic = None
         token = MQTT_USER.set(params.pop(0) if route.as_user else None)
-        reply_token = RESPONSE_TOPIC.set(response_topic)
         try:
             await self._command(route, params, payload, topic, response_topic, correlation,
                                 bad_topic)
         finally:
-            RESPONSE_TOPIC.reset(reply_token)
             MQTT_USER.reset(token)
 
     async def _command(self, route: Route, params: list[str], payload: bytes, topic: str,
@@ -173,7 +172,11 @@ class Router:
             except ValidationError as error:
                 field, message = _field_of(error, data)
                 raise errors.InvalidPayload(message, field) from None
-            reply = await route.handler(params, model)  # type: ignore[arg-type]
+            address = REPLY_ADDRESS.set(_own_address(response_topic, data))
+            try:
+                reply = await route.handler(params, model)  # type: ignore[arg-type]
+            finally:
+                REPLY_ADDRESS.reset(address)
         except errors.CassettedError as error:
             reply = Reply(ok=False, error=error.info(), **error.details)
         except Exception:  # noqa: BLE001 - the command boundary: answer, log, keep serving
@@ -186,7 +189,7 @@ class Router:
         given = data if isinstance(data, dict) else {}
         if reply.request_id is None:
             reply.request_id = _echoed_request_id(given)
-        target = response_topic or _reply_to(given) or f"{self.base}/reply"
+        target = _own_address(response_topic, given) or f"{self.base}/reply"
         body = reply.model_dump_json(exclude_none=True)
         self._publish(target, body, correlation_data=correlation)
         if not reply.ok and reply.error is not None:
@@ -195,6 +198,12 @@ class Router:
             event = Event(type="error", ts=time.time(), error=reply.error, topic=topic,
                           request_id=reply.request_id)
             self._publish(f"{self.base}/event", event.model_dump_json(exclude_none=True))
+
+
+def _own_address(response_topic: str | None, data: Any) -> str | None:
+    """The sender's own reply address (v5 response topic, else a usable `reply_to`), or
+    None: then the reply goes to the shared `<base>/reply`."""
+    return response_topic or _reply_to(data if isinstance(data, dict) else {})
 
 
 def _reply_to(data: dict[str, Any]) -> str | None:
