@@ -98,6 +98,11 @@ class HomeAssistantBridge:
         except UnicodeDecodeError:
             log.warning("ignoring non-UTF-8 payload on %s", topic)
             return
+        if "\x00" in text:  # as wire.py refuses it in JSON: no entity needs one, and
+            # PostgreSQL cannot store it (a prompt with one failed the song at its last step)
+            log.warning("ignoring a payload with a NUL character on %s", topic)
+            self._error("invalid_payload", "a Home Assistant value contains a NUL character")
+            return
         if topic == t.ha_status:
             if text.strip() == "online":
                 log.info("Home Assistant is online; re-publishing discovery")

@@ -176,7 +176,8 @@ def test_generate_submits_the_panel_values(start, probe: MqttProbe, ha: MqttProb
     for entity, value in [("prompt", "a song about rain on the roof"), ("genre", "jazz"),
                           ("mood", "relaxing"), ("room", "Living Room"), ("duration", "45"),
                           ("bpm", "95"), ("child_safe", "ON"), ("lyrics_provider", "builtin"),
-                          ("genre", "polka"), ("bpm", "900")]:  # the last two are refused
+                          ("genre", "polka"), ("bpm", "900"),  # these three are refused:
+                          ("prompt", "rain\x00")]:  # PostgreSQL cannot store a NUL
         probe.publish(f"ha/panel/{entity}/set", value, raw=True)
     state = _panel(probe, lambda s: s["lyrics_provider"] == "builtin")
     assert state == {"prompt": "a song about rain on the roof", "genre": "jazz",
