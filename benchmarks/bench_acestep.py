@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cassetted.schemas import SongSpec  # noqa: E402
+from cassetted.contract.schemas import SongSpec  # noqa: E402
 
 
 class RssPeak:
@@ -87,15 +87,15 @@ def main() -> None:
     import torch
 
     from cassetted.lyrics.builtin import BuiltinLyrics
-    from cassetted.music.acestep import AceStepEngine, AceStepSettings
-    from cassetted.pipeline import Pipeline, TaskOrder
+    from cassetted.music.acestep.engine import AceStepEngine, AceStepSettings
+    from cassetted.jobs.pipeline import Pipeline, TaskOrder
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit(f"--device cuda, but torch {torch.__version__} sees no CUDA GPU (try --device cpu)")
     work = Path(tempfile.mkdtemp(prefix="bench-acestep-"))
     checkpoint, lm = args.checkpoint, args.lm
     if checkpoint is None:
-        from tests.acestep.tiny import write_checkpoint
+        from tests.music.acestep.tiny import write_checkpoint
 
         checkpoint = write_checkpoint(work / "tiny", lm="1.7B" if lm != "none" else None,
                                       variants=(args.dit,))

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cassetted.music.styles import GENRE_BPM  # noqa: E402
-from cassetted.schemas import GENRES, SongSpec  # noqa: E402
+from cassetted.contract.schemas import GENRES, SongSpec  # noqa: E402
 
 
 _LYRICS = """[Verse]
@@ -54,7 +54,7 @@ Let the music start again"""
 
 def _one(genre: str, duration: float, repeat: int, vocals: bool = False) -> dict:
     from cassetted.audio import normalize_loudness
-    from cassetted.music.builtin import BuiltinEngine
+    from cassetted.music.builtin.engine import BuiltinEngine
 
     lo, hi = GENRE_BPM[genre]
     spec = SongSpec(genre=genre, mood="uplifting", bpm=(lo + hi) // 2, key="A minor",

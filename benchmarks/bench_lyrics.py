@@ -26,7 +26,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _spec(**kw):
-    from cassetted.schemas import SongSpec
+    from cassetted.contract.schemas import SongSpec
 
     base = dict(prompt="a song about my cat", genre="pop", mood="uplifting", bpm=110,
                 key="C major", duration_s=120, seed=1)
@@ -41,7 +41,7 @@ def bench_builtin(n: int) -> None:
     writer = BuiltinLyrics()
     writer.write(_spec())
     print(f"builtin cold start (import + CMUdict load + first song): {(time.perf_counter() - t0) * 1e3:.0f} ms")
-    from cassetted.schemas import GENRES, MOODS
+    from cassetted.contract.schemas import GENRES, MOODS
 
     for duration in (30, 120, 240, 600):
         times = []

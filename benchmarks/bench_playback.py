@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mpd.asyncio import MPDClient  # noqa: E402
 
 from cassetted.config import MpdSettings, RoomSettings, Settings  # noqa: E402
-from cassetted.jobs import song_info  # noqa: E402
+from cassetted.jobs.runner import song_info  # noqa: E402
 from cassetted.playback.controller import PlaybackController  # noqa: E402
-from cassetted.schemas import RoomState  # noqa: E402
-from cassetted.store import Song, Store  # noqa: E402
+from cassetted.contract.schemas import RoomState  # noqa: E402
+from cassetted.store.database import Song, Store  # noqa: E402
 from tests.playback.servers import HOST, MpdServer, write_flac  # noqa: E402
 
 ROOM = "living_room"

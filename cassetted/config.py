@@ -28,11 +28,11 @@ from cassetted.household.settings import (
     UserSettings,
 )
 from cassetted.lyrics.settings import LyricsSettings
-from cassetted.media import MediaSettings
-from cassetted.music.acestep import AceStepSettings
-from cassetted.music.acestep_api import AceStepApiSettings
+from cassetted.library.media import MediaSettings
+from cassetted.music.acestep.engine import AceStepSettings
+from cassetted.music.acestep.api import AceStepApiSettings
 from cassetted.playback.settings import SnapcastPlaybackSettings
-from cassetted.schemas import ROLES, ROOM_ID_PATTERN, USER_ID_PATTERN, Genre, Mood, Role
+from cassetted.contract.schemas import ROLES, ROOM_ID_PATTERN, USER_ID_PATTERN, Genre, Mood, Role
 
 SYSTEM_CONFIG = Path("/etc/cassetted/cassetted.toml")
 LOCAL_CONFIG = Path("config/cassetted.toml")
@@ -223,7 +223,7 @@ class Settings(BaseSettings):
         """A configured room, or the UnknownRoom error every command answers with."""
         room = self.rooms.get(room_id)
         if room is None:
-            from cassetted.errors import UnknownRoom
+            from cassetted.contract.errors import UnknownRoom
 
             known = ", ".join(sorted(self.rooms)) or "none configured"
             raise UnknownRoom(f"unknown room {room_id!r} (rooms: {known})", "room")

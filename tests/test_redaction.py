@@ -8,7 +8,7 @@ import logging
 import uuid
 
 from cassetted import redaction
-from cassetted.credentials import Secret
+from cassetted.store.credentials import Secret
 
 
 def test_disguised_keys_are_masked_and_ordinary_text_is_not() -> None:

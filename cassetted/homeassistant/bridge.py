@@ -35,7 +35,7 @@ from cassetted.homeassistant.discovery import Topics
 from cassetted.homeassistant.payloads import GenerationState
 from cassetted.homeassistant.panel import STATE_FILE_NAME, Panel, PanelValueError
 from cassetted.mqtt.router import match
-from cassetted.schemas import (
+from cassetted.contract.schemas import (
     ROOM_ID_PATTERN, ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, RoomModeCommand, SongInfo,
     SongRequest,
 )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from cassetted import __version__
-from cassetted.schemas import JobState, MAX_BPM, MAX_DURATION_S, MIN_DURATION_S
+from cassetted.contract.schemas import JobState, MAX_BPM, MAX_DURATION_S, MIN_DURATION_S
 
 MANUFACTURER = "cassetted"
 TEXT_MAX = 255  # HA's MQTT text entity holds at most 255 characters

@@ -17,7 +17,7 @@ from pathlib import Path
 from cassetted.config import Settings
 from cassetted.homeassistant.discovery import BPM_AUTO, TEXT_MAX, PanelOptions
 from cassetted.homeassistant.payloads import PanelState
-from cassetted.schemas import (
+from cassetted.contract.schemas import (
     GENRES, MAX_BPM, MAX_DURATION_S, MIN_BPM, MIN_DURATION_S, MOODS, SongRequest,
 )
 

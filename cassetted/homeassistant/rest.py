@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cassetted.credentials import Secret
+from cassetted.store.credentials import Secret
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import time
 
-from cassetted import errors
+from cassetted.contract import errors
 from cassetted.config import Settings
 from cassetted.household.identity import Caller, hash_token, new_token, slug
-from cassetted.schemas import GuestCreate
-from cassetted.store import User
+from cassetted.contract.schemas import GuestCreate
+from cassetted.store.database import User
 
 
 def _may_manage(caller: Caller) -> None:

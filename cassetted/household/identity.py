@@ -19,11 +19,11 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from cassetted import errors
+from cassetted.contract import errors
 from cassetted.config import Settings
 from cassetted.household.settings import ANONYMOUS_USER
-from cassetted.schemas import Role
-from cassetted.store import User
+from cassetted.contract.schemas import Role
+from cassetted.store.database import User
 
 _SLUG = re.compile(r"[^a-z0-9_.-]+")
 

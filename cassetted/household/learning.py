@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 
 from cassetted.household.settings import LearningSettings
-from cassetted.schemas import LearnedPreference
-from cassetted.store import RoomPreference
+from cassetted.contract.schemas import LearnedPreference
+from cassetted.store.database import RoomPreference
 
 DIMENSIONS = ("genre", "mood")
 

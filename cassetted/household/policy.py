@@ -15,12 +15,12 @@ import time
 
 import peewee as pw
 
-from cassetted import errors
+from cassetted.contract import errors
 from cassetted.config import Settings
 from cassetted.household.identity import Caller
 from cassetted.household.settings import ANONYMOUS_USER
-from cassetted.schemas import JobState, QuotaInfo
-from cassetted.store import Job, User
+from cassetted.contract.schemas import JobState, QuotaInfo
+from cassetted.store.database import Job, User
 
 _NOT_COUNTED = (JobState.failed.value, JobState.cancelled.value)
 

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-from cassetted import errors
+from cassetted.contract import errors
 
 _MAX_SENDERS = 4096  # buckets kept; the least recently used goes first
 

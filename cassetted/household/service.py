@@ -16,17 +16,18 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any, Callable, Protocol
 
-from cassetted import errors
+from cassetted.contract import errors
 from cassetted.config import Settings
-from cassetted.household import guests, identity, learning, library, policy
+from cassetted.household import guests, identity, learning, policy
+from cassetted.library import access as library
 from cassetted.household.identity import Caller
 from cassetted.household.ratelimit import RateLimiter
 from cassetted.household.settings import ANONYMOUS_USER
-from cassetted.schemas import (
+from cassetted.contract.schemas import (
     Event, GuestCreate, LearnedPreference, LibraryQuery, LibraryStats, QuotaInfo, RoomCommand,
     SongRequest,
 )
-from cassetted.store import Song, Store, User
+from cassetted.store.database import Song, Store, User
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from cassetted.schemas import MAX_BPM, MIN_BPM, Genre, Mood, Role
+from cassetted.contract.schemas import MAX_BPM, MIN_BPM, Genre, Mood, Role
 
 IdentifyBy = Literal["token", "mqtt_username", "user_field"]
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from cassetted.schemas import MAX_LYRICS_CHARS, SongSpec
+from cassetted.contract.schemas import MAX_LYRICS_CHARS, SongSpec
 
 TAGS: tuple[str, ...] = ("Intro", "Verse", "Pre-Chorus", "Chorus", "Bridge", "Outro")
 INSTRUMENTAL = "[Instrumental]"

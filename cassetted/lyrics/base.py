@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from cassetted.schemas import SongSpec
+from cassetted.contract.schemas import SongSpec
 
 
 class LyricsError(Exception):

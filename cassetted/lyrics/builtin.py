@@ -27,7 +27,7 @@ from cassetted.lyrics._structure import (
 )
 from cassetted.lyrics.base import LyricsError, LyricsResult
 from cassetted.lyrics.safety import is_child_safe
-from cassetted.schemas import GENRES, MOODS, SongSpec
+from cassetted.contract.schemas import GENRES, MOODS, SongSpec
 
 _POSSESSIVES = {"my", "our", "your"}
 _MAX_TOPIC_WORDS = 2

@@ -17,10 +17,10 @@ from cassetted.lyrics.base import LyricsError, LyricsProvider, LyricsResult
 from cassetted.lyrics.builtin import BuiltinLyrics
 from cassetted.lyrics.safety import is_child_safe
 from cassetted.lyrics.settings import LyricsSettings
-from cassetted.schemas import MAX_LYRICS_CHARS, SongSpec
+from cassetted.contract.schemas import MAX_LYRICS_CHARS, SongSpec
 
 if TYPE_CHECKING:
-    from cassetted.credentials import CredentialStore, Secret
+    from cassetted.store.credentials import CredentialStore, Secret
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from cassetted.lyrics._llm import build_messages, parse_reply
 from cassetted.lyrics.base import LyricsError, LyricsResult
 from cassetted.lyrics.settings import OllamaSettings
-from cassetted.schemas import SongSpec
+from cassetted.contract.schemas import SongSpec
 
 if TYPE_CHECKING:
-    from cassetted.credentials import Secret
+    from cassetted.store.credentials import Secret
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cassetted.config import MqttSettings
-from cassetted.schemas import topic_problem
+from cassetted.contract.schemas import topic_problem
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from cassetted.schemas import Event, JobEvent, QueueState, RoomState, SongInfo
+from cassetted.contract.schemas import Event, JobEvent, QueueState, RoomState, SongInfo
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class ReplyFirst:
 
 
 class MqttPublisher:
-    """Implements cassetted.jobs.JobListener by publishing through the MQTT link."""
+    """Implements cassetted.jobs.runner.JobListener by publishing through the MQTT link."""
 
     def __init__(self, base_topic: str, publish: Publish) -> None:
         self._base = base_topic

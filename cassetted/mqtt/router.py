@@ -23,10 +23,10 @@ from typing import Any, Awaitable, Callable
 import aiomqtt
 from pydantic import BaseModel, ValidationError
 
-from cassetted import errors
+from cassetted.contract import errors
 from cassetted.mqtt import wire
 from cassetted.mqtt.client import response_target
-from cassetted.schemas import Event, Reply, topic_problem
+from cassetted.contract.schemas import Event, Reply, topic_problem
 
 log = logging.getLogger(__name__)
 

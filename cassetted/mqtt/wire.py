@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cassetted import errors
-from cassetted.schemas import MAX_PAYLOAD_BYTES
+from cassetted.contract import errors
+from cassetted.contract.schemas import MAX_PAYLOAD_BYTES
 
 # Our payloads are flat (a list of rooms is the deepest); anything deeper is not a command.
 MAX_DEPTH = 32

@@ -11,7 +11,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from cassetted.schemas import SongSpec
+from cassetted.contract.schemas import SongSpec
 
 # progress(fraction 0..1, optional note) — called from the engine's thread.
 ProgressCallback = Callable[[float, str | None], None]

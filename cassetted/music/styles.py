@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from cassetted.schemas import Genre, Mood
+from cassetted.contract.schemas import Genre, Mood
 
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 

@@ -23,21 +23,21 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from cassetted import errors
-from cassetted.background import BackgroundTasks
-from cassetted.jobs import song_info
+from cassetted.contract import errors
+from cassetted.tasks import BackgroundTasks
+from cassetted.jobs.runner import song_info
 from cassetted.playback.base import Track, Zone, ZoneError, ZoneStatus
 from cassetted.playback.errors import PlaybackFailed
-from cassetted.playback.factories import UnavailableZone, ZoneContext, create_zone
+from cassetted.playback.registry import UnavailableZone, ZoneContext, create_zone
 from cassetted.playback.settings import SnapcastPlaybackSettings
-from cassetted.schemas import ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, RoomState, SongInfo
-from cassetted.store import PlaylistEntry, Song, Store
+from cassetted.contract.schemas import ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, RoomState, SongInfo
+from cassetted.store.database import PlaylistEntry, Song, Store
 
 if TYPE_CHECKING:
     from cassetted.config import Settings
-    from cassetted.playback.mpd import MpdZone
+    from cassetted.playback.zones.mpd import MpdZone
     from cassetted.playback.party import PartyMode
-    from cassetted.playback.snapcast import SnapcastClient
+    from cassetted.playback.zones.snapcast import SnapcastClient
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class PlaybackController:
     async def _homeassistant_token(self) -> Any:
         """The long-lived token of `homeassistant` rooms (`cassetted keys set homeassistant`),
         read on the store thread each time, so a new key needs no restart."""
-        from cassetted.credentials import CredentialStore
+        from cassetted.store.credentials import CredentialStore
 
         credentials = CredentialStore.open(self._settings.state_dir)
         return await self._store.call(credentials.get, "homeassistant")
@@ -159,7 +159,7 @@ class PlaybackController:
         needs_snapcast = any(r.output == "snapcast" or r.snapcast_group for r in rooms.values())
         if needs_snapcast:
             from cassetted.playback.party import PartyMode
-            from cassetted.playback.snapcast import SnapcastClient
+            from cassetted.playback.zones.snapcast import SnapcastClient
 
             snap = self._snapcast_settings
             self.snapcast = SnapcastClient(snap.host, snap.port, reconnect_max_s=snap.reconnect_max_s)
@@ -168,7 +168,7 @@ class PlaybackController:
                                    state_file=self._settings.state_dir / "party.json")
             if snap.mpd is not None:
                 try:
-                    from cassetted.playback.mpd import MpdZone
+                    from cassetted.playback.zones.mpd import MpdZone
                 except ImportError as error:
                     log.error("[snapcast.mpd] needs the 'mpd' extra (python-mpd2): %s", error)
                 else:
@@ -529,7 +529,7 @@ class PlaybackController:
 
 
 class PlaybackListener:
-    """A JobListener (cassetted.jobs) that plays each finished song in its room."""
+    """A JobListener (cassetted.jobs.runner) that plays each finished song in its room."""
 
     def __init__(self, controller: PlaybackController) -> None:
         self._controller = controller

@@ -1,8 +1,8 @@
-"""Errors of the playback package that go out in MQTT replies (see cassetted.errors)."""
+"""Errors of the playback package that go out in MQTT replies (see cassetted.contract.errors)."""
 
 from __future__ import annotations
 
-from cassetted.errors import CassettedError
+from cassetted.contract.errors import CassettedError
 
 
 class PlaybackFailed(CassettedError):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cassetted.playback.errors import PlaybackFailed
-from cassetted.playback.snapcast import SnapcastClient, SnapcastError
+from cassetted.playback.zones.snapcast import SnapcastClient, SnapcastError
 
 log = logging.getLogger(__name__)
 

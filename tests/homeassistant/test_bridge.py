@@ -19,7 +19,7 @@ from cassetted.homeassistant.bridge import HomeAssistantBridge
 from cassetted.homeassistant.discovery import node_id
 from cassetted.mqtt.client import MqttLink
 from cassetted.mqtt.router import Router
-from cassetted.schemas import (
+from cassetted.contract.schemas import (
     JobEvent, JobState, PartyCommand, RoomCommand, RoomModeCommand, SongInfo, SongRequest,
 )
 from tests.probe import MqttProbe
@@ -68,7 +68,7 @@ class Recorder:
     async def party_command(self, command: PartyCommand) -> None:
         self.record("party", command)
         if self.fail_party:
-            from cassetted.errors import Unsupported
+            from cassetted.contract.errors import Unsupported
             raise Unsupported("party mode needs Snapcast zones")
 
 

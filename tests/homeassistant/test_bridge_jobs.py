@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from cassetted.config import Settings
-from cassetted.daemon import home_assistant_bridge
+from cassetted._app.daemon import home_assistant_bridge
 from cassetted.homeassistant.bridge import HomeAssistantBridge
-from cassetted.jobs import FanOut, JobRunner
+from cassetted.jobs.runner import FanOut, JobRunner
 from cassetted.mqtt.client import MqttLink
 from cassetted.household.service import Household
-from cassetted.mqtt.commands import Commands
+from cassetted.api.commands import Commands
 from cassetted.mqtt.publisher import MqttPublisher
 from cassetted.mqtt.router import Router
-from cassetted.store import Store, Vote
+from cassetted.store.database import Store, Vote
 from tests.probe import MqttProbe
 
 

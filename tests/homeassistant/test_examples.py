@@ -13,7 +13,7 @@ import pytest
 from cassetted.config import Settings
 from cassetted.homeassistant import discovery
 from cassetted.homeassistant.panel import Panel
-from cassetted.schemas import SongRequest
+from cassetted.contract.schemas import SongRequest
 
 ROOT = Path(__file__).parent.parent.parent
 EXAMPLES = ROOT / "examples"

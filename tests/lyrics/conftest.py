@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from cassetted.schemas import SongSpec
+from cassetted.contract.schemas import SongSpec
 
 
 def make_spec(**overrides: Any) -> SongSpec:
@@ -28,7 +28,7 @@ def spec() -> Callable[..., SongSpec]:
 
 @pytest.fixture
 def db(tmp_path):
-    from cassetted.store import open_database
+    from cassetted.store.database import open_database
 
     database = open_database(None, tmp_path)
     yield database

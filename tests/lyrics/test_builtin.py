@@ -16,7 +16,7 @@ from cassetted.lyrics._structure import (
 from cassetted.lyrics._vocab import SYLLABLE_RANGE
 from cassetted.lyrics.builtin import BuiltinLyrics, extract_topic
 from cassetted.lyrics.safety import is_child_safe
-from cassetted.schemas import GENRES, MOODS
+from cassetted.contract.schemas import GENRES, MOODS
 
 from .conftest import make_spec
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from cassetted.credentials import ENV_KEY, CredentialStore
+from cassetted.store.credentials import ENV_KEY, CredentialStore
 from cassetted.lyrics.base import LyricsError
 from cassetted.lyrics.chain import UnknownProviderError, build_chain, chain_order
 from cassetted.lyrics.settings import LyricsSettings

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("ollama")
 
-from cassetted.credentials import Secret
+from cassetted.store.credentials import Secret
 from cassetted.lyrics.base import LyricsError
 from cassetted.lyrics.chain import build_chain
 from cassetted.lyrics.ollama import OllamaLyrics

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cassetted.credentials import Secret
+from cassetted.store.credentials import Secret
 from cassetted.lyrics.base import LyricsError
 from cassetted.lyrics.chain import build_chain
 from cassetted.lyrics.openai import OpenAICompatibleLyrics

@@ -9,14 +9,14 @@ from typing import Any, Callable
 
 import pytest
 
-from cassetted import errors
+from cassetted.contract import errors
 from cassetted.config import MpdSettings, RoomSettings, Settings
-from cassetted.jobs import song_info
+from cassetted.jobs.runner import song_info
 from cassetted.playback.controller import PlaybackController
 from cassetted.playback.errors import PlaybackFailed
 from cassetted.playback.settings import MpdEndpoint, SnapcastPlaybackSettings
-from cassetted.schemas import Event, PartyCommand, RoomCommand, RoomState, SongInfo
-from cassetted.store import Song, Store
+from cassetted.contract.schemas import Event, PartyCommand, RoomCommand, RoomState, SongInfo
+from cassetted.store.database import Song, Store
 from tests.playback.helpers import require_servers, run, write_flac
 
 require_servers()

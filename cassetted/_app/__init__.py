@@ -1,0 +1,1 @@
+"""The application: command line, daemon wiring, subcommands, systemd notify."""

@@ -1,0 +1,1 @@
+"""The MQTT command handlers: what each command topic does."""

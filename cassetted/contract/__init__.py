@@ -1,0 +1,1 @@
+"""The public contract: MQTT payload schemas, error codes, the AsyncAPI document."""

@@ -1,0 +1,1 @@
+"""Household features built on playback and jobs: party, karaoke, room modes."""

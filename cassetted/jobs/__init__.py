@@ -1,0 +1,1 @@
+"""Song jobs: the runner (queue, admission, outcome), the worker processes, the pipeline."""

@@ -1,0 +1,1 @@
+"""The song library: files, indexing, access rules, timed lyrics, the media server."""

@@ -1,0 +1,124 @@
+"""The shared library: queries that respect privacy, votes, sharing, and statistics.
+
+A song is shared with the household unless its maker asked for it to be private. Who sees
+what: an owner sees every song; anybody else the shared ones and their own. Making a song
+private again rotates its media URL token, so a URL seen while it was shared stops working.
+Only the maker or an owner may share, keep or drop a song's takes. Store-thread functions.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import peewee as pw
+
+from cassetted.contract import errors
+from cassetted.household.identity import Caller
+from cassetted.contract.schemas import LibraryQuery, LibraryStats
+from cassetted.store.database import Job, Song, Vote
+
+_SCORE = pw.fn.COALESCE(pw.fn.SUM(Vote.value), 0)
+
+
+def visible(select: pw.ModelSelect, caller: Caller) -> pw.ModelSelect:
+    """`select` narrowed to the songs `caller` may see."""
+    if caller.is_owner:
+        return select
+    if caller.user is None:
+        return select.where(Song.shared == True)  # noqa: E712 - a peewee expression
+    return select.where((Song.shared == True) | (Song.user == caller.user))  # noqa: E712
+
+
+def query(query: LibraryQuery, caller: Caller) -> tuple[int, list[tuple[Song, int]]]:
+    """(total matches, [(song, score)] of the requested page)."""
+    select = Song.select(Song, _SCORE.alias("score")).join(Vote, pw.JOIN.LEFT_OUTER).group_by(Song)
+    select = visible(select, caller)
+    for field in ("genre", "mood", "room", "user", "shared"):
+        value = getattr(query, field)
+        if value is not None:
+            select = select.where(getattr(Song, field) == value)
+    if query.text:
+        # peewee's contains() is case-insensitive on SQLite and PostgreSQL alike.
+        select = select.where(Song.title.contains(query.text) | Song.prompt.contains(query.text)
+                              | Song.lyrics.contains(query.text))
+    total = select.count()
+    order = {
+        "newest": [Song.created_at.desc()], "oldest": [Song.created_at.asc()],
+        "title": [Song.title.asc()], "duration": [Song.duration_s.asc()],
+        "top_voted": [_SCORE.desc(), Song.created_at.desc()],
+    }[query.sort]
+    rows = select.order_by(*order, Song.id).paginate(query.page, query.page_size)
+    return total, [(song, int(song.score)) for song in rows]
+
+
+def readable(song_id: str, caller: Caller) -> Song:
+    """The song if `caller` may see it, else UnknownSong (a cover, repaint or karaoke remix
+    needs this right to its source)."""
+    return _song(song_id, caller, "source_song_id")
+
+
+def _song(song_id: str, caller: Caller, field: str = "song_id") -> Song:
+    song = visible(Song.select().where(Song.id == song_id), caller).first()
+    if song is None:  # or not the caller's to see: the same answer
+        raise errors.UnknownSong(f"no song {song_id!r}", field)
+    return song
+
+
+def vote(song_id: str, caller: Caller, value: int) -> tuple[Song, int, int]:
+    """Record the caller's vote (0 takes it back). Returns (song, new score, change of the
+    caller's vote) - the change is what learning and the party queue react to."""
+    song = _song(song_id, caller)
+    voter = caller.user or "household"
+    old = Vote.get_or_none((Vote.song == song) & (Vote.user == voter))
+    Vote.delete().where((Vote.song == song) & (Vote.user == voter)).execute()
+    if value:
+        Vote.create(song=song, user=voter, value=value)
+    score = Vote.select(_SCORE).where(Vote.song == song).scalar()
+    return song, int(score), value - (old.value if old else 0)
+
+
+def share(song_id: str, caller: Caller, shared: bool) -> Song:
+    """Only the song's maker (or an owner) decides whether it is shared."""
+    song = _song(song_id, caller)
+    if not caller.may_manage(song.user):
+        raise errors.Forbidden("only the song's maker or an owner may share it or make it private")
+    fields: dict[str, object] = {"shared": shared}
+    if song.shared and not shared:  # a URL handed out while it was shared must stop working
+        fields["url_token"] = secrets.token_urlsafe(24)
+    Song.update(**fields).where(Song.id == song_id).execute()
+    for name, value in fields.items():
+        setattr(song, name, value)
+    return song
+
+
+def keep(song_id: str, caller: Caller) -> tuple[str, dict[str, str]]:
+    """Keep one take of a request's variants: the others' rows go (their files, by the
+    caller). Only the maker or an owner. Returns the kept id and {removed id: file}."""
+    song = _song(song_id, caller)
+    if not caller.may_manage(song.user):
+        raise errors.Forbidden("only the song's maker or an owner may keep a take", "song_id")
+    first = song.variant_of or song.id
+    group = Song.select().where((Song.id == first) | (Song.variant_of == first))
+    others = {s.id: s.file for s in group if s.id != song.id}
+    if not others:
+        raise errors.InvalidState(f"song {song_id} has no other takes to drop")
+    with Song._meta.database.atomic():
+        Job.update(song=song.id).where(Job.song.in_(list(others))).execute()
+        Song.delete().where(Song.id.in_(list(others))).execute()
+        Song.update(variant_of=None).where(Song.id == song.id).execute()
+    return song.id, others
+
+
+def stats() -> LibraryStats:
+    songs = Song.select().count()
+    shared = Song.select().where(Song.shared == True).count()  # noqa: E712
+    by_user = {(user or "household"): count for user, count in
+               Song.select(Song.user, pw.fn.COUNT(Song.id)).group_by(Song.user).tuples()}
+    top = (Song.select(Song.id, Song.title, _SCORE.alias("score")).join(Vote)
+           .where(Song.shared == True).group_by(Song.id, Song.title)  # noqa: E712
+           .having(_SCORE > 0).order_by(_SCORE.desc(), Song.id).limit(5))
+    return LibraryStats(
+        songs=songs, shared=shared, private=songs - shared, votes=Vote.select().count(),
+        by_user=by_user, top_voted=[{"id": s.id, "title": s.title, "score": int(s.score)} for s in top],
+        ts=time.time())

@@ -1,0 +1,1 @@
+"""The built-in engine: arranger, synthesiser, drums and the Piper singer."""

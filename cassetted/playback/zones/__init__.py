@@ -1,0 +1,1 @@
+"""One module per zone kind: MPD, Snapcast, local sound card, Home Assistant."""

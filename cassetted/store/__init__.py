@@ -1,0 +1,1 @@
+"""Persistence: the database models and migrations, and credentials at rest."""
