@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.probe import MqttProbe
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_notify_ready_watchdog_and_stopping(daemon_factory, probe: MqttProbe, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cassetted.contract.schemas import PAYLOADS, SongRequest, json_schemas
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_checked_in_schemas_match_models(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ from tests.e2e.hostile import HOSTILE, assert_clean_log
 from tests.probe import MqttProbe
 
 FUZZ_EXAMPLES = int(os.environ.get("CASSETTED_FUZZ_EXAMPLES", "200"))
-SCHEMAS = Path(__file__).resolve().parent.parent / "mqtt_schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "mqtt_schemas"
 ROOMS = ("living_room", "kids_room")
 USERS = ("dad", "anna", "stranger")
 LOGINS = ("dad-phone", "stranger", "ünïcødé", "x" * 200)

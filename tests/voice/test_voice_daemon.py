@@ -49,8 +49,8 @@ def test_prompt_names_genre_and_mood(daemon_factory, probe: MqttProbe) -> None:
 
 def test_hermes_intent_round_trip(daemon_factory, probe: MqttProbe) -> None:
     prefix = f"{probe.base}/hermes"
-    daemon_factory(f'\n[hermes]\nenabled = true\ntopic_prefix = "{prefix}"\n'
-                   '[voice]\nsite_rooms = { "lounge-sat" = "living_room" }\n').start()
+    daemon = daemon_factory(f'\n[hermes]\nenabled = true\ntopic_prefix = "{prefix}"\n'
+                            '[voice]\nsite_rooms = { "lounge-sat" = "living_room" }\n').start()
     probe.wait_online()
     intent = {
         "sessionId": "s-42", "siteId": "lounge-sat", "input": "make an energetic rock song",
@@ -65,6 +65,9 @@ def test_hermes_intent_round_trip(daemon_factory, probe: MqttProbe) -> None:
     assert say["siteId"] == "lounge-sat" and "ready" in say["text"].lower()
     latest = probe.wait(lambda m: m.topic == f"{probe.base}/song/latest").json()
     assert latest["genre"] == "rock" and latest["room"] == "living_room"
+    # Every answer went out cleanly: a reply that failed to publish logs an ERROR traceback
+    # (issue 15 reported one per Hermes reply).
+    assert "Traceback" not in daemon.log() and "hermes: publishing" not in daemon.log()
     # Garbage on the intent topic is survived (and answered when a session id can be found).
     probe.client.publish(f"{prefix}/intent/CreateSong", b"{nope", qos=1).wait_for_publish(5)
     assert probe.command("song/create", {"duration_s": 10})["ok"] is True

@@ -156,10 +156,10 @@ def test_without_torch_the_engine_says_what_to_install(tmp_path, monkeypatch) ->
 
     from cassetted.music.acestep.engine import AceStepEngine, AceStepSettings, AceStepUnavailable
 
-    import cassetted.music
+    import cassetted.music.acestep
 
     monkeypatch.delitem(sys.modules, "cassetted.music.acestep.model", raising=False)
-    monkeypatch.delattr(cassetted.music, "_acestep_model", raising=False)
+    monkeypatch.delattr(cassetted.music.acestep, "model", raising=False)
     monkeypatch.setitem(sys.modules, "torch", None)
     engine = AceStepEngine(AceStepSettings(checkpoint_dir=_placeholder_checkpoint(tmp_path)), 44100)
     with pytest.raises(AceStepUnavailable, match=r"torch is missing\): pip install 'cassetted\[acestep\]'"):

