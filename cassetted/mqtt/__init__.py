@@ -1,1 +1,1 @@
-"""Everything that speaks MQTT: the connection, the router, commands, events, Hermes."""
+"""Transport: the broker connection, the topic router, the publisher of events and state."""

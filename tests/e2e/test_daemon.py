@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
 import soundfile
 
 from tests.conftest import BROKER_HOST, free_port, start_mosquitto

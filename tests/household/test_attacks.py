@@ -270,7 +270,7 @@ def test_one_message_cannot_flood_the_broker(daemon_factory, probe: MqttProbe) -
 
     # Meanwhile a stranger loops on the broker, and dad asks for his quota 40 times.
     for i in range(300):
-        probe.publish("user/quota", {"request_id": f"flood-{i}"}, response=f"replies/flood")
+        probe.publish("user/quota", {"request_id": f"flood-{i}"}, response="replies/flood")
     answers = [probe.command("user/quota", {"token": dad}) for _ in range(40)]
     assert all(a["ok"] for a in answers), [a for a in answers if not a["ok"]][:2]
     deadline = time.monotonic() + 30
