@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cassetted.contract.schemas import SongSpec  # noqa: E402
+from cassetted.contract.schemas import SongSpec
 
 
 class RssPeak:
@@ -55,7 +55,7 @@ class RssPeak:
             self.peak = max(self.peak, self.rss())
             self._stop.wait(0.005)
 
-    def __enter__(self) -> "RssPeak":
+    def __enter__(self) -> RssPeak:
         self.peak = self.rss()
         self._thread.start()
         return self
@@ -86,9 +86,9 @@ def main() -> None:
 
     import torch
 
+    from cassetted.jobs.pipeline import Pipeline, TaskOrder
     from cassetted.lyrics.builtin import BuiltinLyrics
     from cassetted.music.acestep.engine import AceStepEngine, AceStepSettings
-    from cassetted.jobs.pipeline import Pipeline, TaskOrder
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit(f"--device cuda, but torch {torch.__version__} sees no CUDA GPU (try --device cpu)")

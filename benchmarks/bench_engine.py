@@ -28,9 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cassetted.music.styles import GENRE_BPM  # noqa: E402
-from cassetted.contract.schemas import GENRES, SongSpec  # noqa: E402
-
+from cassetted.contract.schemas import GENRES, SongSpec
+from cassetted.music.styles import GENRE_BPM
 
 _LYRICS = """[Verse]
 Morning light comes through the window

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cassetted.config import RoomSettings  # noqa: E402
-from cassetted.voice.intent import parse  # noqa: E402
+from cassetted.config import RoomSettings
+from cassetted.voice.intent import parse
 
 ROOMS = {
     "living_room": RoomSettings(name="Living Room", aliases=["lounge"]),

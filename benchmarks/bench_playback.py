@@ -24,14 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mpd.asyncio import MPDClient  # noqa: E402
+from mpd.asyncio import MPDClient
 
-from cassetted.config import MpdSettings, RoomSettings, Settings  # noqa: E402
-from cassetted.jobs.runner import song_info  # noqa: E402
-from cassetted.playback.controller import PlaybackController  # noqa: E402
-from cassetted.contract.schemas import RoomState  # noqa: E402
-from cassetted.store.database import Song, Store  # noqa: E402
-from tests.playback.servers import HOST, MpdServer, write_flac  # noqa: E402
+from cassetted.config import MpdSettings, RoomSettings, Settings
+from cassetted.contract.schemas import RoomState
+from cassetted.jobs.runner import song_info
+from cassetted.playback.controller import PlaybackController
+from cassetted.store.database import Song, Store
+from tests.playback.servers import HOST, MpdServer, write_flac
 
 ROOM = "living_room"
 

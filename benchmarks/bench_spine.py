@@ -77,7 +77,7 @@ def main() -> None:
     job_ids: list[str] = []
     refused: collections.Counter[str] = collections.Counter()
 
-    def on_message(client, userdata, msg):  # noqa: ANN001
+    def on_message(client, userdata, msg):
         if msg.topic == f"{base}/status":
             if msg.payload == b"online":
                 online.set()

@@ -22,17 +22,22 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cassetted.contract.schemas import ROLES, ROOM_ID_PATTERN, USER_ID_PATTERN, Genre, Mood, Role
 from cassetted.homeassistant.settings import HomeAssistantSettings, HomeAssistantZoneSettings
 from cassetted.household.settings import (
-    ANONYMOUS_USER, ChildSafeSettings, HouseholdSettings, KaraokeSettings, PartySettings, SleepSettings,
+    ANONYMOUS_USER,
+    ChildSafeSettings,
+    HouseholdSettings,
+    KaraokeSettings,
+    PartySettings,
+    SleepSettings,
     UserSettings,
 )
-from cassetted.lyrics.settings import LyricsSettings
 from cassetted.library.media import MediaSettings
-from cassetted.music.acestep.engine import AceStepSettings
+from cassetted.lyrics.settings import LyricsSettings
 from cassetted.music.acestep.api import AceStepApiSettings
+from cassetted.music.acestep.engine import AceStepSettings
 from cassetted.playback.settings import SnapcastPlaybackSettings
-from cassetted.contract.schemas import ROLES, ROOM_ID_PATTERN, USER_ID_PATTERN, Genre, Mood, Role
 
 SYSTEM_CONFIG = Path("/etc/cassetted/cassetted.toml")
 LOCAL_CONFIG = Path("config/cassetted.toml")

@@ -20,7 +20,8 @@ import base64
 import logging
 import re
 import threading
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr

@@ -9,7 +9,12 @@ import pytest
 import soundfile as sf
 
 from cassetted.audio import (
-    FORMATS, Tags, encode, integrated_loudness, k_weighting_filters, normalize_loudness,
+    FORMATS,
+    Tags,
+    encode,
+    integrated_loudness,
+    k_weighting_filters,
+    normalize_loudness,
     true_peak_dbtp,
 )
 from cassetted.music.base import Audio
@@ -135,8 +140,8 @@ def test_encode_rejects_unknown_format(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("genre, mood", [("rock", "energetic"), ("ambient", "relaxing")])
 def test_normalised_engine_render_meets_the_loudness_target(genre: str, mood: str) -> None:
-    from cassetted.music.builtin.engine import BuiltinEngine
     from cassetted.contract.schemas import SongSpec
+    from cassetted.music.builtin.engine import BuiltinEngine
 
     spec = SongSpec(genre=genre, mood=mood, bpm=100, key="A minor", duration_s=20, seed=3)
     song = BuiltinEngine().generate(spec, lambda f, n: None)

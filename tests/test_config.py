@@ -98,7 +98,11 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
 
 def test_example_config_is_valid_and_complete() -> None:
     from cassetted.household.settings import (
-        ChildSafeSettings, HouseholdSettings, KaraokeSettings, PartySettings, SleepSettings,
+        ChildSafeSettings,
+        HouseholdSettings,
+        KaraokeSettings,
+        PartySettings,
+        SleepSettings,
     )
 
     example = Path(__file__).parent.parent / "config" / "cassetted.example.toml"

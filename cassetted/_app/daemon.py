@@ -15,32 +15,30 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from cassetted import __version__
-
-from cassetted.voice import intake
-
-from cassetted.library import index as library_index
-
 from cassetted._app import sdnotify
+from cassetted.api.commands import Commands
 from cassetted.config import Settings
-from cassetted.homeassistant.bridge import HomeAssistantBridge
+from cassetted.contract.schemas import JobEvent, QueueState, SongInfo, VoteCommand
 from cassetted.features.karaoke import Karaoke
 from cassetted.features.modes import RoomModes
 from cassetted.features.party import PartyHost
+from cassetted.homeassistant.bridge import HomeAssistantBridge
 from cassetted.household.service import Household
 from cassetted.jobs.runner import FanOut, JobListener, JobRunner
+from cassetted.library import index as library_index
 from cassetted.library.media import MediaServer, song_file_lookup
-from cassetted.voice.hermes import HermesAdapter
 from cassetted.mqtt.client import OUTBOX_LIMIT, MqttLink
-from cassetted.api.commands import Commands
 from cassetted.mqtt.publisher import MqttPublisher, ReplyFirst
 from cassetted.mqtt.router import Router
 from cassetted.playback.controller import PlaybackController
-from cassetted.contract.schemas import JobEvent, QueueState, SongInfo, VoteCommand
 from cassetted.store.database import REBUILD_HINT, Store, StoreError, describe, is_empty
+from cassetted.voice import intake
+from cassetted.voice.hermes import HermesAdapter
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +112,7 @@ class Daemon:
                 f"the library {self.settings.library_dir} holds {len(files)} song file(s): "
                 f"was the database deleted? Restore it from a backup, or {REBUILD_HINT}")
 
-    def _wire(self) -> "_Parts":
+    def _wire(self) -> _Parts:
         """Build every part and connect them; nothing runs yet. Data flows one way: MQTT in ->
         commands -> job runner -> playback; listeners hear about jobs and publish."""
         settings = self.settings

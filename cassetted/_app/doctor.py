@@ -164,7 +164,7 @@ async def check_session(settings: config.Settings) -> list[Finding]:
             try:
                 message = await asyncio.wait_for(anext(aiter(back.messages)), 3)
                 got = message.payload == b"while you were away"
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 got = False
         async with make_client(mqtt, identifier=identifier):  # clean start: drop the session
             pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TextIO
 
 from cassetted.store.credentials import (
@@ -106,7 +106,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'PROVIDER':<16} {'OWNER':<24} CREATED")
     for row in rows:
-        created = datetime.fromtimestamp(row.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        created = datetime.fromtimestamp(row.created_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
         print(f"{row.provider:<16} {row.owner or '(household)':<24} {created}")
     return 0
 

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cassetted import audio
-
-from cassetted.voice import intake
-
-from cassetted.jobs import spec as spec_module
 from cassetted.config import Settings
-from cassetted.music.registry import EngineRegistry
-from cassetted.jobs.pipeline import produce, save
 from cassetted.contract.schemas import SongRequest
-from cassetted.store.credentials import CredentialStore
+from cassetted.jobs import spec as spec_module
+from cassetted.jobs.pipeline import produce, save
 from cassetted.lyrics.service import LyricsService
+from cassetted.music.registry import EngineRegistry
+from cassetted.store.credentials import CredentialStore
 from cassetted.store.database import open_database
+from cassetted.voice import intake
 
 
 def format_for(path: Path) -> str:

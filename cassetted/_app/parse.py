@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 from cassetted import config
-
 from cassetted.voice import intent
 
 

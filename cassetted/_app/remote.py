@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cassetted.config import MqttSettings
-from cassetted.mqtt.client import make_client
 from cassetted.contract.schemas import JobState, SongRequest
+from cassetted.mqtt.client import make_client
 
 # `ready` ends the wait: the file exists even if playback keeps the job open.
 _FINAL = {JobState.ready.value, JobState.done.value, JobState.failed.value, JobState.cancelled.value}

@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def cmd_token(args: argparse.Namespace) -> int:
     from cassetted import config
     from cassetted.contract import errors
-    from cassetted.store import database as store
     from cassetted.household import identity
+    from cassetted.store import database as store
 
     try:
         settings = config.load(args.config)

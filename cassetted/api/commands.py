@@ -7,25 +7,39 @@ state of their own. Which topic maps to which handler is declared once, in `regi
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from cassetted.contract import errors
-
-from cassetted.voice import intake
-
-from cassetted.library import lrc
 from cassetted.config import Settings
+from cassetted.contract import errors
+from cassetted.contract.schemas import (
+    ENVELOPE_FIELDS,
+    GuestCreate,
+    GuestRemove,
+    JobCancel,
+    JobState,
+    KeepCommand,
+    LibraryPage,
+    LibraryQuery,
+    PartyCommand,
+    PartyPlaylistsQuery,
+    QuotaQuery,
+    Reply,
+    RoomCommand,
+    RoomModeCommand,
+    ShareCommand,
+    SongRequest,
+    VoiceCommand,
+    VoteCommand,
+)
 from cassetted.household.identity import Caller, slug
 from cassetted.household.service import Household
 from cassetted.jobs.runner import JobRunner, is_retry, retryable, song_info
+from cassetted.library import lrc
 from cassetted.mqtt.router import MQTT_USER, REPLY_ADDRESS, Router
 from cassetted.playback.controller import PlaybackController
-from cassetted.contract.schemas import (
-    ENVELOPE_FIELDS, GuestCreate, GuestRemove, JobCancel, JobState, KeepCommand, LibraryPage,
-    LibraryQuery, PartyCommand, PartyPlaylistsQuery, QuotaQuery, Reply, RoomCommand,
-    RoomModeCommand, ShareCommand, SongRequest, VoiceCommand, VoteCommand,
-)
 from cassetted.store.database import Job, Store
+from cassetted.voice import intake
 
 # a voice command -> a SongRequest plus warnings (the intent parser); blocking, run in a thread
 VoiceParser = Callable[[VoiceCommand], tuple[SongRequest, list[str]]]

@@ -20,23 +20,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from cassetted.contract import errors
-
-from cassetted.voice import intent
-
-from cassetted.library import lrc
 from cassetted.config import Settings
-from cassetted.library import access as library
+from cassetted.contract import errors
+from cassetted.contract.schemas import (
+    MAX_BPM,
+    MAX_DURATION_S,
+    MIN_BPM,
+    MIN_DURATION_S,
+    Event,
+    KaraokeCommand,
+    LyricsDisplay,
+    Reply,
+    SongInfo,
+    SongRequest,
+    SongSpec,
+    VoiceCommand,
+)
 from cassetted.household.identity import Caller
 from cassetted.jobs.runner import song_info
-from cassetted.contract.schemas import (
-    MAX_BPM, MAX_DURATION_S, MIN_BPM, MIN_DURATION_S, Event, KaraokeCommand, LyricsDisplay,
-    Reply, SongInfo, SongRequest, SongSpec, VoiceCommand,
-)
+from cassetted.library import access as library
+from cassetted.library import lrc
 from cassetted.store.database import Song, Store
+from cassetted.voice import intent
 
 if TYPE_CHECKING:
     from cassetted.mqtt.router import Router
@@ -217,7 +226,7 @@ class Karaoke:
                 return
             song = song_info(row, self._settings)
             text, lines = await asyncio.to_thread(timed_lyrics, song)
-        except Exception:  # noqa: BLE001 - a display problem must not disturb playback
+        except Exception:
             log.exception("room %s: no lyrics display for song %s", room, song_id)
             return
         if self._playing.get(room) != song_id:  # finished (or replaced) meanwhile

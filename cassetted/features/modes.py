@@ -23,16 +23,23 @@ import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from cassetted.contract import errors
 from cassetted.config import Settings
+from cassetted.contract import errors
+from cassetted.contract.schemas import (
+    ENVELOPE_FIELDS,
+    ChildSafeLogQuery,
+    Event,
+    Reply,
+    RoomCommand,
+    RoomModeCommand,
+    SongRequest,
+)
 from cassetted.household import policy
 from cassetted.household.identity import Caller
-from cassetted.contract.schemas import (
-    ENVELOPE_FIELDS, ChildSafeLogQuery, Event, Reply, RoomCommand, RoomModeCommand, SongRequest,
-)
 from cassetted.store.database import ChildSafeLog, Job, RoomModeRow, Song, Store
 
 if TYPE_CHECKING:
@@ -510,6 +517,6 @@ class RoomModes:
         try:
             self._publish_event(Event(type="mode_changed", ts=time.time(), room=room_id,
                                       **self.view(room_id)))
-        except Exception:  # noqa: BLE001 - publishing never undoes a mode change
+        except Exception:
             log.exception("could not publish mode_changed")
         self._playback.refresh_room(room_id)

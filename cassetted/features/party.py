@@ -22,26 +22,38 @@ import dataclasses
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from cassetted.contract import errors
-from cassetted.tasks import BackgroundTasks
 from cassetted.config import Settings
+from cassetted.contract import errors
+from cassetted.contract.schemas import (
+    ErrorInfo,
+    Event,
+    Genre,
+    GuestCreate,
+    JobEvent,
+    JobState,
+    Mood,
+    PartyCommand,
+    PartyQueueItem,
+    PartyState,
+    QueueState,
+    SongInfo,
+    SongRequest,
+)
 from cassetted.features import party_queue
-from cassetted.household.identity import Caller
 from cassetted.features.party_queue import PartyInfo, QueuedSong
+from cassetted.household.identity import Caller
 from cassetted.household.service import Household
 from cassetted.household.settings import PartyTheme
 from cassetted.jobs.runner import song_info
 from cassetted.playback.base import Track, ZoneError, ZoneStatus
 from cassetted.playback.controller import PLAYLIST_PREFIX, PlaybackController
 from cassetted.playback.errors import PlaybackFailed
-from cassetted.contract.schemas import (
-    ErrorInfo, Event, Genre, GuestCreate, JobEvent, JobState, Mood, PartyCommand, PartyQueueItem,
-    PartyState, QueueState, SongInfo, SongRequest,
-)
 from cassetted.store.database import Job, Song, Store, new_id
+from cassetted.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 

@@ -30,15 +30,23 @@ from typing import Any
 from pydantic import ValidationError
 
 from cassetted.config import Settings
-from cassetted.homeassistant import discovery
-from cassetted.homeassistant.discovery import Topics
-from cassetted.homeassistant.payloads import GenerationState
-from cassetted.homeassistant.panel import STATE_FILE_NAME, Panel, PanelValueError
-from cassetted.mqtt.router import match
 from cassetted.contract.schemas import (
-    ROOM_ID_PATTERN, ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, RoomModeCommand, SongInfo,
+    ROOM_ID_PATTERN,
+    ErrorInfo,
+    Event,
+    JobEvent,
+    PartyCommand,
+    QueueState,
+    RoomCommand,
+    RoomModeCommand,
+    SongInfo,
     SongRequest,
 )
+from cassetted.homeassistant import discovery
+from cassetted.homeassistant.discovery import Topics
+from cassetted.homeassistant.panel import STATE_FILE_NAME, Panel, PanelValueError
+from cassetted.homeassistant.payloads import GenerationState
+from cassetted.mqtt.router import match
 
 log = logging.getLogger(__name__)
 

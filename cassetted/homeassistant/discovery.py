@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from cassetted import __version__
-from cassetted.contract.schemas import JobState, MAX_BPM, MAX_DURATION_S, MIN_DURATION_S
+from cassetted.contract.schemas import MAX_BPM, MAX_DURATION_S, MIN_DURATION_S, JobState
 
 MANUFACTURER = "cassetted"
 TEXT_MAX = 255  # HA's MQTT text entity holds at most 255 characters

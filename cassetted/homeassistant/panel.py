@@ -14,12 +14,19 @@ import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
 from cassetted.config import Settings
+from cassetted.contract.schemas import (
+    GENRES,
+    MAX_BPM,
+    MAX_DURATION_S,
+    MIN_BPM,
+    MIN_DURATION_S,
+    MOODS,
+    SongRequest,
+)
 from cassetted.homeassistant.discovery import BPM_AUTO, TEXT_MAX, PanelOptions
 from cassetted.homeassistant.payloads import PanelState
-from cassetted.contract.schemas import (
-    GENRES, MAX_BPM, MAX_DURATION_S, MIN_BPM, MIN_DURATION_S, MOODS, SongRequest,
-)
 
 log = logging.getLogger(__name__)
 

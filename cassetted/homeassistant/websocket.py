@@ -49,7 +49,7 @@ class WebSocket:
 
     @classmethod
     async def connect(cls, url: str, *, context: ssl.SSLContext | None,
-                      timeout_s: float) -> "WebSocket":
+                      timeout_s: float) -> WebSocket:
         parts = urllib.parse.urlsplit(url)
         secure = parts.scheme in ("https", "wss")
         host = parts.hostname or "localhost"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import time
 
-from cassetted.contract import errors
 from cassetted.config import Settings
-from cassetted.household.identity import Caller, hash_token, new_token, slug
+from cassetted.contract import errors
 from cassetted.contract.schemas import GuestCreate
+from cassetted.household.identity import Caller, hash_token, new_token, slug
 from cassetted.store.database import User
 
 

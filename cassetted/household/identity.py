@@ -19,10 +19,10 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from cassetted.contract import errors
 from cassetted.config import Settings
-from cassetted.household.settings import ANONYMOUS_USER
+from cassetted.contract import errors
 from cassetted.contract.schemas import Role
+from cassetted.household.settings import ANONYMOUS_USER
 from cassetted.store.database import User
 
 _SLUG = re.compile(r"[^a-z0-9_.-]+")

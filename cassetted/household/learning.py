@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from cassetted.household.settings import LearningSettings
 from cassetted.contract.schemas import LearnedPreference
+from cassetted.household.settings import LearningSettings
 from cassetted.store.database import RoomPreference
 
 DIMENSIONS = ("genre", "mood")

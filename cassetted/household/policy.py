@@ -15,11 +15,11 @@ import time
 
 import peewee as pw
 
-from cassetted.contract import errors
 from cassetted.config import Settings
+from cassetted.contract import errors
+from cassetted.contract.schemas import JobState, QuotaInfo
 from cassetted.household.identity import Caller
 from cassetted.household.settings import ANONYMOUS_USER
-from cassetted.contract.schemas import JobState, QuotaInfo
 from cassetted.store.database import Job, User
 
 _NOT_COUNTED = (JobState.failed.value, JobState.cancelled.value)

@@ -13,20 +13,26 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from typing import Any, Callable, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
-from cassetted.contract import errors
 from cassetted.config import Settings
+from cassetted.contract import errors
+from cassetted.contract.schemas import (
+    Event,
+    GuestCreate,
+    LearnedPreference,
+    LibraryQuery,
+    LibraryStats,
+    QuotaInfo,
+    RoomCommand,
+    SongRequest,
+)
 from cassetted.household import guests, identity, learning, policy
-from cassetted.library import access as library
 from cassetted.household.identity import Caller
 from cassetted.household.ratelimit import RateLimiter
 from cassetted.household.settings import ANONYMOUS_USER
-from cassetted.contract.schemas import (
-    Event, GuestCreate, LearnedPreference, LibraryQuery, LibraryStats, QuotaInfo, RoomCommand,
-    SongRequest,
-)
+from cassetted.library import access as library
 from cassetted.store.database import Song, Store, User
 
 log = logging.getLogger(__name__)
@@ -90,7 +96,7 @@ class Household:
         while True:
             try:
                 await self.expire_guests()
-            except Exception:  # noqa: BLE001 - try again next round
+            except Exception:
                 log.exception("could not expire guest passes")
             await asyncio.sleep(_EXPIRY_INTERVAL_S)
 
@@ -272,7 +278,7 @@ class Household:
             self._stats_pending = False
             try:
                 self._publish_stats(await self._store.call(library.stats))
-            except Exception:  # noqa: BLE001 - statistics are never worth a failure
+            except Exception:
                 log.exception("could not publish library statistics")
 
         asyncio.get_running_loop().create_task(publish(), name="library-stats")

@@ -11,16 +11,16 @@ import re
 import threading
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from cassetted.lyrics.base import LyricsResult
 from cassetted.contract import errors
+from cassetted.contract.schemas import JobState, SongSpec
 from cassetted.library import lrc
 from cassetted.library.incoming import incoming_dir
+from cassetted.lyrics.base import LyricsResult
 from cassetted.music.base import Audio, Cancelled, MusicEngine, NeedsLyrics, ProgressCallback
-from cassetted.contract.schemas import JobState, SongSpec
 
 # report(state, overall progress 0..1)
 Reporter = Callable[[JobState, float], None]

@@ -22,25 +22,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
-from cassetted.jobs import diskfaults
-
-from cassetted.contract import errors
-
-from cassetted.library import incoming
-
-from cassetted.jobs import spec as spec_module
 from cassetted.config import RoomSettings, Settings
-from cassetted.music.registry import ENGINES
-from cassetted.music.base import Cancelled
-from cassetted.jobs.pipeline import Produced, TaskOrder
+from cassetted.contract import errors
 from cassetted.contract.schemas import (
-    ENVELOPE_FIELDS, ErrorInfo, JobEvent, JobState, QueueState, SongInfo, SongRequest, SongSpec,
+    ENVELOPE_FIELDS,
+    ErrorInfo,
+    JobEvent,
+    JobState,
+    QueueState,
+    SongInfo,
+    SongRequest,
+    SongSpec,
 )
-from cassetted.store.database import Job, Song, Store, new_id
+from cassetted.jobs import diskfaults
+from cassetted.jobs import spec as spec_module
+from cassetted.jobs.pipeline import Produced, TaskOrder
 from cassetted.jobs.worker import WorkerProcess
+from cassetted.library import incoming
+from cassetted.music.base import Cancelled
+from cassetted.music.registry import ENGINES
+from cassetted.store.database import Job, Song, Store, new_id
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +369,7 @@ class JobRunner:
         batch: list[tuple[SongRequest, asyncio.Future[tuple[Job, bool]]]] = []
         try:
             await self._write_batches(batch)
-        except Exception as error:  # noqa: BLE001 - the supervisor of intake
+        except Exception as error:
             log.exception("job intake failed")
             for _, future in batch + self._intake:
                 if not future.done():
@@ -406,7 +411,7 @@ class JobRunner:
         """A newly queued job's event; a listener's failure must not cost the request."""
         try:
             self._listener.job_changed(_event(job, eta_s=self._queued_eta()))
-        except Exception:  # noqa: BLE001 - the row is stored; the event is best effort
+        except Exception:
             log.exception("job %s: the queued event could not be published", job.id)
 
     def _check_names(self, request: SongRequest) -> None:
@@ -477,7 +482,7 @@ class JobRunner:
                 delay = first_delay
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - the supervisor: log, keep the job, go on
+            except Exception as error:
                 fault = diskfaults.database_failure(error, self._where)
                 if job is not None:
                     self._running.pop(job.id, None)
@@ -501,7 +506,7 @@ class JobRunner:
         job.error_code, job.error_message = reason.code, reason.message
         try:
             self._listener.job_changed(_event(job, attempt=job.attempts, retry_in_s=delay))
-        except Exception:  # noqa: BLE001 - best effort while storage is failing
+        except Exception:
             log.exception("job %s: could not announce its retry", job.id)
 
     async def _next_job(self) -> Job | None:
@@ -521,7 +526,7 @@ class JobRunner:
                            if self._retry_at else None)
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass  # a retry is due
                 return None
         self._wakeup.set()  # let an idle sibling look for more work
@@ -615,7 +620,7 @@ class JobRunner:
         assert self._deliver is not None
         try:
             return await asyncio.wait_for(self._deliver(info), _DELIVER_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("room %s: the player did not start song %s within %d s",
                       info.room, info.id, _DELIVER_TIMEOUT_S)
             return False
@@ -678,7 +683,7 @@ class JobRunner:
             try:
                 running.job = await self._store.call(_set, running.job.id, state=state.value,
                                                      progress=round(fraction, 4))
-            except Exception as error:  # noqa: BLE001 - progress rows are not worth a song
+            except Exception as error:
                 fault = diskfaults.database_failure(error, self._where)
                 if fault is None:
                     raise

@@ -9,11 +9,11 @@ resumed job resolves to the same spec.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from cassetted.config import GenerationSettings, RoomSettings
-from cassetted.music import styles
 from cassetted.contract.schemas import GENRES, MOODS, SongInfo, SongRequest, SongSpec
+from cassetted.music import styles
 
 # prompt -> (genre or None, mood or None); the intent parser provides the real one.
 PromptReader = Callable[[str], tuple[str | None, str | None]]

@@ -18,17 +18,17 @@ import asyncio
 import logging
 import multiprocessing
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any
 
-from cassetted.jobs import diskfaults
-
-from cassetted.contract import errors
 from cassetted.config import Settings
+from cassetted.contract import errors
+from cassetted.contract.schemas import JobState, SongRequest, SongSpec
+from cassetted.jobs import diskfaults
+from cassetted.jobs.pipeline import Produced, TaskOrder
 from cassetted.lyrics.base import LyricsError
 from cassetted.music.base import Cancelled
-from cassetted.jobs.pipeline import Produced, TaskOrder
-from cassetted.contract.schemas import JobState, SongRequest, SongSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,10 @@ def _child_main(conn: Connection, settings: Settings) -> None:
     from cassetted import redaction
 
     redaction.install(redaction.configured_secrets(settings))
-    from cassetted.store.credentials import CredentialStore
+    from cassetted.jobs.pipeline import Pipeline
     from cassetted.lyrics.service import LyricsService
     from cassetted.music.registry import EngineRegistry
-    from cassetted.jobs.pipeline import Pipeline
+    from cassetted.store.credentials import CredentialStore
     from cassetted.store.database import open_database
 
     url = settings.storage.database_url
@@ -113,7 +113,7 @@ def _child_main(conn: Connection, settings: Settings) -> None:
         except LyricsError as error:  # every provider of the chain failed; each said why
             log.warning("no lyrics for song %s: %s", song_id, error)
             conn.send(("error", errors.LyricsFailed.code, redaction.redact(str(error)[:300])))
-        except Exception as error:  # noqa: BLE001 - report any failure of this job, serve the next
+        except Exception as error:
             fault = diskfaults.write_failure(error, settings.library_dir)
             if fault is not None:  # the disk's fault, said plainly; the job is retried
                 log.error("song %s could not be written: %s", song_id, fault.message)

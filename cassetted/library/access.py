@@ -14,8 +14,8 @@ import time
 import peewee as pw
 
 from cassetted.contract import errors
-from cassetted.household.identity import Caller
 from cassetted.contract.schemas import LibraryQuery, LibraryStats
+from cassetted.household.identity import Caller
 from cassetted.store.database import Job, Song, Vote
 
 _SCORE = pw.fn.COALESCE(pw.fn.SUM(Vote.value), 0)

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cassetted.library.incoming import INCOMING
 from cassetted.contract.schemas import GENRES, MOODS
+from cassetted.library.incoming import INCOMING
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def read_tags(path: Path) -> dict[str, Any]:
     tags = audio.tags
     values: dict[str, Any]
     if tags is None:
-        values = {name: "" for name in _VORBIS}
+        values = dict.fromkeys(_VORBIS, "")
     elif hasattr(tags, "getall"):
         values = {name: _id3(tags, frame) for name, frame in _ID3.items()}
     else:
@@ -89,8 +89,8 @@ def rebuild(library_dir: Path) -> tuple[int, int]:
 
     Returns (songs added, files skipped). What the tags do not hold is filled in plainly:
     the mood from the prompt (else "uplifting"), seed 0, engine and provider "unknown"."""
-    from cassetted.voice import intake
     from cassetted.store.database import Song, new_id
+    from cassetted.voice import intake
 
     known = {song.file for song in Song.select(Song.file)}
     added = skipped = 0

@@ -150,7 +150,7 @@ def write_sidecar(audio_path: Path, spec: SongSpec, engine: str) -> Path | None:
         tmp.write_text(to_lrc(lines, spec.title, ARTIST, spec.duration_s), encoding="utf-8")
         os.chmod(tmp, 0o644)  # read by MPD clients and other players, like the audio
         tmp.replace(path)
-    except Exception:  # noqa: BLE001 - see the docstring
+    except Exception:
         log.exception("no timed lyrics for %s", audio_path.name)
         tmp.unlink(missing_ok=True)
         return None

@@ -145,7 +145,7 @@ _REASONS = {200: "OK", 206: "Partial Content", 400: "Bad Request", 404: "Not Fou
             503: "Service Unavailable", 505: "HTTP Version Not Supported"}
 
 
-def parse_range(value: str, size: int) -> tuple[int, int] | None | str:
+def parse_range(value: str, size: int) -> tuple[int, int] | str | None:
     """A single `bytes=` range -> (start, end inclusive); None = ignore (serve all);
     "unsatisfiable" = 416. Several ranges are answered with the whole file (RFC 9110 allows)."""
     match = _RANGE.match(value.strip())
@@ -239,7 +239,7 @@ class MediaServer:
             pass
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - one broken connection never stops the server
+        except Exception:
             log.exception("media connection failed")
         finally:
             self._connections.pop(task, None)

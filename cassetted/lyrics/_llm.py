@@ -11,10 +11,10 @@ import json
 import re
 from typing import Any
 
+from cassetted.contract.schemas import SongSpec
 from cassetted.lyrics._structure import max_chars, plan_sections, style_caption
 from cassetted.lyrics._validate import finish, reject_if_refusal
 from cassetted.lyrics.base import LyricsError, LyricsResult
-from cassetted.contract.schemas import SongSpec
 
 LANGUAGES: dict[str, str] = {
     "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from cassetted.contract.schemas import MAX_LYRICS_CHARS, SongSpec
 from cassetted.lyrics._structure import (
     INSTRUMENTAL,
     max_chars,
@@ -17,7 +18,6 @@ from cassetted.lyrics._structure import (
 )
 from cassetted.lyrics.base import LyricsError, LyricsResult
 from cassetted.lyrics.safety import is_child_safe
-from cassetted.contract.schemas import MAX_LYRICS_CHARS, SongSpec
 
 # Phrases of a model declining, not of a sad song: "I can't stop" is a lyric, "I can't help
 # with that" is a refusal. Only checked where the reply is not the song we asked for.

@@ -7,29 +7,9 @@ so a family only holds words that really rhyme.
 
 from __future__ import annotations
 
-END_WORDS: tuple[str, ...] = tuple("""
-    night light kite sight flight sky day way bay play rain lane train sun run fun
-    moon tune afternoon balloon lagoon street beat heat seat door floor shore store sea tree
-    dream stream team fire wire choir time chime climb rhyme ground sound playground heart
-    start art snow glow show line sign pine shine spring string swing ring wing band hand sand
-    land air chair stair square fair hall wall ball call hill track back book brook nook home
-    foam star car guitar breeze trees cloud crowd bell shell well town crown stone phone lake
-    cake wave cave bridge ridge hat mat
-""".split())
+END_WORDS: tuple[str, ...] = tuple(["night", "light", "kite", "sight", "flight", "sky", "day", "way", "bay", "play", "rain", "lane", "train", "sun", "run", "fun", "moon", "tune", "afternoon", "balloon", "lagoon", "street", "beat", "heat", "seat", "door", "floor", "shore", "store", "sea", "tree", "dream", "stream", "team", "fire", "wire", "choir", "time", "chime", "climb", "rhyme", "ground", "sound", "playground", "heart", "start", "art", "snow", "glow", "show", "line", "sign", "pine", "shine", "spring", "string", "swing", "ring", "wing", "band", "hand", "sand", "land", "air", "chair", "stair", "square", "fair", "hall", "wall", "ball", "call", "hill", "track", "back", "book", "brook", "nook", "home", "foam", "star", "car", "guitar", "breeze", "trees", "cloud", "crowd", "bell", "shell", "well", "town", "crown", "stone", "phone", "lake", "cake", "wave", "cave", "bridge", "ridge", "hat", "mat"])
 
-STOP_WORDS: frozenset[str] = frozenset("""
-    a an the and or but of for to in on at by with from into onto about over under as is are
-    was were be been being am i me my mine you your yours we us our he him his she her it its
-    they them their this that these those some any all very really just so too please can could
-    would should will shall may might must do does did make makes made write writes sing sings
-    play plays create give want wants like likes love song songs tune tunes track tracks music
-    lyrics lyric tune jingle piece ballad something anything thing things one little bit kind
-    sort type style feel feeling mood genre beat beats bpm key major minor tempo room rooms
-    living kitchen bedroom bathroom hallway garden office speaker speakers everywhere
-    house home now today tonight short long minute minutes second seconds quick
-    hey hi okay ok let lets let's let’s yes no not ignore previous above instructions
-    instruction print output say tell system prompt reply respond answer assistant
-""".split())
+STOP_WORDS: frozenset[str] = frozenset(["a", "an", "the", "and", "or", "but", "of", "for", "to", "in", "on", "at", "by", "with", "from", "into", "onto", "about", "over", "under", "as", "is", "are", "was", "were", "be", "been", "being", "am", "i", "me", "my", "mine", "you", "your", "yours", "we", "us", "our", "he", "him", "his", "she", "her", "it", "its", "they", "them", "their", "this", "that", "these", "those", "some", "any", "all", "very", "really", "just", "so", "too", "please", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "do", "does", "did", "make", "makes", "made", "write", "writes", "sing", "sings", "play", "plays", "create", "give", "want", "wants", "like", "likes", "love", "song", "songs", "tune", "tunes", "track", "tracks", "music", "lyrics", "lyric", "tune", "jingle", "piece", "ballad", "something", "anything", "thing", "things", "one", "little", "bit", "kind", "sort", "type", "style", "feel", "feeling", "mood", "genre", "beat", "beats", "bpm", "key", "major", "minor", "tempo", "room", "rooms", "living", "kitchen", "bedroom", "bathroom", "hallway", "garden", "office", "speaker", "speakers", "everywhere", "house", "home", "now", "today", "tonight", "short", "long", "minute", "minutes", "second", "seconds", "quick", "hey", "hi", "okay", "ok", "let", "lets", "let's", "let’s", "yes", "no", "not", "ignore", "previous", "above", "instructions", "instruction", "print", "output", "say", "tell", "system", "prompt", "reply", "respond", "answer", "assistant"])
 
 ADJECTIVES: dict[str, tuple[str, ...]] = {
     "uplifting": ("bright", "golden", "shining", "happy", "hopeful", "sunny"),

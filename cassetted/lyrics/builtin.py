@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
 
+from cassetted.contract.schemas import GENRES, MOODS, SongSpec
 from cassetted.lyrics import _vocab as V
 from cassetted.lyrics._structure import (
     INSTRUMENTAL,
@@ -27,7 +28,6 @@ from cassetted.lyrics._structure import (
 )
 from cassetted.lyrics.base import LyricsError, LyricsResult
 from cassetted.lyrics.safety import is_child_safe
-from cassetted.contract.schemas import GENRES, MOODS, SongSpec
 
 _POSSESSIVES = {"my", "our", "your"}
 _MAX_TOPIC_WORDS = 2

@@ -8,16 +8,16 @@ provider wrote the lyrics, and its notes say which ones were skipped and why.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
+from cassetted.contract.schemas import MAX_LYRICS_CHARS, SongSpec
 from cassetted.lyrics._structure import INSTRUMENTAL
 from cassetted.lyrics.base import LyricsError, LyricsProvider, LyricsResult
 from cassetted.lyrics.builtin import BuiltinLyrics
 from cassetted.lyrics.safety import is_child_safe
 from cassetted.lyrics.settings import LyricsSettings
-from cassetted.contract.schemas import MAX_LYRICS_CHARS, SongSpec
 
 if TYPE_CHECKING:
     from cassetted.store.credentials import CredentialStore, Secret
@@ -93,15 +93,15 @@ def chain_order(settings: LyricsSettings, preferred: str | Sequence[str | None] 
     return order
 
 
-def _key_lookup(credentials: "CredentialStore | None", provider: str,
-                user: str | None) -> Callable[[], "Secret | None"]:
+def _key_lookup(credentials: CredentialStore | None, provider: str,
+                user: str | None) -> Callable[[], Secret | None]:
     """Looked up at write time (in the worker thread), for this user only."""
     if credentials is None:
         return lambda: None
     return lambda: credentials.get(provider, user)
 
 
-def build_provider(name: str, settings: LyricsSettings, credentials: "CredentialStore | None" = None,
+def build_provider(name: str, settings: LyricsSettings, credentials: CredentialStore | None = None,
                    user: str | None = None) -> LyricsProvider:
     if name == "builtin":
         return BuiltinLyrics()
@@ -120,7 +120,7 @@ def build_provider(name: str, settings: LyricsSettings, credentials: "Credential
     return OpenAICompatibleLyrics(endpoint, name=name, api_key=_key_lookup(credentials, name, user))
 
 
-def build_chain(settings: LyricsSettings, credentials: "CredentialStore | None" = None,
+def build_chain(settings: LyricsSettings, credentials: CredentialStore | None = None,
                 user: str | None = None,
                 preferred: str | Sequence[str | None] | None = None) -> LyricsChain:
     """The chain for one request: `preferred` (the request's `lyrics_provider`, then the

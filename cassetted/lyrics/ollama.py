@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
+from cassetted.contract.schemas import SongSpec
 from cassetted.lyrics._llm import build_messages, parse_reply
 from cassetted.lyrics.base import LyricsError, LyricsResult
 from cassetted.lyrics.settings import OllamaSettings
-from cassetted.contract.schemas import SongSpec
 
 if TYPE_CHECKING:
     from cassetted.store.credentials import Secret
@@ -33,7 +34,7 @@ class OllamaLyrics:
     name = "ollama"
 
     def __init__(self, settings: OllamaSettings,
-                 api_key: Callable[[], "Secret | None"] | None = None) -> None:
+                 api_key: Callable[[], Secret | None] | None = None) -> None:
         self.settings = settings
         self._api_key = api_key or (lambda: None)
 

@@ -16,13 +16,14 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from cassetted import redaction
+from cassetted.contract.schemas import SongSpec
 from cassetted.lyrics._llm import build_messages, parse_reply
 from cassetted.lyrics.base import LyricsError, LyricsResult
 from cassetted.lyrics.settings import OpenAISettings
-from cassetted.contract.schemas import SongSpec
 
 if TYPE_CHECKING:
     from cassetted.store.credentials import Secret
@@ -89,7 +90,7 @@ class OpenAICompatibleLyrics:
                 log.info("%s: endpoint rejects response_format; retrying without", self.name)
                 return self._complete(body, json_mode=False)
             raise LyricsError(f"{self.name}: HTTP {status}{detail and f' ({detail})'}") from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise LyricsError(f"{self.name}: timed out after {self.settings.timeout_s:g} s") from None
         except urllib.error.URLError as error:
             reason = error.reason

@@ -8,10 +8,10 @@ themselves are cheap to build.
 from __future__ import annotations
 
 from cassetted.config import Settings
-from cassetted.store.credentials import CredentialStore
-from cassetted.lyrics.chain import build_chain
-from cassetted.jobs.pipeline import LyricsWriter
 from cassetted.contract.schemas import SongRequest
+from cassetted.jobs.pipeline import LyricsWriter
+from cassetted.lyrics.chain import build_chain
+from cassetted.store.credentials import CredentialStore
 
 
 class LyricsService:

@@ -102,7 +102,7 @@ class LyricsSettings(_Section):
         return endpoints
 
     @model_validator(mode="after")
-    def _chain_names_known(self) -> "LyricsSettings":
+    def _chain_names_known(self) -> LyricsSettings:
         unknown = [name for name in self.chain if name not in self.provider_names]
         if unknown:
             raise ValueError(f"chain: unknown provider(s) {', '.join(unknown)}; "

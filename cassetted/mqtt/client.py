@@ -19,9 +19,10 @@ import logging
 import random
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -108,7 +109,7 @@ def make_client(settings: MqttSettings, *, identifier: str | None = None,
 def paho_of(client: aiomqtt.Client) -> Any:
     """The paho client inside aiomqtt's (aiomqtt 2.x keeps it as `_client`, see its
     client.py); the features aiomqtt does not wrap (manual ack, CONNACK flags) live there."""
-    return client._client  # noqa: SLF001
+    return client._client
 
 
 def watch_session(client: aiomqtt.Client) -> Callable[[], bool | None]:
@@ -219,7 +220,7 @@ class MqttLink:
                 await self._send(client, item)
             except (aiomqtt.MqttError, asyncio.CancelledError):
                 self._outbox.appendleft(item)  # the connection dropped: send it next time
-            except Exception:  # noqa: BLE001 - paho refused this message: it never will take it
+            except Exception:
                 log.exception("MQTT message to %s dropped", item.topic[:200])
             finally:
                 in_flight.release()
@@ -311,7 +312,7 @@ class MqttLink:
             await self._on_message(message)
         except asyncio.CancelledError:
             raise  # stopping: not handled, so not acked; the broker sends it again
-        except Exception:  # noqa: BLE001 - the router answers errors; this is a last resort
+        except Exception:
             log.exception("message on %s could not be handled", message.topic.value)
         else:
             self._ack(client, message)

@@ -17,16 +17,17 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiomqtt
 from pydantic import BaseModel, ValidationError
 
 from cassetted.contract import errors
+from cassetted.contract.schemas import Event, Reply, topic_problem
 from cassetted.mqtt import wire
 from cassetted.mqtt.client import response_target
-from cassetted.contract.schemas import Event, Reply, topic_problem
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class Router:
         if route.model is None:
             try:
                 await route.handler(topic, payload)  # type: ignore[arg-type]
-            except Exception:  # noqa: BLE001 - a foreign message must never stop the daemon
+            except Exception:
                 log.exception("handler for %s failed", topic)
             return
         response_topic, correlation = response_target(message)
@@ -179,7 +180,7 @@ class Router:
                 REPLY_ADDRESS.reset(address)
         except errors.CassettedError as error:
             reply = Reply(ok=False, error=error.info(), **error.details)
-        except Exception:  # noqa: BLE001 - the command boundary: answer, log, keep serving
+        except Exception:
             log.exception("command on %s failed", topic)
             reply = Reply(ok=False, error=errors.CassettedError("internal error").info())
         self._answer(reply, data, topic, response_topic, correlation)

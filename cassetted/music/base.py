@@ -6,8 +6,9 @@ spec (lyrics included) and a progress callback, and gets float32 stereo audio ba
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 

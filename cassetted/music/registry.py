@@ -28,7 +28,7 @@ ENGINES: dict[str, str] = {
 class EngineRegistry:
     """Creates each engine once per process (models load once) and hands it out."""
 
-    def __init__(self, settings: "Settings", credentials: Any = None) -> None:
+    def __init__(self, settings: Settings, credentials: Any = None) -> None:
         default = settings.generation.engine
         if default not in ENGINES:
             raise errors.UnknownEngine(f"unknown engine {default!r} (engines: {', '.join(ENGINES)})")
@@ -52,4 +52,4 @@ class EngineRegistry:
         return engine
 
 
-__all__ = ["Audio", "Cancelled", "EngineRegistry", "ENGINES", "MusicEngine", "ProgressCallback"]
+__all__ = ["ENGINES", "Audio", "Cancelled", "EngineRegistry", "MusicEngine", "ProgressCallback"]

@@ -8,9 +8,10 @@ implementing Zone plus one line in the zone registry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Protocol
+from typing import Literal, Protocol
 
 PlayerState = Literal["playing", "paused", "idle", "unavailable"]
 

@@ -20,23 +20,33 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from cassetted.contract import errors
-from cassetted.tasks import BackgroundTasks
+from cassetted.contract.schemas import (
+    ErrorInfo,
+    Event,
+    JobEvent,
+    PartyCommand,
+    QueueState,
+    RoomCommand,
+    RoomState,
+    SongInfo,
+)
 from cassetted.jobs.runner import song_info
 from cassetted.playback.base import Track, Zone, ZoneError, ZoneStatus
 from cassetted.playback.errors import PlaybackFailed
 from cassetted.playback.registry import UnavailableZone, ZoneContext, create_zone
 from cassetted.playback.settings import SnapcastPlaybackSettings
-from cassetted.contract.schemas import ErrorInfo, Event, JobEvent, PartyCommand, QueueState, RoomCommand, RoomState, SongInfo
 from cassetted.store.database import PlaylistEntry, Song, Store
+from cassetted.tasks import BackgroundTasks
 
 if TYPE_CHECKING:
     from cassetted.config import Settings
-    from cassetted.playback.zones.mpd import MpdZone
     from cassetted.playback.party import PartyMode
+    from cassetted.playback.zones.mpd import MpdZone
     from cassetted.playback.zones.snapcast import SnapcastClient
 
 log = logging.getLogger(__name__)
@@ -48,7 +58,7 @@ PARTY_PLAYLIST_PREFIX = "party_"  # playlists a party saved when it stopped (hou
 _PLAYLIST_ACTIONS = ("add", "remove", "clear", "shuffle")
 
 
-def snapcast_settings(settings: "Settings") -> SnapcastPlaybackSettings:
+def snapcast_settings(settings: Settings) -> SnapcastPlaybackSettings:
     """[snapcast], the snapserver and its party pipeline."""
     return settings.snapcast
 
@@ -112,7 +122,7 @@ def _shuffle(room: str) -> list[Song]:
 class PlaybackController:
     """Owns the zones of the configured rooms. All methods run on the daemon's event loop."""
 
-    def __init__(self, settings: "Settings", store: Store, publish_state: PublishState,
+    def __init__(self, settings: Settings, store: Store, publish_state: PublishState,
                  publish_event: PublishEvent, *, zones: dict[str, Zone] | None = None,
                  snapcast: SnapcastPlaybackSettings | None = None,
                  room_extras: Callable[[str], dict[str, Any]] | None = None) -> None:
@@ -236,7 +246,7 @@ class PlaybackController:
                 if self._published.get(room_id) != state:
                     self._published[room_id] = state
                     self._publish_state(room_id, state)
-            except Exception:  # noqa: BLE001 - one bad status must not silence the room
+            except Exception:
                 log.exception("room %s: could not publish its state", room_id)
 
     def _song_events(self, room_id: str, status: ZoneStatus) -> None:
@@ -280,13 +290,13 @@ class PlaybackController:
         try:
             event = Event(type=kind, ts=time.time(), **fields)  # type: ignore[arg-type]
             self._publish_event(event)
-        except Exception:  # noqa: BLE001 - a publishing problem must not stop playback
+        except Exception:
             log.exception("could not publish %s", kind)
             return
         for listener in self._event_listeners:
             try:
                 listener(event)
-            except Exception:  # noqa: BLE001 - nor a listener's
+            except Exception:
                 log.exception("event listener failed on %s", kind)
 
     def room_states(self) -> dict[str, RoomState]:

@@ -8,8 +8,9 @@ configuration itself.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from cassetted.contract import errors
 from cassetted.playback.base import StateCallback, Track, Zone, ZoneError, ZoneStatus
@@ -32,13 +33,13 @@ ZONES: dict[str, str] = {
 @dataclass
 class ZoneContext:
     snapcast: SnapcastPlaybackSettings
-    snapcast_client: "SnapcastClient | None"  # created by the controller when any room needs it
+    snapcast_client: SnapcastClient | None  # created by the controller when any room needs it
     reconnect_max_s: float = 5.0
     homeassistant: Any = None  # HomeAssistantSettings, for `homeassistant` rooms
     homeassistant_token: Callable[[], Awaitable[Any]] | None = None  # the stored Secret
 
 
-def mpd_zone(room_id: str, room: "RoomSettings", ctx: ZoneContext) -> Zone:
+def mpd_zone(room_id: str, room: RoomSettings, ctx: ZoneContext) -> Zone:
     from cassetted.playback.zones.mpd import MpdZone
 
     if room.mpd is None:
@@ -46,7 +47,7 @@ def mpd_zone(room_id: str, room: "RoomSettings", ctx: ZoneContext) -> Zone:
     return MpdZone(room_id, room.mpd, reconnect_max_s=ctx.reconnect_max_s)
 
 
-def snapcast_zone(room_id: str, room: "RoomSettings", ctx: ZoneContext) -> Zone:
+def snapcast_zone(room_id: str, room: RoomSettings, ctx: ZoneContext) -> Zone:
     """The room's own MPD feeds `snapcast_stream` (a proposed room field); without one, the
     party MPD ([snapcast.mpd]) feeds the party stream."""
     from cassetted.playback.zones.mpd import MpdZone
@@ -66,7 +67,7 @@ def snapcast_zone(room_id: str, room: "RoomSettings", ctx: ZoneContext) -> Zone:
     return SnapcastZone(room_id, room.snapcast_group, ctx.snapcast_client, feeder, stream)
 
 
-def local_zone(room_id: str, room: "RoomSettings", ctx: ZoneContext) -> Zone:
+def local_zone(room_id: str, room: RoomSettings, ctx: ZoneContext) -> Zone:
     from cassetted.playback.zones.local import LocalZone
 
     return LocalZone(room_id, device=getattr(room, "device", None))
@@ -100,7 +101,7 @@ class UnavailableZone:
         raise ZoneError(str(self.status.extra["reason"]))
 
 
-def create_zone(room_id: str, room: "RoomSettings", ctx: ZoneContext) -> Zone | None:
+def create_zone(room_id: str, room: RoomSettings, ctx: ZoneContext) -> Zone | None:
     """The zone of a room, or None for outputs that have no zone (`none`, `homeassistant`)."""
     target = ZONES.get(room.output)
     if target is None:

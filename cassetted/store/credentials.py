@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -138,7 +138,7 @@ class CredentialStore:
         return "CredentialStore(<keys hidden>)"
 
     @classmethod
-    def open(cls, state_dir: Path, environ: Mapping[str, str] | None = None) -> "CredentialStore":
+    def open(cls, state_dir: Path, environ: Mapping[str, str] | None = None) -> CredentialStore:
         return cls(load_keys(state_dir, environ))
 
     def set(self, provider: str, secret: Secret | str, owner: str | None = None) -> None:

@@ -23,13 +23,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cassetted.contract import errors
-
-from cassetted.voice import intent
 from cassetted.config import DEFAULT_HERMES_INTENTS as DEFAULT_INTENTS
 from cassetted.config import HermesSettings, RoomSettings
-from cassetted.mqtt import wire
+from cassetted.contract import errors
 from cassetted.contract.schemas import MAX_PAYLOAD_BYTES, SongRequest
+from cassetted.mqtt import wire
+from cassetted.voice import intent
 
 log = logging.getLogger(__name__)
 

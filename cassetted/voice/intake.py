@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from cassetted.voice import intent
 from cassetted.config import Settings
 from cassetted.contract.schemas import SongRequest, VoiceCommand
+from cassetted.voice import intent
 
 if TYPE_CHECKING:
     from cassetted.store.credentials import CredentialStore, Secret
-    from cassetted.voice.llm import Credentials
     from cassetted.store.database import Store
+    from cassetted.voice.llm import Credentials
 
 T = TypeVar("T")
 
@@ -48,7 +49,7 @@ def read_prompt(prompt: str) -> tuple[str | None, str | None]:
 
 
 def voice_request(command: VoiceCommand, settings: Settings,
-                  credentials: "Credentials | None" = None) -> tuple[SongRequest, list[str]]:
+                  credentials: Credentials | None = None) -> tuple[SongRequest, list[str]]:
     """A voice command as a request. The room: what the utterance says, else the payload's
     room, else the room of the satellite that heard it, else the configured default.
 
@@ -79,7 +80,7 @@ class StoreThreadCredentials:
     """A CredentialStore read on the Store's own thread, which owns the database connection,
     for code that runs in a worker thread while the event loop `loop` runs."""
 
-    def __init__(self, credentials: "CredentialStore", store: "Store",
+    def __init__(self, credentials: CredentialStore, store: Store,
                  loop: asyncio.AbstractEventLoop, timeout_s: float = 10.0) -> None:
         self._credentials = credentials
         self._store = store
@@ -89,7 +90,7 @@ class StoreThreadCredentials:
     def __repr__(self) -> str:
         return "StoreThreadCredentials(<keys hidden>)"
 
-    def get(self, provider: str, user: str | None = None) -> "Secret | None":
+    def get(self, provider: str, user: str | None = None) -> Secret | None:
         return self._on_store_thread(self._credentials.get, provider, user)
 
     def _on_store_thread(self, fn: Callable[..., T], *args: Any) -> T:

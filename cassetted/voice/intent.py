@@ -36,7 +36,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cassetted.voice import lexicon as lex
 from cassetted.config import RoomSettings
 from cassetted.contract.schemas import (
     GENRES,
@@ -48,6 +47,7 @@ from cassetted.contract.schemas import (
     MOODS,
     SongRequest,
 )
+from cassetted.voice import lexicon as lex
 
 MAX_INPUT_CHARS = 1000
 
@@ -483,7 +483,7 @@ def _token_pattern(word: str) -> str:
     forms = {bare}
     if len(bare) > 3 and bare.endswith("s") and not bare.endswith("ss"):
         forms.add(bare[:-1])
-    for form in list(forms):
+    for form in forms:
         forms.update(lex.ROOM_WORD_SYNONYMS.get(form, ()))
     # "bed room" and "bath room" are how speech-to-text often writes a bedroom
     alternation = "|".join(

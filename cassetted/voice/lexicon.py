@@ -157,66 +157,7 @@ def phrase_alternation(phrases: list[str]) -> str:
 # never "corrected": "sing" is not "swing", "child" not "chill", "mouse" not "house".
 # Generated once from a US English word list (wamerican) against the words above and the
 # usual room words; regenerate it when adding a word of four letters or more.
-TYPO_PROTECTED: frozenset[str] = frozenset("""
-    aback abasement abby aids aloft american americans ames anger antic arden aright
-    arty ashed aster attica attics awing baath babe bach backs backward backyards badger
-    balk ball balm banged bangor bank banker banner banter bard bark barth basemen
-    basements bash bask batch bate bathe bathrooms baths bats batu bays bebops beck
-    bedrooms bedtimes bellow beth bids bight bittersweets black blight blot blue blued
-    bluer bluest blurs boas boat bobs bogs bolt bomber boob book boom boon boor boos
-    boost booth boots booty bops boss bossy both bout bows boyd boyer brock broom buck
-    bumped bumping bunk bunny buoys buys cain calf cali calk calking call calling calms
-    calving came card casement caster cellars cheater child chile chili chiller chilli
-    chills chilly cinemas cisco clam clay clubs clue clues cock cody collar come concert
-    concerti concertos concerts conservator conservators coot copy cory cosby cost
-    county coyer crap creamy crime crock crone dame dames danced dancer dances dane
-    danger dank dante dare darn dart deriving dicing diking dine dinging dinning dirk
-    disc discos discs diving dock dome done doom dork douse draping drawings drawling
-    dream dreams dreary drivings droned drones drove dumped dumping dunce dunk easter
-    elector electra electron electronics emusic euphoria ewing fain fall fame faster
-    fauna fellow fetal fine fining fink fistful fitting flay flub flues flunk flunky
-    flyer fold folks font foot fork foul foyers france fright frock frond fronts frost
-    fryer fuck fund fundy funks funny futility gage gages gain gale gales gall gamed
-    gamer gamest gamey gamy gantry gape gapes garaged garages garbage gardens gases gate
-    gates gave gaze gazes gentile gentled gentler gentles gently gills girds girl girts
-    giving gloom glues goody grange grim grimed grimes grimm grimy gripe groom grudge
-    grunges grungy guess guests gunk gunny gust hack hail hale half halfway halls
-    hallways halo hals halt hanger hanky hard harden hark harpy hath haul heady
-    heartbreaks heater heave hell hill hippy hitting hiving hock hole homed homer homes
-    homey homie homy hone honey honk honks hooky hoot hope hopefuls horse hose housed
-    houses hove howe hull hume humped humping hunk hyde hyped hyper hypes hypo incense
-    intenser jack jain jame james jiving jock joys jumped jumping junk junky kidd kinds
-    kiss kitchenettes kitchens kits krone lack lain lame lames lance landry lard lark
-    lath left lids lift liking liming line lining livings lock lofts lofty lome loom
-    loot lost lott lounged lounges louse lout lovely loving lumped lumping lunge mack
-    maid mail maim maine mains mall mallow manger mani mann marin mark marty masher
-    masters mastery math matter mavin meal medal medea medial median medias mediation
-    medic medication medina meditations mejia melancholia melancholics mellon mellows
-    mental meta metals mine mining mister mock moldy mood moods moot mouse musics muster
-    name names nappy nark nine nome nostalgia nosy oath officer offices orchestras owing
-    pack pain pall palm palming paltry panty parch pare parity park parry part partly
-    parts pastry pasty path patios patty perch petal pianos pimped pimping pine pining
-    pink pitting plan playrooms plays ploy plumped plumping plunk poach pock polk pooch
-    positives posy pouch prance pray prime prone puck pulped pulping pumper punks puns
-    punt puny pupped pupping quarter quartets quest quiets quilt quit quite rack rain
-    ranger raster ratio razz related relating relaxes relay relayed relaying repressing
-    restive rick rids right rime roam rocks rocky rome rood roof rook rooms roomy root
-    rosy rouse rumps runny sack same sames sana sanger sappy saul saunas sawing scare
-    seed seoul serena serener setting sewing shad shall share shauna shea sheds sherd
-    shes shied shill shilled shitting shod shoed shred sids sift sifting silting sine
-    sing siring siting sittings skids slay sled sleep sleeps sleety sling slitting slues
-    smoothing snare sober sock sofa softy soil some sonatas sonny soot sort souls soup
-    sour souse sowing space spade spake spar spared sparer spares spark spars sparse
-    spate sped spire spitting splay spore spring spunk stare staring stdio sting storing
-    strap strings stringy strong strung stud studios studly studs sturdy sued suing sunk
-    sunni swig swine swings swung synch tack tall tame tames tarp taster terraced
-    terraces terrance theaters theatres tine toiled toiler toilets tome toot torch toys
-    trace tram tramp tran trances traps tray trip tunny twine type umped umping upbeats
-    upliftings vain vance vaster verandah verandas vine wack wall wane ward warden warty
-    waster westerns whine wide wife wile wince wind wined wines wing wining wink wino
-    wins wipe wire wise wishful witting wive wonky woody workouts workshops wrap wright
-    yack yards yarn yellow yock yolk zoom zorch
-""".split())
+TYPO_PROTECTED: frozenset[str] = frozenset(["aback", "abasement", "abby", "aids", "aloft", "american", "americans", "ames", "anger", "antic", "arden", "aright", "arty", "ashed", "aster", "attica", "attics", "awing", "baath", "babe", "bach", "backs", "backward", "backyards", "badger", "balk", "ball", "balm", "banged", "bangor", "bank", "banker", "banner", "banter", "bard", "bark", "barth", "basemen", "basements", "bash", "bask", "batch", "bate", "bathe", "bathrooms", "baths", "bats", "batu", "bays", "bebops", "beck", "bedrooms", "bedtimes", "bellow", "beth", "bids", "bight", "bittersweets", "black", "blight", "blot", "blue", "blued", "bluer", "bluest", "blurs", "boas", "boat", "bobs", "bogs", "bolt", "bomber", "boob", "book", "boom", "boon", "boor", "boos", "boost", "booth", "boots", "booty", "bops", "boss", "bossy", "both", "bout", "bows", "boyd", "boyer", "brock", "broom", "buck", "bumped", "bumping", "bunk", "bunny", "buoys", "buys", "cain", "calf", "cali", "calk", "calking", "call", "calling", "calms", "calving", "came", "card", "casement", "caster", "cellars", "cheater", "child", "chile", "chili", "chiller", "chilli", "chills", "chilly", "cinemas", "cisco", "clam", "clay", "clubs", "clue", "clues", "cock", "cody", "collar", "come", "concert", "concerti", "concertos", "concerts", "conservator", "conservators", "coot", "copy", "cory", "cosby", "cost", "county", "coyer", "crap", "creamy", "crime", "crock", "crone", "dame", "dames", "danced", "dancer", "dances", "dane", "danger", "dank", "dante", "dare", "darn", "dart", "deriving", "dicing", "diking", "dine", "dinging", "dinning", "dirk", "disc", "discos", "discs", "diving", "dock", "dome", "done", "doom", "dork", "douse", "draping", "drawings", "drawling", "dream", "dreams", "dreary", "drivings", "droned", "drones", "drove", "dumped", "dumping", "dunce", "dunk", "easter", "elector", "electra", "electron", "electronics", "emusic", "euphoria", "ewing", "fain", "fall", "fame", "faster", "fauna", "fellow", "fetal", "fine", "fining", "fink", "fistful", "fitting", "flay", "flub", "flues", "flunk", "flunky", "flyer", "fold", "folks", "font", "foot", "fork", "foul", "foyers", "france", "fright", "frock", "frond", "fronts", "frost", "fryer", "fuck", "fund", "fundy", "funks", "funny", "futility", "gage", "gages", "gain", "gale", "gales", "gall", "gamed", "gamer", "gamest", "gamey", "gamy", "gantry", "gape", "gapes", "garaged", "garages", "garbage", "gardens", "gases", "gate", "gates", "gave", "gaze", "gazes", "gentile", "gentled", "gentler", "gentles", "gently", "gills", "girds", "girl", "girts", "giving", "gloom", "glues", "goody", "grange", "grim", "grimed", "grimes", "grimm", "grimy", "gripe", "groom", "grudge", "grunges", "grungy", "guess", "guests", "gunk", "gunny", "gust", "hack", "hail", "hale", "half", "halfway", "halls", "hallways", "halo", "hals", "halt", "hanger", "hanky", "hard", "harden", "hark", "harpy", "hath", "haul", "heady", "heartbreaks", "heater", "heave", "hell", "hill", "hippy", "hitting", "hiving", "hock", "hole", "homed", "homer", "homes", "homey", "homie", "homy", "hone", "honey", "honk", "honks", "hooky", "hoot", "hope", "hopefuls", "horse", "hose", "housed", "houses", "hove", "howe", "hull", "hume", "humped", "humping", "hunk", "hyde", "hyped", "hyper", "hypes", "hypo", "incense", "intenser", "jack", "jain", "jame", "james", "jiving", "jock", "joys", "jumped", "jumping", "junk", "junky", "kidd", "kinds", "kiss", "kitchenettes", "kitchens", "kits", "krone", "lack", "lain", "lame", "lames", "lance", "landry", "lard", "lark", "lath", "left", "lids", "lift", "liking", "liming", "line", "lining", "livings", "lock", "lofts", "lofty", "lome", "loom", "loot", "lost", "lott", "lounged", "lounges", "louse", "lout", "lovely", "loving", "lumped", "lumping", "lunge", "mack", "maid", "mail", "maim", "maine", "mains", "mall", "mallow", "manger", "mani", "mann", "marin", "mark", "marty", "masher", "masters", "mastery", "math", "matter", "mavin", "meal", "medal", "medea", "medial", "median", "medias", "mediation", "medic", "medication", "medina", "meditations", "mejia", "melancholia", "melancholics", "mellon", "mellows", "mental", "meta", "metals", "mine", "mining", "mister", "mock", "moldy", "mood", "moods", "moot", "mouse", "musics", "muster", "name", "names", "nappy", "nark", "nine", "nome", "nostalgia", "nosy", "oath", "officer", "offices", "orchestras", "owing", "pack", "pain", "pall", "palm", "palming", "paltry", "panty", "parch", "pare", "parity", "park", "parry", "part", "partly", "parts", "pastry", "pasty", "path", "patios", "patty", "perch", "petal", "pianos", "pimped", "pimping", "pine", "pining", "pink", "pitting", "plan", "playrooms", "plays", "ploy", "plumped", "plumping", "plunk", "poach", "pock", "polk", "pooch", "positives", "posy", "pouch", "prance", "pray", "prime", "prone", "puck", "pulped", "pulping", "pumper", "punks", "puns", "punt", "puny", "pupped", "pupping", "quarter", "quartets", "quest", "quiets", "quilt", "quit", "quite", "rack", "rain", "ranger", "raster", "ratio", "razz", "related", "relating", "relaxes", "relay", "relayed", "relaying", "repressing", "restive", "rick", "rids", "right", "rime", "roam", "rocks", "rocky", "rome", "rood", "roof", "rook", "rooms", "roomy", "root", "rosy", "rouse", "rumps", "runny", "sack", "same", "sames", "sana", "sanger", "sappy", "saul", "saunas", "sawing", "scare", "seed", "seoul", "serena", "serener", "setting", "sewing", "shad", "shall", "share", "shauna", "shea", "sheds", "sherd", "shes", "shied", "shill", "shilled", "shitting", "shod", "shoed", "shred", "sids", "sift", "sifting", "silting", "sine", "sing", "siring", "siting", "sittings", "skids", "slay", "sled", "sleep", "sleeps", "sleety", "sling", "slitting", "slues", "smoothing", "snare", "sober", "sock", "sofa", "softy", "soil", "some", "sonatas", "sonny", "soot", "sort", "souls", "soup", "sour", "souse", "sowing", "space", "spade", "spake", "spar", "spared", "sparer", "spares", "spark", "spars", "sparse", "spate", "sped", "spire", "spitting", "splay", "spore", "spring", "spunk", "stare", "staring", "stdio", "sting", "storing", "strap", "strings", "stringy", "strong", "strung", "stud", "studios", "studly", "studs", "sturdy", "sued", "suing", "sunk", "sunni", "swig", "swine", "swings", "swung", "synch", "tack", "tall", "tame", "tames", "tarp", "taster", "terraced", "terraces", "terrance", "theaters", "theatres", "tine", "toiled", "toiler", "toilets", "tome", "toot", "torch", "toys", "trace", "tram", "tramp", "tran", "trances", "traps", "tray", "trip", "tunny", "twine", "type", "umped", "umping", "upbeats", "upliftings", "vain", "vance", "vaster", "verandah", "verandas", "vine", "wack", "wall", "wane", "ward", "warden", "warty", "waster", "westerns", "whine", "wide", "wife", "wile", "wince", "wind", "wined", "wines", "wing", "wining", "wink", "wino", "wins", "wipe", "wire", "wise", "wishful", "witting", "wive", "wonky", "woody", "workouts", "workshops", "wrap", "wright", "yack", "yards", "yarn", "yellow", "yock", "yolk", "zoom", "zorch"])
 
 # Words that make up room names, besides COMMON_ROOM_WORDS, whose English neighbours are
 # in TYPO_PROTECTED too (a configured room's own words are the targets at run time).

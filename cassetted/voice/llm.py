@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cassetted.config import RoomSettings, Settings
+from cassetted.contract.schemas import GENRES, MAX_BPM, MAX_DURATION_S, MIN_BPM, MIN_DURATION_S, MOODS
 from cassetted.lyrics.base import LyricsError
 from cassetted.lyrics.chain import build_provider, chain_order
-from cassetted.contract.schemas import GENRES, MAX_BPM, MAX_DURATION_S, MIN_BPM, MIN_DURATION_S, MOODS
 
 if TYPE_CHECKING:
     from cassetted.store.credentials import Secret
@@ -43,7 +43,7 @@ _FENCE = re.compile(r"^```(?:json)?\s*(?P<body>.*?)\s*```$", re.DOTALL | re.IGNO
 class Credentials(Protocol):
     """What is read of a CredentialStore: one provider's key for one user (or household)."""
 
-    def get(self, provider: str, user: str | None = None) -> "Secret | None": ...
+    def get(self, provider: str, user: str | None = None) -> Secret | None: ...
 
 
 class ChatProvider(Protocol):

@@ -19,6 +19,7 @@ from tests.conftest import BROKER_HOST
 from tests.e2e.hostile import HOSTILE, HUGE, assert_clean_log
 from tests.probe import MqttProbe
 
+
 @pytest.fixture
 def daemon(daemon_factory, base_topic: str):
     return daemon_factory(
@@ -181,7 +182,7 @@ def test_the_link_never_publishes_a_topic_the_broker_refuses(broker_port: int,
             connects += 1
 
         link = MqttLink(settings, on_message=lambda m: asyncio.sleep(0),
-                        subscriptions=lambda: [], on_connect=connected)
+                        subscriptions=list, on_connect=connected)
         task = asyncio.create_task(link.run())
         await asyncio.wait_for(link.connected.wait(), 10)
         for bad in ("\x01", "\x7f", "\x85", "\ufffe", "\U0001fffe", "\ufdd0", "\ud800", "#"):

@@ -4,14 +4,14 @@ sidecar, and the lyrics a bathroom mirror shows while it plays."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from cassetted.library import lrc
-from cassetted.features.karaoke import remix_duration
 from cassetted.contract.schemas import SongSpec
+from cassetted.features.karaoke import remix_duration
+from cassetted.library import lrc
 from tests.conftest import BROKER_HOST
 from tests.playback.servers import MpdServer
 from tests.probe import MqttProbe

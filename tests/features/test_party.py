@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tests.playback.conftest import party_mpd, snapserver  # noqa: F401 - fixtures
 from tests.playback.helpers import require_servers

@@ -9,19 +9,26 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 from cassetted.config import Settings
+from cassetted.contract.schemas import (
+    JobEvent,
+    JobState,
+    PartyCommand,
+    RoomCommand,
+    RoomModeCommand,
+    SongInfo,
+    SongRequest,
+)
 from cassetted.homeassistant.bridge import HomeAssistantBridge
 from cassetted.homeassistant.discovery import node_id
 from cassetted.mqtt.client import MqttLink
 from cassetted.mqtt.router import Router
-from cassetted.contract.schemas import (
-    JobEvent, JobState, PartyCommand, RoomCommand, RoomModeCommand, SongInfo, SongRequest,
-)
 from tests.probe import MqttProbe
 
 HOST = "127.0.0.1"

@@ -13,13 +13,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cassetted.config import Settings
 from cassetted._app.daemon import home_assistant_bridge
+from cassetted.api.commands import Commands
+from cassetted.config import Settings
 from cassetted.homeassistant.bridge import HomeAssistantBridge
+from cassetted.household.service import Household
 from cassetted.jobs.runner import FanOut, JobRunner
 from cassetted.mqtt.client import MqttLink
-from cassetted.household.service import Household
-from cassetted.api.commands import Commands
 from cassetted.mqtt.publisher import MqttPublisher
 from cassetted.mqtt.router import Router
 from cassetted.store.database import Store, Vote

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from cassetted.config import Settings
+from cassetted.contract.schemas import SongRequest
 from cassetted.homeassistant import discovery
 from cassetted.homeassistant.panel import Panel
-from cassetted.contract.schemas import SongRequest
 
 ROOT = Path(__file__).parent.parent.parent
 EXAMPLES = ROOT / "examples"

@@ -348,8 +348,8 @@ def test_every_take_is_counted_in_the_database(daemon_factory, probe: MqttProbe,
 def test_what_everybody_reads_of_a_private_song() -> None:
     """2. The publisher's side: a private song never goes to `song/latest`, and its event
     and room state name no title, lyrics, file or URL."""
-    from cassetted.mqtt.publisher import MqttPublisher
     from cassetted.contract.schemas import RoomState, SongInfo
+    from cassetted.mqtt.publisher import MqttPublisher
 
     sent: list[tuple[str, str]] = []
     publisher = MqttPublisher("b", lambda topic, payload, **options: sent.append((topic, payload)))

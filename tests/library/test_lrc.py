@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cassetted.contract.schemas import SongSpec
+from cassetted.features.karaoke import remix_duration
+from cassetted.jobs.pipeline import Pipeline
 from cassetted.library import lrc
 from cassetted.library.incoming import place
-from cassetted.features.karaoke import remix_duration
 from cassetted.music.builtin import voice as _voice
 from cassetted.music.builtin.arrange import arrange
 from cassetted.music.builtin.engine import BuiltinEngine
-from cassetted.jobs.pipeline import Pipeline
-from cassetted.contract.schemas import SongSpec
 
 LYRICS = """[Verse]
 Morning light on the kitchen floor

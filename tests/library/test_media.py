@@ -8,8 +8,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -226,7 +226,7 @@ def test_forty_idle_sockets_do_not_lock_out_a_player(library: Path) -> None:
         for _ in range(3):
             status, headers, body = request(s, "GET", f"/media/{'A' * 32}.flac")
             assert status == 200 and len(body) == 300_000
-        assert len(s.server._connections) <= 16  # noqa: SLF001 - the stranger's share
+        assert len(s.server._connections) <= 16
     finally:
         for sock in idle:
             sock.close()

@@ -7,6 +7,7 @@ import re
 import pronouncing
 import pytest
 
+from cassetted.contract.schemas import GENRES, MOODS
 from cassetted.lyrics._structure import (
     line_syllables,
     max_syllables,
@@ -16,7 +17,6 @@ from cassetted.lyrics._structure import (
 from cassetted.lyrics._vocab import SYLLABLE_RANGE
 from cassetted.lyrics.builtin import BuiltinLyrics, extract_topic
 from cassetted.lyrics.safety import is_child_safe
-from cassetted.contract.schemas import GENRES, MOODS
 
 from .conftest import make_spec
 

@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-from cassetted.store.credentials import ENV_KEY, CredentialStore
 from cassetted.lyrics.base import LyricsError
 from cassetted.lyrics.chain import UnknownProviderError, build_chain, chain_order
 from cassetted.lyrics.settings import LyricsSettings
+from cassetted.store.credentials import ENV_KEY, CredentialStore
 
 from .conftest import GOOD_LYRICS, Reply, chat_json, make_spec, song_json
 

@@ -9,11 +9,11 @@ import pytest
 
 pytest.importorskip("ollama")
 
-from cassetted.store.credentials import Secret
 from cassetted.lyrics.base import LyricsError
 from cassetted.lyrics.chain import build_chain
 from cassetted.lyrics.ollama import OllamaLyrics
 from cassetted.lyrics.settings import LyricsSettings, OllamaSettings
+from cassetted.store.credentials import Secret
 
 from .conftest import Reply, make_spec, song_json
 

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from cassetted.store.credentials import Secret
 from cassetted.lyrics.base import LyricsError
 from cassetted.lyrics.chain import build_chain
 from cassetted.lyrics.openai import OpenAICompatibleLyrics
 from cassetted.lyrics.settings import LyricsSettings, OpenAISettings
+from cassetted.store.credentials import Secret
 
 from .conftest import GOOD_LYRICS, Reply, chat_json, make_spec, song_json
 

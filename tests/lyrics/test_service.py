@@ -9,11 +9,11 @@ import os
 import pytest
 
 from cassetted import config
-from cassetted.store.credentials import ENV_KEY, CredentialStore
+from cassetted.contract.schemas import SongRequest
 from cassetted.lyrics.chain import UnknownProviderError
 from cassetted.lyrics.service import LyricsService
 from cassetted.lyrics.settings import LyricsSettings
-from cassetted.contract.schemas import SongRequest
+from cassetted.store.credentials import ENV_KEY, CredentialStore
 
 from .conftest import Reply, chat_json, make_spec, song_json
 

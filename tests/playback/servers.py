@@ -79,7 +79,7 @@ class MpdServer:
         self.output = output
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "MpdServer":
+    def start(self) -> MpdServer:
         self.music_dir.mkdir(parents=True, exist_ok=True)
         self.playlist_dir.mkdir(parents=True, exist_ok=True)
         w = self.workdir
@@ -147,7 +147,7 @@ class SnapServer:
         self.radio_pipe = workdir / "radio.fifo"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "SnapServer":
+    def start(self) -> SnapServer:
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "snapserver.conf"
@@ -208,7 +208,7 @@ class SnapClient:
         self.host_id = host_id
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "SnapClient":
+    def start(self) -> SnapClient:
         binary = shutil.which("snapclient") or "/usr/bin/snapclient"
         self.proc = subprocess.Popen(
             [binary, "-h", HOST, "-p", str(self.server.stream_port), "--hostID", self.host_id,

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from cassetted.contract import errors
 from cassetted.config import MpdSettings, RoomSettings, Settings
+from cassetted.contract import errors
+from cassetted.contract.schemas import Event, PartyCommand, RoomCommand, RoomState, SongInfo
 from cassetted.jobs.runner import song_info
 from cassetted.playback.controller import PlaybackController
 from cassetted.playback.errors import PlaybackFailed
 from cassetted.playback.settings import MpdEndpoint, SnapcastPlaybackSettings
-from cassetted.contract.schemas import Event, PartyCommand, RoomCommand, RoomState, SongInfo
 from cassetted.store.database import Song, Store
 from tests.playback.helpers import require_servers, run, write_flac
 

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cassetted.jobs import runner as jobs
-
-from cassetted.store import database as store
 from cassetted.contract.schemas import JobState, SongRequest
+from cassetted.jobs import runner as jobs
+from cassetted.store import database as store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -182,9 +181,8 @@ def test_storage_faults_are_named(tmp_path: Path) -> None:
 
     import peewee
 
-    from cassetted.jobs import diskfaults
-
     from cassetted.contract import errors
+    from cassetted.jobs import diskfaults
 
     full = diskfaults.write_failure(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
     assert isinstance(full, errors.DiskFull) and full.system_fault
@@ -204,4 +202,4 @@ def test_library_index_knows_every_audio_format() -> None:
     from cassetted import audio
     from cassetted.library import index as library_index
 
-    assert library_index._EXTENSIONS == {ext: fmt for fmt, ext in audio.FORMATS.items()}
+    assert {ext: fmt for fmt, ext in audio.FORMATS.items()} == library_index._EXTENSIONS

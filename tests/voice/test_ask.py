@@ -7,16 +7,13 @@ from typing import Any
 
 import pytest
 
-from cassetted.voice import intake
-
-from cassetted.voice import intent
 from cassetted.config import RoomSettings, Settings, VoiceSettings
-from cassetted.store.credentials import ENV_KEY, CredentialStore, Secret
-from cassetted.voice.llm import FIELDS, IntentLlm, intent_llm, read_answer
+from cassetted.contract.schemas import GENRES, MOODS, VoiceCommand
 from cassetted.lyrics.base import LyricsError
 from cassetted.lyrics.settings import LyricsSettings
-from cassetted.contract.schemas import GENRES, MOODS, VoiceCommand
-
+from cassetted.store.credentials import ENV_KEY, CredentialStore, Secret
+from cassetted.voice import intake, intent
+from cassetted.voice.llm import FIELDS, IntentLlm, intent_llm, read_answer
 from tests.lyrics.conftest import Reply, chat_json
 
 ROOMS = {

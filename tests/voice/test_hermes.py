@@ -17,8 +17,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from cassetted.voice.hermes import DEFAULT_INTENTS, HermesAdapter, HermesSettings, describe
 from cassetted.contract.schemas import SongRequest
+from cassetted.voice.hermes import DEFAULT_INTENTS, HermesAdapter, HermesSettings, describe
 from tests.voice.conftest import ROOMS
 
 HOST = "127.0.0.1"

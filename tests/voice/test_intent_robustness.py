@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from cassetted.contract.schemas import SongRequest
 from cassetted.voice.intent import (
     FIELDS,
     MAX_INPUT_CHARS,
@@ -17,7 +18,6 @@ from cassetted.voice.intent import (
     parse_number,
     resolve_room,
 )
-from cassetted.contract.schemas import SongRequest
 from tests.voice.conftest import ROOMS
 
 WORDS = ("jazz", "in", "the", "for", "about", "bpm", "minutes", "a", "minor", "sharp", "kids'",

@@ -54,20 +54,27 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cassetted.contract import errors
-from cassetted.music.acestep import shaping
+from cassetted.contract.schemas import (
+    KEY_PATTERN,
+    MAX_BPM,
+    MAX_DURATION_S,
+    MAX_LYRICS_CHARS,
+    MIN_BPM,
+    MIN_DURATION_S,
+    SongSpec,
+)
 from cassetted.music.acestep import prompt as prompting
+from cassetted.music.acestep import shaping
 from cassetted.music.acestep.task import MAX_VARIANTS, TEXT2MUSIC, AceStepTask
 from cassetted.music.base import Audio, NeedsLyrics, ProgressCallback
-from cassetted.contract.schemas import (
-    KEY_PATTERN, MAX_BPM, MAX_DURATION_S, MAX_LYRICS_CHARS, MIN_BPM, MIN_DURATION_S, SongSpec,
-)
 
 if TYPE_CHECKING:
     from cassetted.store.credentials import Secret
@@ -164,7 +171,7 @@ class AceStepApiSettings(BaseModel):
         return loras
 
     @model_validator(mode="after")
-    def _lora_is_known(self) -> "AceStepApiSettings":
+    def _lora_is_known(self) -> AceStepApiSettings:
         if self.lora is not None and self.lora not in self.loras:
             known = ", ".join(sorted(self.loras)) or "none"
             raise ValueError(f"lora {self.lora!r} is not one of [acestep_api.loras] ({known})")
@@ -427,7 +434,7 @@ class AceStepApiEngine:
                 doubtful.append(url)
         return healthy + doubtful
 
-    def _render(self, fields: dict[str, Any], files: Files, tracker: "_Progress",
+    def _render(self, fields: dict[str, Any], files: Files, tracker: _Progress,
                 deadline: float, notes: list[str]) -> _Round:
         """One task run to its files somewhere in the pool: failover on failures, another
         submission for a lost or stalled task (elsewhere first, the same server once), and
@@ -634,7 +641,7 @@ class AceStepApiEngine:
             raise
 
     def _run_on(self, url: str, host: str, fields: dict[str, Any], files: Files,
-                tracker: "_Progress", deadline: float) -> _Round:
+                tracker: _Progress, deadline: float) -> _Round:
         """Submit to one server, poll until its files are ready, download them."""
         notes: list[str] = []
         facts = self._health[url].facts if url in self._health else {}
@@ -715,7 +722,7 @@ class AceStepApiEngine:
             raise
 
     def _run_chat(self, url: str, host: str, fields: dict[str, Any], files: Files,
-                  tracker: "_Progress", deadline: float, notes: list[str]) -> _Round:
+                  tracker: _Progress, deadline: float, notes: list[str]) -> _Round:
         """Uploads to a February server through its OpenRouter route, the one place it takes
         audio (`input_audio` parts, openrouter_adapter.py:199-318 and :650-770 at f30aee4).
         That route renders inside the request, reports no progress or seeds, returns only
@@ -825,7 +832,7 @@ class AceStepApiEngine:
             return None
 
     def _fetch(self, url: str, task_id: str, items: list[dict[str, Any]],
-               tracker: "_Progress") -> _Round:
+               tracker: _Progress) -> _Round:
         import soundfile
 
         files = [item["file"] for item in items if item.get("file")]
@@ -922,7 +929,7 @@ class AceStepApiEngine:
             if error.code == 503:
                 raise _Transient(f"HTTP 503: {explain(detail)}") from None
             raise _Transient(f"HTTP {error.code}: {detail}") from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise _Transient(f"no answer within {timeout:g} s") from None
         except urllib.error.URLError as error:
             raise _Transient(f"cannot connect ({_reason(error)})") from None
@@ -939,7 +946,7 @@ class AceStepApiEngine:
             raise _Transient(f"{path.split('?')[0]} answered code {decoded.get('code')}: {message}")
         return decoded
 
-    def _key(self) -> "Secret | None":
+    def _key(self) -> Secret | None:
         try:
             return self._api_key()
         except Exception as error:  # noqa: BLE001 - a broken key store must not leak details
@@ -1160,7 +1167,7 @@ def create(settings: Any, credentials: Any = None) -> AceStepApiEngine:
     song (household key of `key_provider`), so `keys set` takes effect without a restart."""
     api = settings.acestep_api
 
-    def lookup() -> "Secret | None":
+    def lookup() -> Secret | None:
         return credentials.get(api.key_provider) if credentials is not None else None
 
     return AceStepApiEngine(api, settings.generation.sample_rate, api_key=lookup)

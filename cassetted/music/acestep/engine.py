@@ -26,8 +26,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from cassetted.contract import errors
-from cassetted.music.acestep import shaping
+from cassetted.contract.schemas import SongSpec
 from cassetted.music.acestep import prompt as prompting
+from cassetted.music.acestep import shaping
 from cassetted.music.acestep.layout import (
     DIT_VARIANTS,
     LM_SIZES,
@@ -45,15 +46,22 @@ from cassetted.music.acestep.task import (
 )
 from cassetted.music.acestep.thread import ModelThread
 from cassetted.music.base import Audio, Cancelled, ProgressCallback
-from cassetted.contract.schemas import SongSpec
 
 if TYPE_CHECKING:
     from cassetted.music.acestep.model import Loaded, Rendered, Request
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AceStepEngine", "AceStepSettings", "AceStepTask", "AceStepUnavailable",
-           "AceStepOutOfMemory", "CheckpointMissing", "ScheduleInvalid", "TaskInvalid"]
+__all__ = [
+    "AceStepEngine",
+    "AceStepOutOfMemory",
+    "AceStepSettings",
+    "AceStepTask",
+    "AceStepUnavailable",
+    "CheckpointMissing",
+    "ScheduleInvalid",
+    "TaskInvalid",
+]
 
 
 class AceStepUnavailable(errors.GenerationFailed):
@@ -160,7 +168,7 @@ class AceStepEngine:
         """Load the models now (otherwise the first song does)."""
         self._ensure_loaded()
 
-    def _ensure_loaded(self, progress: ProgressCallback | None = None) -> "Loaded":
+    def _ensure_loaded(self, progress: ProgressCallback | None = None) -> Loaded:
         """The loaded models, loading them on the model thread the first time. With a
         `progress`, the job sees "loading" and a cancel returns at once while the load goes
         on (the next song finds the models ready)."""
@@ -168,7 +176,7 @@ class AceStepEngine:
         if loaded is not None:
             return loaded
 
-        def load(report: Any) -> "Loaded":
+        def load(report: Any) -> Loaded:
             if self._loaded is None:  # a queued second load finds the first one's result
                 report(0.0, "loading the ACE-Step models")
                 started = time.perf_counter()
@@ -184,7 +192,7 @@ class AceStepEngine:
             return self._thread.call(lambda: load(lambda fraction, note=None: None))
         return self._thread.run(load, progress, wait_on_cancel=False)
 
-    def _load(self) -> "Loaded":
+    def _load(self) -> Loaded:
         try:
             from cassetted.music.acestep import model
         except ImportError as error:
@@ -245,7 +253,7 @@ class AceStepEngine:
         return [Audio(take, self.sample_rate, seed=seed % 2**32, notes=notes)
                 for take, seed in zip(takes, rendered.seeds, strict=True)]
 
-    def _run(self, loaded: "Loaded", request: "Request", report: Any) -> "Rendered":
+    def _run(self, loaded: Loaded, request: Request, report: Any) -> Rendered:
         """On the model thread: generate; after running out of memory, once more one take
         at a time with CPU offload (where configured and where it helps)."""
         from cassetted.music.acestep import model
@@ -258,7 +266,7 @@ class AceStepEngine:
             raise AceStepUnavailable(str(error), "lora") from None
         try:
             return self._generate(model, loaded, request, report)
-        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled here
+        except Exception as error:
             if not model.is_out_of_memory(error):
                 raise
             where = f"{loaded.device}{model.memory_note(loaded.device)}"
@@ -282,7 +290,7 @@ class AceStepEngine:
                     seeds += part.seeds
                     warnings += [w for w in part.warnings if w not in warnings]
                 return model.Rendered(takes, warnings, seeds)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 if not model.is_out_of_memory(error):
                     raise
                 model.empty_cache(loaded.device)
@@ -294,7 +302,7 @@ class AceStepEngine:
             "or fewer variants, or set [acestep] offload = \"always\", a smaller lm, or "
             "dtype = \"float16\"")
 
-    def _generate(self, model: Any, loaded: "Loaded", request: "Request", report: Any) -> "Rendered":
+    def _generate(self, model: Any, loaded: Loaded, request: Request, report: Any) -> Rendered:
         """One request; a NaN or silent take makes the takes render once more with new seeds
         (past every take's own, so no two takes share one), and only then fails the job."""
         try:
@@ -315,7 +323,7 @@ class AceStepEngine:
         rendered.warnings.append(f"{first}; rendered again with seed {seeds}")
         return rendered
 
-    def _generate_once(self, model: Any, loaded: "Loaded", request: "Request", report: Any) -> "Rendered":
+    def _generate_once(self, model: Any, loaded: Loaded, request: Request, report: Any) -> Rendered:
         try:
             return model.generate(loaded, request, self.settings, report)
         except Cancelled:
@@ -323,7 +331,7 @@ class AceStepEngine:
         except model.ModelError as error:
             raise AceStepUnavailable(str(error), "engine") from None
 
-    def _request(self, spec: SongSpec, task: AceStepTask, loaded: "Loaded") -> tuple["Request", list[str]]:
+    def _request(self, spec: SongSpec, task: AceStepTask, loaded: Loaded) -> tuple[Request, list[str]]:
         """The model's request, and warnings about what the song is made without."""
         from cassetted.music.acestep.model import Request
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import logging
+import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-import torch  # noqa: E402
+import torch
 
 if TYPE_CHECKING:
     from cassetted.music.acestep.engine import AceStepSettings
@@ -355,7 +356,7 @@ def _load_lm(lm_dir: Path, dtype: torch.dtype) -> tuple[Any, Any, torch.Tensor]:
     return model, tokenizer, code_ids
 
 
-def load(layout: Layout, settings: "AceStepSettings") -> Loaded:
+def load(layout: Layout, settings: AceStepSettings) -> Loaded:
     """Load every model once (on the calling thread, which must be the model thread)."""
     _quiet()
     device = resolve_device(settings.device)
@@ -567,7 +568,7 @@ class _CodesOnly:
         return scores + mask
 
 
-def _lm_codes(loaded: Loaded, request: Request, settings: "AceStepSettings", report: Report,
+def _lm_codes(loaded: Loaded, request: Request, settings: AceStepSettings, report: Report,
               start: float, span: float) -> list[str]:
     """The 5 Hz LM writes one code per 200 ms of music for each variant."""
     from transformers import LogitsProcessorList
@@ -678,7 +679,7 @@ def _boundary_blend(generated: torch.Tensor, clean: torch.Tensor, mask: torch.Te
     return weight * generated + (1 - weight) * clean
 
 
-def generate(loaded: Loaded, request: Request, settings: "AceStepSettings", report: Report) -> Rendered:
+def generate(loaded: Loaded, request: Request, settings: AceStepSettings, report: Report) -> Rendered:
     """Run one request; returns `variants` takes (frames, channels) at the model's rate.
 
     The sampling loop is upstream's `generate_audio` (turbo and base,
@@ -709,7 +710,7 @@ def generate(loaded: Loaded, request: Request, settings: "AceStepSettings", repo
         try:
             audio_codes = _lm_codes(loaded, request, settings, report, 0.0, 0.45)
             dit_start, dit_end = 0.45, 0.92
-        except Exception as error:  # noqa: BLE001 - the song goes on without the LM's plan
+        except Exception as error:
             if is_out_of_memory(error) or isinstance(error, Cancelled):
                 raise
             note = f"the 5 Hz LM failed ({type(error).__name__}: {str(error)[:120]}); generated without it"

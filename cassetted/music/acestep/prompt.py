@@ -12,9 +12,7 @@ import re
 from cassetted.contract.schemas import MAX_LYRICS_CHARS, SongSpec
 
 # ACE-Step's vocal languages (acestep/constants.py VALID_LANGUAGES); others become "unknown".
-VOCAL_LANGUAGES: frozenset[str] = frozenset((
-    "ar az bg bn ca cs da de el en es fa fi fr he hi hr ht hu id is it ja ko la lt ms ne nl "
-    "no pa pl pt ro ru sa sk sr sv sw ta te th tl tr uk ur vi yue zh unknown").split())
+VOCAL_LANGUAGES: frozenset[str] = frozenset(["ar", "az", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr", "he", "hi", "hr", "ht", "hu", "id", "is", "it", "ja", "ko", "la", "lt", "ms", "ne", "nl", "no", "pa", "pl", "pt", "ro", "ru", "sa", "sk", "sr", "sv", "sw", "ta", "te", "th", "tl", "tr", "uk", "ur", "vi", "yue", "zh", "unknown"])
 
 # ACE-Step writes a time signature as its beats per bar: 2, 3, 4 or 6 (for 6/8).
 _TIME_SIGNATURES = {"2/4": "2", "3/4": "3", "4/4": "4", "6/8": "6"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cassetted.music.builtin.form import Section, is_instrumental, lyric_sections, plan_form, DEFAULT_FORM
+from cassetted.music.builtin.form import DEFAULT_FORM, Section, is_instrumental, lyric_sections, plan_form
 from cassetted.music.builtin.theory import Chord, chord_on, parse_key, progression, scale_notes, voice
 
 
@@ -256,7 +256,7 @@ def _bass_bar(style: str, chord: Chord, next_chord: Chord, bar_beat: float, bpb:
             notes.append(Note(bar_beat + 2.5, 1.4, r, e * 0.8))
     elif style == "root_fifth":
         for b in range(bpb):
-            if b % 2 == 0 or bpb == 3 and b == 0:
+            if b % 2 == 0 or (bpb == 3 and b == 0):
                 notes.append(Note(bar_beat + b, 0.9, r if b % 4 == 0 else fifth - 12 if fifth - 12 >= 28 else fifth,
                                   e * 0.9))
     elif style == "drone":
@@ -317,7 +317,7 @@ def _comp_bar(style: str, chord: Chord, voicing: tuple[int, ...], bar_beat: floa
             block(2.5 if not steady else 2, 1.2, 0.45)
     elif style == "strum":
         for b in range(bpb):
-            if bpb == 3 and b > 0 or bpb != 3 and b % 2 == 1:
+            if (bpb == 3 and b > 0) or (bpb != 3 and b % 2 == 1):
                 block(b, 0.45, 0.7, strum=0.02)
             if kind in ("chorus", "instrumental") and not steady:
                 block(b + 0.5, 0.3, 0.35, strum=0.015)

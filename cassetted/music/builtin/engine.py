@@ -13,16 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from cassetted.contract.schemas import SongSpec
+from cassetted.music.base import Audio, ProgressCallback
 from cassetted.music.builtin import drums as _drums
-
 from cassetted.music.builtin import synth as _synth
-
 from cassetted.music.builtin import voice as _voice
 from cassetted.music.builtin.arrange import MOODS, Arrangement, arrange
 from cassetted.music.builtin.synth import Layer, Patch
 from cassetted.music.builtin.theory import parse_key
-from cassetted.music.base import Audio, ProgressCallback
-from cassetted.contract.schemas import SongSpec
 
 L = Layer
 

@@ -115,7 +115,7 @@ def sing(arr: Any, lyrics: str, language: str | None, sr: int, beat_s: float, n_
 
         try:
             return _piper.render_vocals(singer, arr, lyrics, sr, beat_s, n_frames, rng, guarded_tick)
-        except Exception as exc:  # noqa: BLE001 - a song without words beats no song
+        except Exception as exc:
             if raised and exc is raised[-1]:
                 raise
             log.warning("the Piper voice failed; the voice sings without words", exc_info=True)

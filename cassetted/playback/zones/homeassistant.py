@@ -22,10 +22,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cassetted.store.credentials import Secret
 from cassetted.homeassistant.rest import HomeAssistantClient, HomeAssistantError
 from cassetted.homeassistant.settings import HomeAssistantSettings, HomeAssistantZoneSettings
 from cassetted.playback.base import PlayerState, StateCallback, Track, ZoneError, ZoneStatus
+from cassetted.store.credentials import Secret
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class HomeAssistantZone:
     @classmethod
     def from_settings(cls, room_id: str, zone: HomeAssistantZoneSettings,
                       settings: HomeAssistantSettings,
-                      token: Callable[[], Awaitable[Secret | None]]) -> "HomeAssistantZone":
+                      token: Callable[[], Awaitable[Secret | None]]) -> HomeAssistantZone:
         if not settings.url:
             raise ZoneError(f"room {room_id!r} plays through Home Assistant, but "
                             "[homeassistant] url is not set")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import soundfile as sf
@@ -35,7 +36,7 @@ StreamFactory = Callable[[int, int, Callable[..., None]], OutputStream]
 
 def sounddevice_factory(device: str | int | None = None) -> StreamFactory:
     """The real output; raises ImportError/OSError when sounddevice or PortAudio is missing."""
-    import sounddevice  # noqa: PLC0415 - optional extra, imported only for local rooms
+    import sounddevice
 
     def make(rate: int, channels: int, callback: Callable[..., None]) -> OutputStream:
         return sounddevice.OutputStream(samplerate=rate, channels=channels, dtype="float32",

@@ -16,11 +16,13 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator, Protocol
+from typing import Protocol
 
 from mpd.asyncio import MPDClient
-from mpd.base import CommandError, ConnectionError as MpdConnectionError, ProtocolError
+from mpd.base import CommandError, ProtocolError
+from mpd.base import ConnectionError as MpdConnectionError
 from pydantic import SecretStr
 
 from cassetted.playback.base import StateCallback, Track, ZoneError, ZoneStatus
@@ -118,10 +120,9 @@ class MpdZone:
                 reason = "connection closed"
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncio.TimeoutError, MpdConnectionError, ProtocolError,
-                    CommandError) as error:
+            except (TimeoutError, OSError, MpdConnectionError, ProtocolError, CommandError) as error:
                 reason = str(error) or type(error).__name__
-            except Exception as error:  # noqa: BLE001 - a zone must outlive a library bug
+            except Exception as error:
                 log.exception("room %s: MPD connection failed", self.room_id)
                 reason = repr(error)
             finally:

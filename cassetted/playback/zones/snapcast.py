@@ -20,7 +20,8 @@ import contextlib
 import itertools
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from cassetted.playback.base import StateCallback, Track, ZoneError, ZoneStatus
 
@@ -90,7 +91,7 @@ class SnapcastClient:
         for listener in list(self._listeners):
             try:
                 listener(what)
-            except Exception:  # noqa: BLE001 - one listener's bug must not stop the others
+            except Exception:
                 log.exception("snapcast listener failed on %s", what)
 
     async def _run(self) -> None:
@@ -114,9 +115,9 @@ class SnapcastClient:
                 reason = "connection closed"
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncio.TimeoutError, SnapcastError, KeyError, TypeError) as error:
+            except (TimeoutError, OSError, SnapcastError, KeyError, TypeError) as error:
                 reason = str(error) or type(error).__name__
-            except Exception as error:  # noqa: BLE001 - e.g. a line over the limit: reconnect
+            except Exception as error:
                 log.exception("snapserver connection failed")
                 reason = repr(error)
             finally:
@@ -177,7 +178,7 @@ class SnapcastClient:
             writer.write(json.dumps(message).encode() + b"\r\n")
             await writer.drain()
             return await asyncio.wait_for(future, self._request_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise SnapcastError(f"snapserver {self.where} did not answer {method}") from None
         except OSError as error:
             raise SnapcastError(f"snapserver {self.where}: {error}") from None
@@ -306,7 +307,7 @@ class SnapcastZone:
     """
 
     def __init__(self, room_id: str, group_ref: str, client: SnapcastClient,
-                 feeder: "MpdZone | None", stream_id: str | None) -> None:
+                 feeder: MpdZone | None, stream_id: str | None) -> None:
         self.room_id = room_id
         self.group_ref = group_ref
         self._client = client
@@ -365,7 +366,7 @@ class SnapcastZone:
         playing = stream is not None and stream.get("status") == "playing"
         return ZoneStatus("playing" if playing else "idle", volume=volume, extra=extra)
 
-    def _require_feeder(self) -> "MpdZone":
+    def _require_feeder(self) -> MpdZone:
         if self._feeder is None or self._stream_id is None:
             raise ZoneError(f"room {self.room_id!r} has no MPD feeding a Snapcast stream "
                             "(set [snapcast.mpd] and party_stream)")

@@ -162,10 +162,10 @@ class FakeAceStepServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 server._handle(self, "GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 server._handle(self, "POST")
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -178,7 +178,7 @@ class FakeAceStepServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> "FakeAceStepServer":
+    def __enter__(self) -> FakeAceStepServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -265,7 +265,7 @@ class FakeAceStepServer:
                  "description": "AI music generation model"} for name in listed]})
         if method == "GET" and route == "/v1/stats":
             if not self._authorised(handler, {}):
-                return
+                return None
             with self.lock:  # the in-memory job store's counts (feb :701-714, mar jobs/store.py:179-192)
                 jobs = {"total": len(self.tasks), "queued": 0, "running": 0, "succeeded": 0, "failed": 0}
                 for task in self.tasks.values():
@@ -279,13 +279,13 @@ class FakeAceStepServer:
             return self._chat(handler, raw)
         if route.startswith("/v1/lora/") and b.personality == "mar":
             if not self._authorised(handler, {}):
-                return
+                return None
             return self._lora(handler, method, route, raw)
         if method == "POST" and route == "/query_result":
             return self._query(handler, raw)
         if method == "GET" and route == "/v1/audio":
             if not self._authorised(handler, {}):
-                return
+                return None
             file_path = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("path", [""])[0]
             data_bytes = self.files.get(file_path)
             if data_bytes is None:
@@ -324,7 +324,7 @@ class FakeAceStepServer:
             if not isinstance(params, dict):
                 return self._send(handler, 400, {"detail": "JSON payload must be an object"})
         if not self._authorised(handler, params):
-            return
+            return None
         with self.lock:
             if b.release_failures > 0:
                 b.release_failures -= 1
@@ -449,7 +449,7 @@ class FakeAceStepServer:
     def _query(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
         body = json.loads(raw or b"{}")
         if not self._authorised(handler, body):
-            return
+            return None
         with self.lock:
             if self.behaviour.query_failures > 0:
                 self.behaviour.query_failures -= 1

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from cassetted.store.credentials import Secret
-from cassetted.music.acestep.api import AceStepApiEngine, AceStepApiSettings, RemoteError
-from cassetted.music.base import Audio, Cancelled
-from cassetted.music.acestep.task import AceStepTask, TaskInvalid
 from cassetted.contract.schemas import SongSpec
+from cassetted.music.acestep.api import AceStepApiEngine, AceStepApiSettings, RemoteError
+from cassetted.music.acestep.task import AceStepTask, TaskInvalid
+from cassetted.music.base import Audio, Cancelled
+from cassetted.store.credentials import Secret
 from tests.music.acestep.fake_api import Behaviour, FakeAceStepServer, dead_url, take_seeds
 
 RATE = 44100

@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from cassetted.contract.schemas import SongSpec  # noqa: E402
 from cassetted.music.acestep import model as model_module  # noqa: E402
 from cassetted.music.acestep.engine import (  # noqa: E402
     AceStepEngine,
@@ -24,7 +25,6 @@ from cassetted.music.acestep.engine import (  # noqa: E402
     TaskInvalid,
 )
 from cassetted.music.base import Audio, Cancelled  # noqa: E402
-from cassetted.contract.schemas import SongSpec  # noqa: E402
 
 RATE = 44100
 
@@ -296,9 +296,9 @@ def test_out_of_memory_retries_with_offload_then_reports(turbo: AceStepEngine,
 def test_behind_the_real_pipeline_progress_and_cancel(turbo: AceStepEngine) -> None:
     """pipeline.produce drives the engine as a worker child does: its progress lambda, its
     cancel Event (set while the model runs) stops the song between diffusion steps."""
-    from cassetted.lyrics.base import LyricsResult
-    from cassetted.jobs.pipeline import produce
     from cassetted.contract.schemas import JobState
+    from cassetted.jobs.pipeline import produce
+    from cassetted.lyrics.base import LyricsResult
 
     def lyrics(_spec: SongSpec) -> LyricsResult:
         return LyricsResult(title="Rain", lyrics="[verse]\nrain", style="soft piano", provider="test")
@@ -347,7 +347,7 @@ def test_cancel_while_loading_returns_at_once_and_the_load_goes_on(tiny_checkpoi
 
 # ------------------------------------------------- the official checkpoint, as upstream names it
 
-def _file_tensors(folder: Path) -> dict[str, "torch.Tensor"]:
+def _file_tensors(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(folder / "model.safetensors"))
@@ -529,7 +529,7 @@ def test_cover_strength_switches_to_text2music_on_silence_part_way(turbo: AceSte
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     original = turbo.generate(spec(), Recorder())
     pipe = turbo._loaded.pipe
-    contexts: list["torch.Tensor"] = []
+    contexts: list[torch.Tensor] = []
     forward = pipe.transformer.forward
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cassetted.music.acestep import shaping
+from cassetted.contract.schemas import SongSpec
 from cassetted.music.acestep import prompt as prompting
+from cassetted.music.acestep import shaping
 from cassetted.music.acestep.task import AceStepTask, TaskInvalid
 from cassetted.music.base import Audio
-from cassetted.contract.schemas import SongSpec
 
 
 def spec(**changes: object) -> SongSpec:
@@ -154,9 +154,8 @@ def test_layout_check_names_what_is_missing(tmp_path) -> None:  # type: ignore[n
 def test_without_torch_the_engine_says_what_to_install(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import sys
 
-    from cassetted.music.acestep.engine import AceStepEngine, AceStepSettings, AceStepUnavailable
-
     import cassetted.music.acestep
+    from cassetted.music.acestep.engine import AceStepEngine, AceStepSettings, AceStepUnavailable
 
     monkeypatch.delitem(sys.modules, "cassetted.music.acestep.model", raising=False)
     monkeypatch.delattr(cassetted.music.acestep, "model", raising=False)

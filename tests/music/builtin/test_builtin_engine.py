@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cassetted.music.builtin.arrange import arrange
-from cassetted.music.builtin.form import lyric_sections, plan_form
-from cassetted.music.base import Audio, Cancelled
-from cassetted.music.builtin.engine import BuiltinEngine
-from cassetted.music.styles import GENRE_BPM
 from cassetted.contract.schemas import GENRES, SongSpec
+from cassetted.music.base import Audio, Cancelled
+from cassetted.music.builtin.arrange import arrange
+from cassetted.music.builtin.engine import BuiltinEngine
+from cassetted.music.builtin.form import lyric_sections, plan_form
+from cassetted.music.styles import GENRE_BPM
 
 librosa = pytest.importorskip("librosa")
 
@@ -77,7 +77,7 @@ def test_progress_is_monotonic_and_ends_at_one() -> None:
     ENGINE.generate(_spec(duration_s=30.0), lambda f, n: seen.append(f))
     assert len(seen) >= 10
     assert all(b >= a for a, b in zip(seen, seen[1:]))
-    assert 0.0 <= seen[0] and seen[-1] == 1.0
+    assert seen[0] >= 0.0 and seen[-1] == 1.0
 
 
 def test_cancel_from_progress_aborts() -> None:
@@ -308,8 +308,8 @@ def test_sidechain_follows_the_beat_exactly() -> None:
 
 
 def test_notes_match_the_direct_oscillator_formula() -> None:
-    from cassetted.music.builtin.synth import _TABLE_SIZE, _envelope, _oscillators, _note_wave, wavetable
     from cassetted.music.builtin.engine import STRINGS
+    from cassetted.music.builtin.synth import _TABLE_SIZE, _envelope, _note_wave, _oscillators, wavetable
 
     sr, pitch, n_on, n = 44100, 62, 30000, 40000
     wave = _note_wave(_oscillators(pitch, n + 5000, STRINGS, sr), n_on, n, 0.8, STRINGS, sr)

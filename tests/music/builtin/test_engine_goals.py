@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cassetted.contract.schemas import GENRES, SongSpec
 from cassetted.music.base import Audio
 from cassetted.music.builtin.engine import BuiltinEngine
 from cassetted.music.styles import GENRE_BPM, NOTE_NAMES
-from cassetted.contract.schemas import GENRES, SongSpec
 
 librosa = pytest.importorskip("librosa")
 

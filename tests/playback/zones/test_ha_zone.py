@@ -10,17 +10,18 @@ import logging
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from cassetted.store.credentials import Secret
 from cassetted.homeassistant.rest import HomeAssistantClient, HomeAssistantError
 from cassetted.homeassistant.settings import HomeAssistantSettings, HomeAssistantZoneSettings
 from cassetted.playback.base import Track, ZoneError, ZoneStatus
 from cassetted.playback.zones.homeassistant import HomeAssistantZone
+from cassetted.store.credentials import Secret
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.very-secret-long-lived-token"
 ENTITY = "media_player.kitchen"
@@ -61,7 +62,7 @@ class FakeHomeAssistant:
                     return False
                 return True
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path == "/api/websocket":
                     if fake.websocket:
                         fake.serve_websocket(self)
@@ -75,7 +76,7 @@ class FakeHomeAssistant:
                 else:
                     self._reply(404, {"message": "Entity not found."})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 if not self._authorised():
                     return
                 length = int(self.headers.get("Content-Length", "0"))

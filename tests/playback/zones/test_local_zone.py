@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import builtins
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ class FakeCard:
     def __init__(self) -> None:
         self.streams: list[dict[str, Any]] = []
 
-    def __call__(self, rate: int, channels: int, callback: Callable[..., None]) -> "FakeCard":
+    def __call__(self, rate: int, channels: int, callback: Callable[..., None]) -> FakeCard:
         self.streams.append({"rate": rate, "channels": channels, "callback": callback,
                              "running": False, "closed": False})
         return self
