@@ -483,7 +483,7 @@ def _token_pattern(word: str) -> str:
     forms = {bare}
     if len(bare) > 3 and bare.endswith("s") and not bare.endswith("ss"):
         forms.add(bare[:-1])
-    for form in forms:
+    for form in list(forms):  # noqa: PERF101  the loop adds to `forms`: iterate a copy
         forms.update(lex.ROOM_WORD_SYNONYMS.get(form, ()))
     # "bed room" and "bath room" are how speech-to-text often writes a bedroom
     alternation = "|".join(
