@@ -28,7 +28,8 @@ from mpd.asyncio import MPDClient
 
 from cassetted.config import MpdSettings, RoomSettings, Settings
 from cassetted.contract.schemas import RoomState
-from cassetted.jobs.runner import song_info
+from cassetted.events import EventBus
+from cassetted.library.access import song_info
 from cassetted.playback.controller import PlaybackController
 from cassetted.store.database import Song, Store
 from tests.playback.servers import HOST, MpdServer, write_flac
@@ -66,7 +67,7 @@ async def bench(songs: int, workdir: Path) -> dict[str, list[float]]:
         if state.state == "playing" and state.song is not None:
             published.setdefault(state.song.id, time.perf_counter())
 
-    controller = PlaybackController(settings, store, publish_state, lambda event: None)
+    controller = PlaybackController(settings, store, EventBus(), publish_state, lambda event: None)
     await controller.start()
     await controller.zones[ROOM].wait_connected()  # type: ignore[attr-defined]
 

@@ -1,35 +1,47 @@
-"""The daemon: wires store, job runner and MQTT together; starts in order, stops in reverse.
+"""The daemon: builds every part, starts them in a fixed order, stops them in reverse.
 
-Start: store (open, migrate) -> media server -> job runner (recover interrupted jobs, start
-workers) -> playback zones -> MQTT link (connect, retry forever) -> READY=1 to systemd once
-the broker answered. Stop (SIGTERM/SIGINT): runner (running jobs go back to the queue) ->
-zones -> media server -> `offline` -> store.
+Build (`_build`): the event bus and the MQTT link's outbound side first, then the core
+(playback, job runner, room modes, household), then the features on top (party, the song
+desk, karaoke, the command handlers, Hermes, Home Assistant). Each part is given what it
+uses when it is built; parts hear about each other through the bus (cassetted.events).
+
+Start, each step logged: store (open, migrate) -> media server -> household -> room modes
+-> party (before the runner: no finished party song goes unheard) -> job runner (recover
+interrupted jobs, start workers) -> playback zones -> karaoke -> Hermes -> the MQTT link
+(connect, retry forever; commands arrive only now that every part is up) -> READY=1 to
+systemd once the broker answered. Stop (SIGTERM/SIGINT) runs the same steps in exact
+reverse in `finally`: the link first (no new command; queued messages flushed, `offline`),
+then Hermes, karaoke, playback, the runner (running jobs go back to the queue), the party,
+the modes, the household, the media server, and the store last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cassetted import __version__
 from cassetted._app import sdnotify
 from cassetted.api.commands import Commands
+from cassetted.api.desk import SongDesk
 from cassetted.config import Settings
-from cassetted.contract.schemas import JobEvent, QueueState, SongInfo, VoteCommand
+from cassetted.contract.schemas import VoteCommand
+from cassetted.events import BrokerConnected, EventBus
 from cassetted.features.karaoke import Karaoke
 from cassetted.features.modes import RoomModes
 from cassetted.features.party import PartyHost
 from cassetted.homeassistant.bridge import HomeAssistantBridge
 from cassetted.household.service import Household
-from cassetted.jobs.runner import FanOut, JobListener, JobRunner
+from cassetted.jobs.runner import JobRunner
 from cassetted.library import index as library_index
 from cassetted.library.media import MediaServer, song_file_lookup
 from cassetted.mqtt.client import OUTBOX_LIMIT, MqttLink
@@ -37,10 +49,24 @@ from cassetted.mqtt.publisher import MqttPublisher, ReplyFirst
 from cassetted.mqtt.router import Router
 from cassetted.playback.controller import PlaybackController
 from cassetted.store.database import REBUILD_HINT, Store, StoreError, describe, is_empty
+from cassetted.tasks import BackgroundTasks
 from cassetted.voice import intake
-from cassetted.voice.hermes import HermesAdapter
+from cassetted.voice.hermes import HermesAdapter, HermesAnnouncer
 
 log = logging.getLogger(__name__)
+
+
+async def _nothing() -> None:
+    """The start or stop of a part that has none."""
+
+
+@dataclass
+class Step:
+    """One part in the start order: started in order, stopped in exact reverse."""
+
+    name: str
+    start: Callable[[], Awaitable[None]]
+    stop: Callable[[], Awaitable[None]]
 
 
 class Daemon:
@@ -53,8 +79,10 @@ class Daemon:
         self._db_url = url.get_secret_value() if url else None
         self.store = Store(self._db_url, settings.state_dir)
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self.failed = False  # a part died: exit non-zero so that systemd restarts us
+        # The link's run and the watchdog never end on their own: one that fails takes the
+        # daemon down, with an exit status that has systemd (Restart=on-failure) restart us.
+        self._tasks = BackgroundTasks("daemon", on_failure=self._task_failed)
+        self.failed = False
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -68,35 +96,27 @@ class Daemon:
         await self._check_not_replaced()
         await self.store.open()
         log.info("store ready: %s", describe(self._db_url, settings.state_dir))
-        if self._rebuild_library:
-            await self.store.call(library_index.rebuild, settings.library_dir)
-        parts = self._wire()
-        if parts.media is not None:
-            await parts.media.start()
-        await parts.household.start()
-        await parts.modes.start()
-        await parts.party.start()  # before the runner: no finished party song goes unheard
-        await parts.runner.start()
-        await parts.playback.start()
-        self._spawn(parts.link.run(), "mqtt")
+        running: list[Step] = []
         try:
+            if self._rebuild_library:
+                await self.store.call(library_index.rebuild, settings.library_dir)
+            parts = self._build()
+            for step in parts.steps:
+                log.info("starting %s", step.name)
+                await step.start()
+                running.append(step)
             await self._wait_online(parts.link, started)
             await self._stop.wait()
         finally:
             log.info("stopping")
             sdnotify.notify("STOPPING=1")
-            await parts.modes.stop()
-            await parts.runner.stop()
-            await parts.party.stop()
-            await parts.playback.stop()
-            await parts.household.stop()
-            if parts.media is not None:
-                await parts.media.stop()
-            await parts.link.flush()
-            await parts.link.goodbye()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            for step in reversed(running):
+                log.info("stopping %s", step.name)
+                try:
+                    await step.stop()
+                except Exception:
+                    log.exception("%s did not stop cleanly", step.name)
+            await self._tasks.cancel_all()
             await self.store.close()
             log.info("stopped")
 
@@ -112,34 +132,47 @@ class Daemon:
                 f"the library {self.settings.library_dir} holds {len(files)} song file(s): "
                 f"was the database deleted? Restore it from a backup, or {REBUILD_HINT}")
 
-    def _wire(self) -> _Parts:
-        """Build every part and connect them; nothing runs yet. Data flows one way: MQTT in ->
-        commands -> job runner -> playback; listeners hear about jobs and publish."""
-        settings = self.settings
-        router: Router
-        bridge: HomeAssistantBridge | None = None
-        commands: Commands
-        modes: RoomModes
-
-        def on_connect() -> None:
-            publisher.republish()
-            if bridge is not None:
-                bridge.announce()
-
-        link = MqttLink(settings.mqtt, on_message=lambda m: router.dispatch(m),
-                        subscriptions=lambda: router.subscriptions(), on_connect=on_connect,
-                        session_marker=settings.state_dir / "mqtt-session")
-        household_on = settings.household.enabled
+    def _build(self) -> _Parts:
+        """Build every part, each from parts built before it; nothing runs yet. Data flows
+        one way: MQTT in -> command handlers -> desk -> job runner -> library -> playback;
+        the bus tells whoever follows (publisher, Home Assistant, party, Hermes)."""
+        settings, store = self.settings, self.store
+        base = settings.mqtt.base_topic
+        bus = EventBus()
+        link = MqttLink(settings.mqtt, session_marker=settings.state_dir / "mqtt-session")
         # Replies first: bulk (state, discovery, events) may fill half the outbox at most.
-        # (The link's outbox length is read directly: MqttLink has no accessor for it yet.)
         outbox = ReplyFirst(link.publish, backlog=lambda: link.backlog,
-                            bulk_limit=OUTBOX_LIMIT // 2, base_topic=settings.mqtt.base_topic)
-        router = Router(settings.mqtt.base_topic, outbox.command_output,
+                            bulk_limit=OUTBOX_LIMIT // 2, base_topic=base)
+        household_on = settings.household.enabled
+        router = Router(base, outbox.command_output,
                         user_prefix="as" if household_on and "mqtt_username" in
                         settings.household.identify_by else None)
-        publisher = MqttPublisher(settings.mqtt.base_topic, outbox.bulk)
-        listeners: list[JobListener] = [publisher]
+        publisher = MqttPublisher(base, outbox.bulk, bus)
 
+        # The core: playback, the queue, the room modes, the household.
+        playback = PlaybackController(settings, store, bus, publisher.room_state, publisher.event)
+        runner = JobRunner(store, settings, bus, read_prompt=intake.read_prompt,
+                           deliver=playback.song_ready)
+        modes = RoomModes(settings, store, bus, playback=playback, submit_direct=runner.submit,
+                          cancel_job=runner.cancel, publish_event=publisher.event)
+        household = Household(settings, store, bus, modes=modes,
+                              publish_stats=functools.partial(publisher.state, "library/stats"),
+                              publish_event=publisher.event, read_prompt=intake.read_prompt)
+
+        # The features, on top of the core.
+        party = PartyHost(settings, store, bus, playback=playback, household=household,
+                          submit_direct=runner.submit, cancel_job=runner.cancel,
+                          publish_state=functools.partial(publisher.state, "party/state"),
+                          publish_event=publisher.event)
+        desk = SongDesk(store, runner, household, party)
+        karaoke = Karaoke(settings, store, bus, desk=desk, modes=modes,
+                          publish_lyrics=lambda room_id, display:
+                          publisher.state(f"room/{room_id}/lyrics", display))
+        commands = Commands(settings, desk=desk, runner=runner, playback=playback,
+                            household=household, modes=modes, party=party, karaoke=karaoke,
+                            parse_voice=self._voice_parser())
+        commands.register(router)
+        announcer: HermesAnnouncer | None = None
         if settings.hermes.enabled:
             async def hermes_publish(topic: str, payload: dict[str, Any]) -> None:
                 # The adapter awaits its publish; the link's only queues (never blocks).
@@ -147,63 +180,58 @@ class Daemon:
 
             hermes = HermesAdapter.from_settings(
                 settings.hermes, settings.rooms, settings.voice.site_rooms,
-                publish=hermes_publish,
-                submit=lambda request: commands.submit(request))
+                publish=hermes_publish, submit=desk.submit)
             for topic in hermes.subscriptions():
                 router.raw(topic, hermes.handle)
-            listeners.append(_HermesAnnouncer(hermes, quiet=lambda room_id: modes.quiet(room_id)))
+            announcer = HermesAnnouncer(hermes, bus, quiet=modes.quiet)
         if settings.homeassistant.discovery:
-            bridge = home_assistant_bridge(settings, outbox.bulk, router, lambda: commands)
-            listeners.append(bridge)
+            home_assistant_bridge(settings, outbox.bulk, router, bus, commands, desk)
+        media = None
+        if settings.media.enabled:
+            media = MediaServer(settings.media, song_file_lookup(store, settings.library_dir))
 
-        household = Household(settings, self.store,
-                              publish_stats=lambda stats: publisher.state("library/stats", stats),
-                              publish_event=publisher.event, read_prompt=intake.read_prompt,
-                              room_changed=lambda room_id: playback.refresh_room(room_id))
-        playback = PlaybackController(settings, self.store, publisher.room_state,
-                                      publisher.event,
-                                      room_extras=lambda room_id: _room_extras(household, room_id))
-        listeners.append(_LibraryWatcher(household))
-        # The party host makes songs itself (late-bound: the runner needs it as a listener)
-        # and keeps party songs out of their rooms (deliver): they play in queue order.
-        party = PartyHost(settings, self.store, playback=playback, household=household,
-                          submit_direct=lambda request: runner.submit(request),
-                          publish_state=lambda state: publisher.state("party/state", state),
-                          publish_event=publisher.event,
-                          cancel_job=lambda job_id: runner.cancel(job_id))
-        listeners.append(party)
-        runner = JobRunner(self.store, settings, listener=FanOut(*listeners),
-                           read_prompt=intake.read_prompt, deliver=party.deliver)
+        steps = [
+            Step("media server", media.start, media.stop) if media is not None else None,
+            Step("household", household.start, household.stop),
+            Step("room modes", modes.start, modes.stop),
+            Step("party", party.start, party.stop),
+            Step("job runner", runner.start, runner.stop),
+            Step("playback", playback.start, playback.stop),
+            Step("karaoke", _nothing, karaoke.stop),
+            Step("hermes", _nothing, announcer.stop) if announcer is not None else None,
+            Step("mqtt link", functools.partial(self._connect, link, router, bus),
+                 functools.partial(self._disconnect, link)),
+        ]
+        return _Parts(link=link, steps=[step for step in steps if step is not None])
+
+    def _voice_parser(self) -> Callable[..., Any]:
+        """The voice handler's parser; with [voice] llm_fallback it uses the asking user's
+        keys, read on the store thread."""
+        settings = self.settings
         credentials = None
-        if settings.voice.llm_fallback:  # the LLM-assisted parse uses the asking user's keys
+        if settings.voice.llm_fallback:
             from cassetted.store.credentials import CredentialStore
 
             credentials = intake.StoreThreadCredentials(
                 CredentialStore.open(settings.state_dir), self.store, asyncio.get_running_loop())
-        commands = Commands(settings, self.store, runner, playback, household,
-                            parse_voice=lambda command: intake.voice_request(command, settings,
-                                                                             credentials))
-        # Household parts, each optional to the handlers (see Commands.modes/party/karaoke).
-        modes = RoomModes(settings, self.store, playback=playback, submit_direct=runner.submit,
-                          cancel_job=runner.cancel, publish_event=publisher.event)
-        household.modes = modes
-        commands.modes = modes
-        commands.party = party
-        karaoke = Karaoke(settings, self.store, publish_lyrics=lambda room_id, display:
-                          publisher.state(f"room/{room_id}/lyrics", display))
-        playback.add_event_listener(karaoke.playback_event)  # the mirror follows playback
-        commands.karaoke = karaoke
-        commands.register(router)
-        media = None
-        if settings.media.enabled:
-            media = MediaServer(settings.media, song_file_lookup(self.store, settings.library_dir))
-        return _Parts(link=link, runner=runner, playback=playback, media=media,
-                      household=household, modes=modes, party=party)
+        return functools.partial(intake.voice_request, settings=settings, credentials=credentials)
+
+    async def _connect(self, link: MqttLink, router: Router, bus: EventBus) -> None:
+        """Connect in the background, forever; every (re)connection is told on the bus."""
+        self._tasks.spawn(link.run(router, on_connect=lambda: bus.emit(BrokerConnected())),
+                          "mqtt")
+
+    async def _disconnect(self, link: MqttLink) -> None:
+        """No new command from here on; what is queued goes out, then `offline`."""
+        await link.flush()
+        await link.goodbye()
+        await self._tasks.cancel("mqtt")
+        await link.close()
 
     async def _wait_online(self, link: MqttLink, started: float) -> None:
         """READY=1 once store and broker are up; then keep the watchdog fed."""
-        online = asyncio.create_task(link.connected.wait())
-        stop = asyncio.create_task(self._stop.wait())
+        online = self._tasks.spawn(link.connected.wait(), "online")
+        stop = self._tasks.spawn(self._stop.wait(), "stop-requested")
         await asyncio.wait({online, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
         if not online.done():
@@ -213,7 +241,7 @@ class Daemon:
         sdnotify.notify("READY=1")
         interval = sdnotify.watchdog_interval_s()
         if interval:
-            self._spawn(self._watchdog(interval), "watchdog")
+            self._tasks.spawn(self._watchdog(interval), "watchdog")
 
     async def _watchdog(self, interval: float) -> None:
         # The loop answering at all is the liveness we vouch for.
@@ -221,39 +249,28 @@ class Daemon:
             sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
 
-    def _spawn(self, coro, name: str) -> None:  # type: ignore[no-untyped-def]
-        task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        """These tasks never end on their own: one that fails takes the daemon down, with an
-        exit status that has systemd (Restart=on-failure) start a fresh one."""
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s died; stopping so that the service manager restarts cassetted",
-                      task.get_name(), exc_info=task.exception())
-            self.failed = True
-            self._stop.set()
+    def _task_failed(self, task: asyncio.Task[Any], error: BaseException) -> None:
+        log.error("task %s died; stopping so that the service manager restarts cassetted",
+                  task.get_name())
+        self.failed = True
+        self._stop.set()
 
 
 def home_assistant_bridge(settings: Settings, publish: Callable[..., None], router: Router,
-                          commands: Callable[[], Commands]) -> HomeAssistantBridge:
-    """The Home Assistant bridge, routed, acting through the command handlers.
-
-    `commands` is called late: the handlers need the job runner, which needs the bridge
-    among its listeners.
-    """
+                          bus: EventBus, commands: Commands, desk: SongDesk
+                          ) -> HomeAssistantBridge:
+    """The Home Assistant bridge, routed, acting through the command handlers as whoever
+    Home Assistant's panel stands for."""
     bridge = HomeAssistantBridge(
-        settings, publish,
-        submit=lambda request: commands().submit(request),
-        vote=lambda song_id, value: commands().vote_as(
-            song_id, VoteCommand(vote=value), commands().bridge_caller("homeassistant")),
-        room_command=lambda room_id, command: commands().room_set_as(
-            room_id, command, commands().bridge_caller(None)),
-        party_command=lambda command: commands().party_set_as(
-            command, commands().bridge_caller(None)),
-        mode_command=lambda room_id, command: commands().mode_as(
-            room_id, command, commands().bridge_caller(None)))
+        settings, publish, bus,
+        submit=desk.submit,
+        vote=lambda song_id, value: commands.vote_as(
+            song_id, VoteCommand(vote=value), desk.bridge_caller("homeassistant")),
+        room_command=lambda room_id, command: commands.room_set_as(
+            room_id, command, desk.bridge_caller(None)),
+        party_command=lambda command: commands.party_set_as(command, desk.bridge_caller(None)),
+        mode_command=lambda room_id, command: commands.mode_as(
+            room_id, command, desk.bridge_caller(None)))
     for topic in bridge.subscriptions():
         router.raw(topic, bridge.handle)
     return bridge
@@ -261,65 +278,10 @@ def home_assistant_bridge(settings: Settings, publish: Callable[..., None], rout
 
 @dataclass
 class _Parts:
-    """The long-lived parts the daemon starts in order and stops in reverse."""
+    """What `_build` made: the link (the daemon waits for it to connect) and the steps."""
 
     link: MqttLink
-    runner: JobRunner
-    playback: PlaybackController
-    media: MediaServer | None
-    household: Household
-    modes: RoomModes
-    party: PartyHost
-
-
-def _room_extras(household: Household, room_id: str) -> dict[str, object]:
-    """The household's part of a room's retained state."""
-    extras: dict[str, object] = {"learned": household.learned(room_id)}
-    modes = household.modes
-    if modes is not None:
-        extras.update(modes.view(room_id))
-    return extras
-
-
-class _LibraryWatcher:
-    """A JobListener that keeps the library statistics current."""
-
-    def __init__(self, household: Household) -> None:
-        self._household = household
-
-    def job_changed(self, event: JobEvent) -> None:
-        pass
-
-    def queue_changed(self, state: QueueState) -> None:
-        pass
-
-    def song_ready(self, song: SongInfo, job_id: str) -> None:
-        self._household.library_changed()
-
-
-class _HermesAnnouncer:
-    """A JobListener that has the Hermes adapter say "your song is ready" on the satellite,
-    unless the song's room is quiet (asleep)."""
-
-    def __init__(self, adapter: HermesAdapter,
-                 quiet: Callable[[str | None], bool] = lambda room_id: False) -> None:
-        self._adapter = adapter
-        self._quiet = quiet
-        self._tasks: set[asyncio.Task[bool]] = set()
-
-    def job_changed(self, event: JobEvent) -> None:
-        pass
-
-    def queue_changed(self, state: QueueState) -> None:
-        pass
-
-    def song_ready(self, song: SongInfo, job_id: str) -> None:
-        if self._quiet(song.room):
-            log.info("song %s ready in quiet room %s: not announced", song.id, song.room)
-            return
-        task = asyncio.create_task(self._adapter.on_song_ready(job_id, song.title))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    steps: list[Step]
 
 
 def run(settings: Settings, rebuild_library: bool = False) -> int:

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
+from cassetted.api.desk import SongDesk
 from cassetted.config import Settings
 from cassetted.contract import errors
 from cassetted.contract.schemas import (
-    ENVELOPE_FIELDS,
+    ChildSafeLogQuery,
     GuestCreate,
     GuestRemove,
     JobCancel,
     JobState,
+    KaraokeCommand,
     KeepCommand,
     LibraryPage,
     LibraryQuery,
@@ -32,13 +33,16 @@ from cassetted.contract.schemas import (
     VoiceCommand,
     VoteCommand,
 )
+from cassetted.features.karaoke import Karaoke
+from cassetted.features.modes import RoomModes
+from cassetted.features.party import PartyHost
 from cassetted.household.identity import Caller, slug
 from cassetted.household.service import Household
-from cassetted.jobs.runner import JobRunner, is_retry, retryable, song_info
+from cassetted.jobs.runner import JobRunner
 from cassetted.library import lrc
-from cassetted.mqtt.router import MQTT_USER, REPLY_ADDRESS, Router
+from cassetted.library.access import song_info
+from cassetted.mqtt.router import REPLY_ADDRESS, Router
 from cassetted.playback.controller import PlaybackController
-from cassetted.store.database import Job, Store
 from cassetted.voice import intake
 
 # a voice command -> a SongRequest plus warnings (the intent parser); blocking, run in a thread
@@ -48,24 +52,24 @@ VoiceParser = Callable[[VoiceCommand], tuple[SongRequest, list[str]]]
 class Commands:
     """Handlers for every inbound command of DESIGN.md's contract.
 
-    Each handler first learns who is asking (`_caller`: token, MQTT login or `user` field,
-    see household.identity); song requests then pass the household's admission (rooms,
-    modes, quota, learned defaults) before they become jobs. The room modes, the party host
-    and karaoke are optional parts the daemon plugs in (`modes`, `party`, `karaoke`).
+    Each handler first learns who is asking (the desk: token, MQTT login or `user` field,
+    see household.identity); song requests then pass the desk's admission before they
+    become jobs. Every part a handler acts on is given here, built before the handlers.
     """
 
-    def __init__(self, settings: Settings, store: Store, runner: JobRunner,
-                 playback: PlaybackController, household: Household,
+    def __init__(self, settings: Settings, *, desk: SongDesk, runner: JobRunner,
+                 playback: PlaybackController, household: Household, modes: RoomModes,
+                 party: PartyHost, karaoke: Karaoke,
                  parse_voice: VoiceParser | None = None) -> None:
         self._settings = settings
-        self._store = store
+        self._desk = desk
         self._runner = runner
         self._playback = playback
         self._household = household
+        self._modes = modes
+        self._party = party
+        self._karaoke = karaoke
         self._parse_voice = parse_voice
-        self.modes: Any = None    # household.modes.RoomModes
-        self.party: Any = None    # household.party.PartyHost
-        self.karaoke: Any = None  # household.karaoke.Karaoke
 
     def register(self, router: Router) -> None:
         router.command("song/create", SongRequest, self.create_song)
@@ -81,48 +85,15 @@ class Commands:
         router.command("guest/create", GuestCreate, self.guest_create)
         router.command("guest/+/remove", GuestRemove, self.guest_remove)
         router.command("user/quota", QuotaQuery, self.user_quota)
-        for part in (self.modes, self.karaoke):
-            if part is not None:
-                part.register(router, self)
-
-    async def caller(self, token: str | None, claimed_user: str | None) -> Caller:
-        """Who sent the command being handled."""
-        return await self._household.caller(token, claimed_user, MQTT_USER.get())
-
-    def bridge_caller(self, user: str | None) -> Caller:
-        """The caller of a request from Home Assistant's panel or a Hermes satellite."""
-        return self._household.bridge_caller(user)
+        router.command("room/+/mode", RoomModeCommand, self.room_mode)
+        router.command("child_safe/log", ChildSafeLogQuery, self.child_safe_log)
+        router.command("karaoke/start", KaraokeCommand, self.karaoke_start)
 
     # ------------------------------------------------------------------ songs
 
     async def create_song(self, params: list[str], request: SongRequest) -> Reply:
-        caller = await self.caller(request.token, request.user)
-        return await self.admit_and_submit(request, caller)
-
-    async def admit_and_submit(self, request: SongRequest, caller: Caller,
-                                echo: bool = False, **extra: object) -> Reply:
-        """Admission (household), then the queue; the Reply of a song request (with the
-        request as admitted when `echo`: a voice command shows what it was read as)."""
-        async with self._household.admission(caller):
-            # A repeat (QoS 1 redelivery) is answered, never charged or learned from twice.
-            if request.request_id and (self._household.counts_songs or request.room):
-                existing = await self._store.call(Job.get_or_none, Job.request_id == request.request_id)
-                if existing is not None and not retryable(existing):
-                    quota = await self._household.quota(caller)
-                    return Reply(ok=True, request_id=request.request_id, job_id=existing.id,
-                                 state=JobState(existing.state), duplicate=True, quota=quota, **extra)
-            if request.party and self.party is not None:
-                self.party.admit(request, caller)  # e.g. a party closed to guests
-            request, quota, extras = await self._household.admit(request, caller)
-            if echo:
-                extras["request"] = request.model_dump(exclude_none=True,
-                                                       exclude=ENVELOPE_FIELDS)
-            job, duplicate = await self._runner.submit(request)
-        if request.party and self.party is not None:
-            extras.update(await self.party.enqueue(job.id, request, caller))
-        return Reply(ok=True, request_id=request.request_id, job_id=job.id,
-                     state=JobState(job.state), duplicate=duplicate, quota=quota,
-                     retry=True if is_retry(job) else None, **extras, **extra)
+        caller = await self._desk.caller(request.token, request.user)
+        return await self._desk.admit_and_submit(request, caller)
 
     async def voice(self, params: list[str], command: VoiceCommand) -> Reply:
         if self._parse_voice is None:
@@ -130,30 +101,21 @@ class Commands:
         if command.room is not None:
             self._settings.room(command.room)
         name, text = intake.speaker(command.text)  # "My name is Sarah, ..."
-        caller = await self.caller(command.token, command.user or name)
+        caller = await self._desk.caller(command.token, command.user or name)
         if intake.asks_quota(text):  # "How many songs can I create?"
             return Reply(ok=True, request_id=command.request_id,
                          quota=await self._household.quota(caller))
-        if self.karaoke is not None:  # "karaoke mode, American Pie at 150 BPM"
-            reply = await self.karaoke.voice(command.model_copy(update={"text": text}), caller)
-            if reply is not None:
-                return reply
+        # "karaoke mode, American Pie at 150 BPM"
+        reply = await self._karaoke.voice(command.model_copy(update={"text": text}), caller)
+        if reply is not None:
+            return reply
         # Off the loop: with [voice] llm_fallback the parse may wait on an LLM.
         request, warnings = await asyncio.to_thread(self._parse_voice, command)
-        return await self.admit_and_submit(
+        return await self._desk.admit_and_submit(
             request, caller, echo=True, warnings=warnings)
 
-    async def submit(self, request: SongRequest) -> dict:
-        """`create_song` for adapters that speak another protocol (Hermes, the Home Assistant
-        panel): a plain dict."""
-        try:
-            reply = await self.admit_and_submit(request, self.bridge_caller(request.user))
-        except errors.CassettedError as error:
-            reply = Reply(ok=False, request_id=request.request_id, error=error.info(), **error.details)
-        return reply.model_dump(mode="json", exclude_none=True)
-
     async def cancel_job(self, params: list[str], command: JobCancel) -> Reply:
-        caller = await self.caller(command.token, command.user)
+        caller = await self._desk.caller(command.token, command.user)
         job = await self._runner.get(params[0])
         if job is None:
             raise errors.UnknownJob(f"no job {params[0]!r}", "job_id")
@@ -167,18 +129,16 @@ class Commands:
     # ------------------------------------------------------------------ library
 
     async def vote(self, params: list[str], command: VoteCommand) -> Reply:
-        caller = await self.caller(command.token, command.user)
+        caller = await self._desk.caller(command.token, command.user)
         return await self.vote_as(params[0], command, caller)
 
     async def vote_as(self, song_id: str, command: VoteCommand, caller: Caller) -> Reply:
         song, score = await self._household.vote(song_id, caller, command.vote)
-        extras: dict[str, object] = {}
-        if self.party is not None:
-            extras.update(await self.party.vote_changed(song.id))
+        extras = await self._party.vote_changed(song.id)
         return Reply(ok=True, request_id=command.request_id, song_id=song.id, score=score, **extras)
 
     async def keep(self, params: list[str], command: KeepCommand) -> Reply:
-        caller = await self.caller(command.token, command.user)
+        caller = await self._desk.caller(command.token, command.user)
         kept, removed = await self._household.keep(params[0], caller)
         for path in removed.values():
             (self._settings.library_dir / path).unlink(missing_ok=True)
@@ -187,7 +147,7 @@ class Commands:
                      removed=sorted(removed))
 
     async def share(self, params: list[str], command: ShareCommand) -> Reply:
-        caller = await self.caller(command.token, command.user)
+        caller = await self._desk.caller(command.token, command.user)
         song = await self._household.share(params[0], caller, command.shared)
         return Reply(ok=True, request_id=command.request_id, song_id=song.id, shared=song.shared)
 
@@ -201,7 +161,7 @@ class Commands:
         return await self._household.view_as(caller, name, what)
 
     async def library_query(self, params: list[str], query: LibraryQuery) -> Reply:
-        caller = await self.caller(query.token, query.as_user)
+        caller = await self._desk.caller(query.token, query.as_user)
         caller = await self.on_behalf(caller, query.as_user, "the library view")
         total, rows = await self._household.query(query, caller)
         songs = [song_info(song, self._settings).model_copy(update={"score": score})
@@ -213,7 +173,7 @@ class Commands:
 
     async def room_set(self, params: list[str], command: RoomCommand) -> Reply:
         self._settings.room(params[0])
-        caller = await self.caller(command.token, None)
+        caller = await self._desk.caller(command.token, None)
         return await self.room_set_as(params[0], command, caller)
 
     async def room_set_as(self, room_id: str, command: RoomCommand, caller: Caller) -> Reply:
@@ -229,21 +189,28 @@ class Commands:
         if command.rooms != "all":
             for room_id in command.rooms:
                 self._settings.room(room_id)
-        if self.party is not None:
-            caller = caller or await self.caller(command.token, command.user)
-            result = await self.party.handle(command, caller)
-        else:
-            result = await self._playback.handle_party(command)
+        caller = caller or await self._desk.caller(command.token, command.user)
+        result = await self._party.handle(command, caller)
         return Reply(ok=True, request_id=command.request_id, **result)
 
     async def mode_as(self, room_id: str, command: RoomModeCommand, caller: Caller) -> Reply:
         """A room mode change from another protocol (the Home Assistant room switch)."""
-        if self.modes is None:
-            raise errors.Unsupported("room modes are not available")
-        return await self.modes.mode_command_as(room_id, command, caller)
+        return await self._modes.mode_command_as(room_id, command, caller)
+
+    async def room_mode(self, params: list[str], command: RoomModeCommand) -> Reply:
+        caller = await self._desk.caller(command.token, command.user)
+        return await self._modes.mode_command_as(params[0], command, caller)
+
+    async def child_safe_log(self, params: list[str], query: ChildSafeLogQuery) -> Reply:
+        caller = await self._desk.caller(query.token, query.user)
+        return await self._modes.log_query_as(query, caller)
+
+    async def karaoke_start(self, params: list[str], command: KaraokeCommand) -> Reply:
+        caller = await self._desk.caller(command.token, command.user)
+        return await self._karaoke.start_as(command, caller)
 
     async def party_playlists(self, params: list[str], command: PartyPlaylistsQuery) -> Reply:
-        playlists = await self.party.saved_playlists() if self.party is not None else []
+        playlists = await self._party.saved_playlists()
         return Reply(ok=True, request_id=command.request_id, playlists=playlists)
 
     # ------------------------------------------------------------------ people
@@ -256,22 +223,20 @@ class Commands:
             raise errors.InvalidPayload(
                 "guest/create answers with the guest's token, so it needs a private reply "
                 "address: an MQTT v5 response topic or a reply_to only you read", "reply_to")
-        caller = await self.caller(command.token, command.user)
+        caller = await self._desk.caller(command.token, command.user)
         if command.party:
-            if self.party is None:
-                raise errors.Unsupported("party guests need party mode")
-            guest = await self.party.create_guest(command, caller)
+            guest = await self._party.create_guest(command, caller)
         else:
             guest = await self._household.create_guest(command, caller)
         return Reply(ok=True, request_id=command.request_id, **guest)
 
     async def guest_remove(self, params: list[str], command: GuestRemove) -> Reply:
-        caller = await self.caller(command.token, command.user)
+        caller = await self._desk.caller(command.token, command.user)
         await self._household.remove_guest(params[0], caller)
         return Reply(ok=True, request_id=command.request_id, user_id=params[0])
 
     async def user_quota(self, params: list[str], command: QuotaQuery) -> Reply:
-        caller = await self.caller(command.token, command.user)
+        caller = await self._desk.caller(command.token, command.user)
         caller = await self.on_behalf(caller, command.user, "the quota")
         quota = await self._household.quota(caller)
         return Reply(ok=True, request_id=command.request_id, quota=quota)

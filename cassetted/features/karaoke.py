@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cassetted.config import Settings
 from cassetted.contract import errors
@@ -31,7 +31,6 @@ from cassetted.contract.schemas import (
     MAX_DURATION_S,
     MIN_BPM,
     MIN_DURATION_S,
-    Event,
     KaraokeCommand,
     LyricsDisplay,
     Reply,
@@ -40,19 +39,29 @@ from cassetted.contract.schemas import (
     SongSpec,
     VoiceCommand,
 )
+from cassetted.events import EventBus, PlaybackChanged
 from cassetted.household.identity import Caller
-from cassetted.jobs.runner import song_info
 from cassetted.library import access as library
 from cassetted.library import lrc
+from cassetted.library.access import song_info
 from cassetted.store.database import Song, Store
+from cassetted.tasks import BackgroundTasks
 from cassetted.voice import intent
 
 if TYPE_CHECKING:
-    from cassetted.mqtt.router import Router
+    from cassetted.features.modes import RoomModes
 
 log = logging.getLogger(__name__)
 
 PublishLyrics = Callable[[str, LyricsDisplay], None]
+
+
+class SongDesk(Protocol):
+    """Where a song request is admitted and queued (cassetted.api.desk.SongDesk)."""
+
+    async def admit_and_submit(self, request: SongRequest, caller: Caller,
+                               echo: bool = False, **extra: object) -> Reply: ...
+
 COVER_SUFFIX = " (cover)"  # how spec.resolve_from_source titles a cover
 _TITLE_CANDIDATES = 50
 
@@ -119,24 +128,21 @@ def timed_lyrics(song: SongInfo) -> tuple[str, list[lrc.TimedLine]]:
 class Karaoke:
     """`karaoke/start`, the karaoke voice command, and the lyrics display of every room."""
 
-    def __init__(self, settings: Settings, store: Store, publish_lyrics: PublishLyrics) -> None:
+    def __init__(self, settings: Settings, store: Store, bus: EventBus, *, desk: SongDesk,
+                 modes: RoomModes, publish_lyrics: PublishLyrics) -> None:
         self._settings = settings
         self._store = store
+        self._desk = desk    # admits and queues the remix like any song request
+        self._modes = modes  # the room goes into karaoke mode
         self._publish_lyrics = publish_lyrics
-        self._commands: Any = None             # mqtt.commands.Commands, set by register
         self._playing: dict[str, str | None] = {}  # room -> the song its display shows
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks("karaoke")
+        bus.subscribe(PlaybackChanged, self._playback_changed)
 
-    def register(self, router: Router, commands: Any) -> None:
-        """Route `karaoke/start`; `commands` identifies callers and admits song requests."""
-        self._commands = commands
-        router.command("karaoke/start", KaraokeCommand, self.start)
+    async def stop(self) -> None:
+        await self._tasks.cancel_all()
 
     # ------------------------------------------------------------------ starting karaoke
-
-    async def start(self, params: list[str], command: KaraokeCommand) -> Reply:
-        caller = await self._commands.caller(command.token, command.user)
-        return await self.start_as(command, caller)
 
     async def start_as(self, command: KaraokeCommand, caller: Caller) -> Reply:
         """Queue the remix and put the room in karaoke mode; the reply names the source."""
@@ -151,11 +157,10 @@ class Karaoke:
             user=command.user, request_id=command.request_id)
         extras: dict[str, Any] = {"source_song_id": source.id, "title": source.title,
                                   "bpm": command.bpm, "source_bpm": source.bpm}
-        reply = await self._commands.admit_and_submit(request, caller, **extras)
-        modes = self._commands.modes
-        if command.room is not None and modes is not None:
+        reply = await self._desk.admit_and_submit(request, caller, **extras)
+        if command.room is not None:
             try:
-                modes.set_karaoke(command.room, True)
+                self._modes.set_karaoke(command.room, True)
                 reply = reply.model_copy(update={"mode": "karaoke"})
             except errors.CassettedError as error:  # the song is queued: say so, and why not
                 log.warning("room %s stays out of karaoke mode: %s", command.room, error.message)
@@ -204,8 +209,9 @@ class Karaoke:
 
     # ------------------------------------------------------------------ the lyrics display
 
-    def playback_event(self, event: Event) -> None:
-        """A playback event (PlaybackController.add_event_listener); never blocks."""
+    def _playback_changed(self, changed: PlaybackChanged) -> None:
+        """The display follows what plays in the room; never blocks."""
+        event = changed.event
         room = event.room
         if room is None:
             return
@@ -214,10 +220,8 @@ class Karaoke:
             self._publish_lyrics(room, LyricsDisplay(room=room))
         elif event.type == "song_started" and event.song_id is not None:
             self._playing[room] = event.song_id
-            task = asyncio.get_running_loop().create_task(
-                self._show(room, event.song_id, event.ts), name=f"lyrics-{room}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._show(room, event.song_id, event.ts), f"lyrics-{room}",
+                              replace=True)
 
     async def _show(self, room: str, song_id: str, started_at: float) -> None:
         try:

@@ -38,12 +38,13 @@ from cassetted.contract.schemas import (
     RoomModeCommand,
     SongRequest,
 )
+from cassetted.events import EventBus, RoomExtras
 from cassetted.household import policy
 from cassetted.household.identity import Caller
 from cassetted.store.database import ChildSafeLog, Job, RoomModeRow, Song, Store
+from cassetted.tasks import BackgroundTasks
 
 if TYPE_CHECKING:
-    from cassetted.mqtt.router import Router
     from cassetted.playback.controller import PlaybackController
 
 log = logging.getLogger(__name__)
@@ -117,21 +118,21 @@ def _read_log(room: str | None, limit: int) -> list[dict[str, Any]]:
 class RoomModes:
     """The sleep and child-safe modes of every room; the household's `ModeScreen`."""
 
-    def __init__(self, settings: Settings, store: Store, *, playback: PlaybackController,
-                 submit_direct: SubmitDirect, publish_event: Callable[[Event], None],
-                 cancel_job: CancelJob | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, bus: EventBus, *,
+                 playback: PlaybackController, submit_direct: SubmitDirect,
+                 cancel_job: CancelJob, publish_event: Callable[[Event], None]) -> None:
         self._settings = settings
         self._store = store
+        self._bus = bus
         self._playback = playback
         # The job runner's own submit: sleep music must not pass the sleep screen.
         self._submit_direct = submit_direct
         self._cancel_job = cancel_job
         self._publish_event = publish_event
-        self._commands: Any = None
         self._rooms = {room_id: _Room(child_safe=room.child_safe)
                        for room_id, room in settings.rooms.items()}
-        self._fades: dict[str, asyncio.Task[None]] = {}
-        self._writes: set[asyncio.Task[None]] = set()
+        # `save-<room>#n` (pending writes) and `sleep-fade-<room>` (one fade per room).
+        self._tasks = BackgroundTasks("modes")
         # One change of a room's mode at a time: a Sleep switch flipped ON, OFF, ON made the
         # wake-up clear the state a sleep still being entered was filling in (KeyError).
         self._changing = {room_id: asyncio.Lock() for room_id in settings.rooms}
@@ -151,21 +152,13 @@ class RoomModes:
             if state.mode == "sleep" and not state.sleep.get("faded"):
                 log.info("room %s: resuming its sleep fade", room_id)
                 self._start_fade(room_id)
-            self._playback.refresh_room(room_id)
+            self._show(room_id)
 
     async def stop(self) -> None:
         """Finish pending writes, cancel the fades (resumed on the next start)."""
-        await asyncio.gather(*self._writes, return_exceptions=True)
-        fades = list(self._fades.values())
-        for task in fades:
-            task.cancel()
-        await asyncio.gather(*fades, return_exceptions=True)
-
-    def register(self, router: Router, commands: Any) -> None:
-        """`room/<room>/mode` and `child_safe/log`; `commands` tells who is asking."""
-        self._commands = commands
-        router.command("room/+/mode", RoomModeCommand, self.mode_command)
-        router.command("child_safe/log", ChildSafeLogQuery, self.log_query)
+        for room_id in self._rooms:
+            await self._tasks.cancel(f"sleep-fade-{room_id}")
+        await self._tasks.drain()
 
     # ------------------------------------------------------------------ what others read
 
@@ -275,11 +268,6 @@ class RoomModes:
 
     # ------------------------------------------------------------------ commands
 
-    async def mode_command(self, params: list[str], command: RoomModeCommand) -> Reply:
-        """`<base>/room/<room>/mode`."""
-        caller = await self._commands.caller(command.token, command.user)
-        return await self.mode_command_as(params[0], command, caller)
-
     async def mode_command_as(self, room_id: str, command: RoomModeCommand,
                               caller: Caller) -> Reply:
         """A mode change on behalf of `caller` (the Home Assistant room switch passes its own)."""
@@ -304,9 +292,8 @@ class RoomModes:
         return Reply(ok=True, request_id=command.request_id, room=room_id, **self.view(room_id),
                      **extras)
 
-    async def log_query(self, params: list[str], query: ChildSafeLogQuery) -> Reply:
+    async def log_query_as(self, query: ChildSafeLogQuery, caller: Caller) -> Reply:
         """`<base>/child_safe/log`: for the parents (owners and family), newest first."""
-        caller = await self._commands.caller(query.token, query.user)
         if caller.is_guest:
             raise errors.Forbidden("only owners and family may read the child-safe log")
         if query.room is not None:
@@ -326,9 +313,7 @@ class RoomModes:
         if state.mode == mode or (not on and state.mode != "karaoke"):
             return
         state.mode, state.since = mode, time.time()
-        task = asyncio.create_task(self._save(room_id), name=f"room-mode-{room_id}")
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._tasks.spawn(self._save(room_id), self._tasks.unique(f"save-{room_id}"))
         self._changed(room_id)
 
     # ------------------------------------------------------------------ child-safe
@@ -447,11 +432,11 @@ class RoomModes:
         if self._settings.rooms[room_id].output == "none":
             log.info("room %s has no player: sleep mode without a fade", room_id)
             return
-        self._fades[room_id] = asyncio.create_task(self._fade(room_id), name=f"sleep-fade-{room_id}")
+        self._tasks.spawn(self._fade(room_id), f"sleep-fade-{room_id}", replace=True)
 
     def _cancel_fade(self, room_id: str) -> None:
-        task = self._fades.pop(room_id, None)
-        if task is not None:
+        task = self._tasks.get(f"sleep-fade-{room_id}")
+        if task is not None and task is not asyncio.current_task():
             task.cancel()
 
     async def _fade(self, room_id: str) -> None:
@@ -478,12 +463,8 @@ class RoomModes:
         sleep["faded"] = True
         await self._save(room_id)
         log.info("room %s: faded out and stopped; asleep until stop or mode normal", room_id)
-        if self._fades.get(room_id) is asyncio.current_task():
-            del self._fades[room_id]
 
     async def _cancel_jobs(self, job_ids: list[str]) -> None:
-        if self._cancel_job is None:
-            return
         for job_id in job_ids:
             with contextlib.suppress(errors.CassettedError):  # done already, or gone
                 await self._cancel_job(job_id)
@@ -519,4 +500,8 @@ class RoomModes:
                                       **self.view(room_id)))
         except Exception:
             log.exception("could not publish mode_changed")
-        self._playback.refresh_room(room_id)
+        self._show(room_id)
+
+    def _show(self, room_id: str) -> None:
+        """The room's retained state shows its mode (playback follows RoomExtras)."""
+        self._bus.emit(RoomExtras(room_id, "modes", self.view(room_id)))

@@ -18,6 +18,7 @@ nothing to queue into: party/set then only groups the rooms, as playback does by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -33,23 +34,21 @@ from cassetted.contract.schemas import (
     Event,
     Genre,
     GuestCreate,
-    JobEvent,
     JobState,
     Mood,
     PartyCommand,
     PartyQueueItem,
     PartyState,
-    QueueState,
-    SongInfo,
     SongRequest,
 )
+from cassetted.events import EventBus, JobChanged, PartyFeed, SongReady
 from cassetted.features import party_queue
 from cassetted.features.party_queue import PartyInfo, QueuedSong
 from cassetted.household.identity import Caller
 from cassetted.household.service import Household
 from cassetted.household.settings import PartyTheme
-from cassetted.jobs.runner import song_info
-from cassetted.playback.base import Track, ZoneError, ZoneStatus
+from cassetted.library.access import song_info
+from cassetted.playback.base import Track, ZoneError
 from cassetted.playback.controller import PLAYLIST_PREFIX, PlaybackController
 from cassetted.playback.errors import PlaybackFailed
 from cassetted.store.database import Job, Song, Store, new_id
@@ -76,13 +75,14 @@ def _position(queue: list[QueuedSong], *, job_id: str | None = None,
 
 
 class PartyHost:
-    """Runs one party at a time; plugged into Commands.party and the job listeners."""
+    """Runs one party at a time. Follows its jobs and songs (JobChanged, SongReady: a party
+    song is held out of its room, it plays in queue order) and the party MPD (PartyFeed)."""
 
-    def __init__(self, settings: Settings, store: Store, *, playback: PlaybackController,
-                 household: Household, submit_direct: SubmitDirect,
+    def __init__(self, settings: Settings, store: Store, bus: EventBus, *,
+                 playback: PlaybackController, household: Household,
+                 submit_direct: SubmitDirect, cancel_job: Callable[[str], Awaitable[object]],
                  publish_state: Callable[[PartyState], None],
-                 publish_event: Callable[[Event], None],
-                 cancel_job: Callable[[str], Awaitable[object]] | None = None) -> None:
+                 publish_event: Callable[[Event], None]) -> None:
         self._settings = settings
         self._store = store
         self._playback = playback
@@ -102,7 +102,9 @@ class PartyHost:
         self._publish_lock = asyncio.Lock()
         self._sync_wanted = False
         self._sync_task: asyncio.Task[None] | None = None
-        playback.party_status = self._party_status
+        bus.subscribe(JobChanged, self._job_changed)
+        bus.subscribe(SongReady, self._song_ready)
+        bus.subscribe(PartyFeed, self._party_feed)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,7 +161,7 @@ class PartyHost:
                  ", ".join(party.rooms), count)
         self._resync()
         await self._publish()
-        self._tasks.spawn(self._top_up(), "top-up")
+        self._tasks.spawn(self._top_up(), self._tasks.unique("top-up"))
         return {**result, "party_id": party_id, "theme": name, "starters": starters,
                 "guest_access": command.guest_access}
 
@@ -206,13 +208,10 @@ class PartyHost:
 
     async def _cancel(self, job_ids: list[str]) -> None:
         """Cancel starters and fillers still being made (guests' songs finish: they asked)."""
-        if self._cancel_job is None:
-            return
         for job_id in job_ids:
-            try:
+            # One that finished meanwhile stays in the library.
+            with contextlib.suppress(errors.CassettedError):
                 await self._cancel_job(job_id)
-            except errors.CassettedError:
-                pass  # finished meanwhile: it stays in the library
 
     async def saved_playlists(self) -> list[dict[str, object]]:
         """The playlists parties left behind (start one again with party/set playlist)."""
@@ -262,27 +261,20 @@ class PartyHost:
         self._resync()
         return {"party_position": place}
 
-    async def deliver(self, song: SongInfo) -> bool:
-        """The runner's hand-over of a finished song that names a room: a party song waits
-        its turn in the party queue (song_ready, heard first), any other plays in its room."""
-        if song.id in self._songs:
-            return False
-        return await self._playback.song_ready(song)
+    # ------------------------------------------------------------------ the party's jobs
 
-    # ------------------------------------------------------------------ JobListener
-
-    def job_changed(self, event: JobEvent) -> None:
+    def _job_changed(self, changed: JobChanged) -> None:
+        event = changed.event
         if event.job_id in self._jobs and event.state in (JobState.failed, JobState.cancelled):
             self._jobs.discard(event.job_id)
             self._tasks.spawn(self._job_gone(event.job_id), f"gone-{event.job_id}")
 
-    def queue_changed(self, state: QueueState) -> None:
-        pass
-
-    def song_ready(self, song: SongInfo, job_id: str) -> None:
-        if job_id in self._jobs:
-            self._songs.add(song.id)
-            self._tasks.spawn(self._song_made(job_id, song.id), f"ready-{song.id}")
+    def _song_ready(self, ready: SongReady) -> None:
+        """A party song waits its turn in the party queue instead of playing in its room."""
+        if ready.job_id in self._jobs:
+            self._songs.add(ready.song.id)
+            ready.hold("party")
+            self._tasks.spawn(self._song_made(ready.job_id, ready.song.id), f"ready-{ready.song.id}")
 
     async def _song_made(self, job_id: str, song_id: str) -> None:
         await self._store.call(party_queue.attach_song, job_id, song_id)
@@ -296,9 +288,10 @@ class PartyHost:
 
     # ------------------------------------------------------------------ the party MPD
 
-    def _party_status(self, status: ZoneStatus) -> None:
+    def _party_feed(self, feed: PartyFeed) -> None:
         """What the party MPD does (its idle events): a new song on air is played; a
         reconnected MPD gets the queue again."""
+        status = feed.status
         came_up = not self._zone_up and status.state != "unavailable"
         self._zone_up = status.state != "unavailable"
         if self._party is None or not self._zone_up:
@@ -308,7 +301,7 @@ class PartyHost:
         on_air = status.song_id if status.state in ("playing", "paused") else None
         if on_air != self._on_air:
             self._on_air = on_air
-            self._tasks.spawn(self._now_playing(on_air), "on-air")
+            self._tasks.spawn(self._now_playing(on_air), self._tasks.unique("on-air"))
 
     async def _now_playing(self, song_id: str | None) -> None:
         party = self._party

@@ -13,7 +13,7 @@ callables, so the daemon wires it to the real handlers and tests wire it to reco
   there, so what one message can cause is bounded: only well-formed room ids count, at
   most `MAX_STALE_ROOMS` of them, and a clean-up runs once per connection (the retained
   copy) and otherwise at most once every `ROOMS_INTERVAL_S`.
-- As a JobListener it keeps the retained `<base>/ha/generation` (state and progress of the
+- Following the bus (JobChanged, SongReady) it keeps the retained `<base>/ha/generation` (state and progress of the
   newest job) and remembers the latest song for Like/Dislike.
 """
 
@@ -36,12 +36,12 @@ from cassetted.contract.schemas import (
     Event,
     JobEvent,
     PartyCommand,
-    QueueState,
     RoomCommand,
     RoomModeCommand,
     SongInfo,
     SongRequest,
 )
+from cassetted.events import BrokerConnected, EventBus, JobChanged, SongReady
 from cassetted.homeassistant import discovery
 from cassetted.homeassistant.discovery import Topics
 from cassetted.homeassistant.panel import STATE_FILE_NAME, Panel, PanelValueError
@@ -67,12 +67,16 @@ _FAILED = object()  # what `_call` returns when the injected action raised
 
 
 class HomeAssistantBridge:
-    """Discovery, the entity panel, and the generation sensor for Home Assistant."""
+    """Discovery, the entity panel, and the generation sensor for Home Assistant.
 
-    def __init__(self, settings: Settings, publish: Publish, submit: Submit, vote: Vote,
-                 room_command: RoomCommandFn, party_command: PartyCommandFn,
-                 state_file: Path | None = None,
-                 mode_command: ModeCommandFn | None = None) -> None:
+    It follows the bus (connections: discovery again; jobs: the generation sensor; new
+    shared songs: what Like/Dislike act on) and acts through the command handlers it is
+    given, as whoever Home Assistant's panel stands for."""
+
+    def __init__(self, settings: Settings, publish: Publish, bus: EventBus, *, submit: Submit,
+                 vote: Vote, room_command: RoomCommandFn, party_command: PartyCommandFn,
+                 mode_command: ModeCommandFn | None = None,
+                 state_file: Path | None = None) -> None:
         self.topics = Topics(settings.mqtt.base_topic, settings.mqtt.discovery_prefix)
         self._settings = settings
         self._publish = publish
@@ -86,6 +90,9 @@ class HomeAssistantBridge:
         self._active: dict[str, JobEvent] = {}
         self._rooms_cleaned: float | None = None  # monotonic; None = not since (re)connecting
         self._generation = GenerationState(state="idle", progress_pct=0)
+        bus.subscribe(BrokerConnected, lambda connected: self.announce())
+        bus.subscribe(JobChanged, lambda changed: self.job_changed(changed.event))
+        bus.subscribe(SongReady, lambda ready: self.song_ready(ready.song, ready.job_id))
 
     # ------------------------------------------------------------------ wiring
 
@@ -270,7 +277,7 @@ class HomeAssistantBridge:
                       source="homeassistant")
         self._publish(self.topics.event, event.model_dump_json(exclude_none=True))
 
-    # ------------------------------------------------------------------ JobListener
+    # ------------------------------------------------------------------ what the bus says
 
     def job_changed(self, event: JobEvent) -> None:
         if event.state.terminal:
@@ -286,9 +293,6 @@ class HomeAssistantBridge:
             active_jobs=len(self._active),
         )
         self._publish_generation()
-
-    def queue_changed(self, state: QueueState) -> None:
-        pass  # the queue sensor reads <base>/queue directly
 
     def song_ready(self, song: SongInfo, job_id: str) -> None:
         if song.shared:  # Like/Dislike act on what `song/latest` shows: shared songs only

@@ -28,12 +28,14 @@ from cassetted.contract.schemas import (
     RoomCommand,
     SongRequest,
 )
+from cassetted.events import EventBus, RoomExtras, SongReady
 from cassetted.household import guests, identity, learning, policy
 from cassetted.household.identity import Caller
 from cassetted.household.ratelimit import RateLimiter
 from cassetted.household.settings import ANONYMOUS_USER
 from cassetted.library import access as library
 from cassetted.store.database import Song, Store, User
+from cassetted.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +58,22 @@ class ModeScreen(Protocol):
 class Household:
     """Owns identity, quotas, guests, the library's social side and room learning."""
 
-    def __init__(self, settings: Settings, store: Store, *,
+    def __init__(self, settings: Settings, store: Store, bus: EventBus, *,
+                 modes: ModeScreen | None,
                  publish_stats: Callable[[LibraryStats], None],
                  publish_event: Callable[[Event], None],
-                 read_prompt: PromptReader,
-                 room_changed: Callable[[str], None] = lambda room_id: None) -> None:
+                 read_prompt: PromptReader) -> None:
         self.settings = settings
         self._store = store
+        self._bus = bus
         self._publish_stats = publish_stats
         self._publish_event = publish_event
         self._read_prompt = read_prompt
-        self._room_changed = room_changed
-        self.modes: ModeScreen | None = None
+        self.modes = modes  # the room modes' screens of requests and room commands
+        self._tasks = BackgroundTasks("household")
+        bus.subscribe(SongReady, self._song_ready)
         self._learned: dict[str, LearnedPreference] = {}
         self._locks: defaultdict[str | None, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._expiry: asyncio.Task[None] | None = None
         self._stats_pending = False
         household = settings.household
         self._rates = RateLimiter(household.rate_per_s if household.enabled else None,
@@ -83,14 +86,16 @@ class Household:
         for room_id in self.settings.rooms:
             self._learned[room_id] = await self._store.call(
                 learning.preference, self.settings.household.learning, room_id)
+            self._show(room_id)
         self.library_changed()
-        self._expiry = asyncio.create_task(self._expire_guests(), name="guest-expiry")
+        self._tasks.spawn(self._expire_guests(), "guest-expiry")
 
     async def stop(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
+        await self._tasks.cancel_all()
+
+    def _show(self, room_id: str) -> None:
+        """The room's retained state shows what was learned there (playback follows)."""
+        self._bus.emit(RoomExtras(room_id, "household", {"learned": self._learned.get(room_id)}))
 
     async def _expire_guests(self) -> None:
         while True:
@@ -208,7 +213,7 @@ class Household:
             return learning.preference(settings, room)
 
         self._learned[room] = await self._store.call(write)
-        self._room_changed(room)
+        self._show(room)
 
     @property
     def counts_songs(self) -> bool:
@@ -281,7 +286,10 @@ class Household:
             except Exception:
                 log.exception("could not publish library statistics")
 
-        asyncio.get_running_loop().create_task(publish(), name="library-stats")
+        self._tasks.spawn(publish(), self._tasks.unique("library-stats"))
+
+    def _song_ready(self, ready: SongReady) -> None:
+        self.library_changed()
 
     # ------------------------------------------------------------------ guests
 

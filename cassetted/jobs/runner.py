@@ -13,8 +13,9 @@ fails, and a resent request_id of a job that failed for the system starts a new 
 A worker whose database writes fail keeps the job it holds, logs at ERROR, waits and carries
 on: no fault stops production.
 
-Data flows one way: MQTT intake -> `submit` -> rows -> workers -> pipeline -> listener.
-The listener (the MQTT publisher in the daemon) only hears about changes; it never calls in.
+Data flows one way: MQTT intake -> `submit` -> rows -> workers -> pipeline -> the event bus
+(JobChanged, QueueChanged, SongReady) -> playback (`deliver`). Whoever follows the bus (the
+MQTT publisher, Home Assistant, the party) only hears about changes; nothing calls back in.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from cassetted.config import RoomSettings, Settings
 from cassetted.contract import errors
@@ -38,14 +38,17 @@ from cassetted.contract.schemas import (
     SongRequest,
     SongSpec,
 )
+from cassetted.events import EventBus, JobChanged, QueueChanged, SongReady
 from cassetted.jobs import diskfaults
 from cassetted.jobs import spec as spec_module
 from cassetted.jobs.pipeline import Produced, TaskOrder
 from cassetted.jobs.worker import WorkerProcess
 from cassetted.library import incoming
+from cassetted.library.access import song_info
 from cassetted.music.base import Cancelled
 from cassetted.music.registry import ENGINES
 from cassetted.store.database import Job, Song, Store, new_id
+from cassetted.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -61,52 +64,6 @@ _DELIVER_TIMEOUT_S = 60   # a song is ready even if its room's player never answ
 
 # The stage after the library: play a finished song in its room; True if it started.
 Deliver = Callable[[SongInfo], Awaitable[bool]]
-
-
-class JobListener(Protocol):
-    """Who hears about jobs. Methods are called on the event loop and MUST NOT block."""
-
-    def job_changed(self, event: JobEvent) -> None: ...
-    def queue_changed(self, state: QueueState) -> None: ...
-    def song_ready(self, song: SongInfo, job_id: str) -> None: ...
-
-
-class FanOut:
-    """Several listeners heard as one, in the order given."""
-
-    def __init__(self, *listeners: JobListener) -> None:
-        self._listeners = listeners
-
-    def job_changed(self, event: JobEvent) -> None:
-        for listener in self._listeners:
-            listener.job_changed(event)
-
-    def queue_changed(self, state: QueueState) -> None:
-        for listener in self._listeners:
-            listener.queue_changed(state)
-
-    def song_ready(self, song: SongInfo, job_id: str) -> None:
-        for listener in self._listeners:
-            listener.song_ready(song, job_id)
-
-
-def song_info(song: Song, settings: Settings) -> SongInfo:
-    """The public view of a Song row: its file's absolute path and, when the media server is
-    on, the unguessable URL network players fetch it from."""
-    url = None
-    if settings.media.enabled:
-        from cassetted.library.media import media_url, public_base_url
-
-        url = media_url(public_base_url(settings.media), song)
-    return SongInfo(
-        id=song.id, title=song.title, prompt=song.prompt, lyrics=song.lyrics, genre=song.genre,
-        mood=song.mood, bpm=song.bpm, key=song.key, time_signature=song.time_signature,
-        duration_s=song.duration_s, language=song.language, instrumental=song.instrumental,
-        seed=song.seed, room=song.room, user=song.user, engine=song.engine,
-        lyrics_provider=song.lyrics_provider, file=str(settings.library_dir / song.file),
-        format=song.format, url=url, variant_of=song.variant_of, shared=song.shared,
-        created_at=song.created_at,
-    )
 
 
 def _event(job: Job, **extra: object) -> JobEvent:
@@ -289,23 +246,22 @@ class JobRunner:
         self,
         store: Store,
         settings: Settings,
-        listener: JobListener,
+        bus: EventBus,
         read_prompt: spec_module.PromptReader = spec_module._no_reading,
         deliver: Deliver | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
-        self._listener = listener
+        self._bus = bus
+        self._tasks = BackgroundTasks("jobs")
         self._read_prompt = read_prompt
         self._deliver = deliver
         self._concurrency = settings.generation.max_concurrent
         self._processes = [WorkerProcess(settings, i) for i in range(self._concurrency)]
         self._wakeup = asyncio.Event()
         self._running: dict[str, _Running] = {}
-        self._workers: list[asyncio.Task[None]] = []
         self._pending = 0
         self._intake: list[tuple[SongRequest, asyncio.Future[tuple[Job, bool]]]] = []
-        self._intake_task: asyncio.Task[None] | None = None
         self._retry_at: dict[str, float] = {}  # job id -> loop time its retry may start
         self._stranded: set[str] = set()  # jobs whose end a failed database write lost
         self._where = store.where  # for storage errors, without credentials
@@ -317,24 +273,23 @@ class JobRunner:
     async def start(self) -> None:
         for job in await self._store.call(_recover):
             log.warning("job %s was interrupted; now %s", job.id, job.state)
-            self._listener.job_changed(_event(job))
+            self._job_changed(_event(job))
         await self._settle_incoming()
         await self._refresh_queue()
-        self._workers = [asyncio.create_task(self._worker(process), name=f"job-worker-{i}")
-                         for i, process in enumerate(self._processes)]
+        for i, process in enumerate(self._processes):
+            self._tasks.spawn(self._worker(process), f"worker-{i}")
 
     async def stop(self) -> None:
         """Stop workers; a job in production is put back in the queue for the next start."""
         interrupted = list(self._running)
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.gather(*(self._tasks.cancel(f"worker-{i}") for i in range(len(self._processes))))
         for job_id in interrupted:
             # Not an interruption by a crash: give the attempt back.
             await self._store.call(_set, job_id, state=JobState.queued.value, progress=0.0,
                                    attempts=Job.attempts - 1)
         self._running.clear()
         await asyncio.gather(*(process.stop() for process in self._processes))
+        await self._tasks.cancel_all()  # an intake batch still being written
 
     async def _settle_incoming(self) -> None:
         """Files an interrupted song left in `.incoming/`: in with a row, else deleted."""
@@ -359,8 +314,8 @@ class JobRunner:
             request = request.model_copy(update={"seed": spec_module.new_seed()})
         future: asyncio.Future[tuple[Job, bool]] = asyncio.get_running_loop().create_future()
         self._intake.append((request, future))
-        if self._intake_task is None or self._intake_task.done():
-            self._intake_task = asyncio.create_task(self._write_intake(), name="job-intake")
+        if self._tasks.get("intake") is None:
+            self._tasks.spawn(self._write_intake(), "intake")
         return await future
 
     async def _write_intake(self) -> None:
@@ -407,10 +362,13 @@ class JobRunner:
             self._publish_queue()
             self._wakeup.set()
 
+    def _job_changed(self, event: JobEvent) -> None:
+        self._bus.emit(JobChanged(event))
+
     def _announce(self, job: Job) -> None:
         """A newly queued job's event; a listener's failure must not cost the request."""
         try:
-            self._listener.job_changed(_event(job, eta_s=self._queued_eta()))
+            self._job_changed(_event(job, eta_s=self._queued_eta()))
         except Exception:
             log.exception("job %s: the queued event could not be published", job.id)
 
@@ -450,7 +408,7 @@ class JobRunner:
         cancelled = await self._store.call(_cancel_if_queued, job_id)
         if cancelled is not None:
             self._pending -= 1
-            self._listener.job_changed(_event(cancelled))
+            self._job_changed(_event(cancelled))
             self._publish_queue()
             return cancelled
         running = self._running.get(job_id)
@@ -505,7 +463,7 @@ class JobRunner:
         reason = fault or errors.StorageUnavailable("the job's state could not be recorded")
         job.error_code, job.error_message = reason.code, reason.message
         try:
-            self._listener.job_changed(_event(job, attempt=job.attempts, retry_in_s=delay))
+            self._job_changed(_event(job, attempt=job.attempts, retry_in_s=delay))
         except Exception:
             log.exception("job %s: could not announce its retry", job.id)
 
@@ -540,7 +498,7 @@ class JobRunner:
         ids = sorted(self._stranded)
         for job in await self._store.call(_recover, ids):
             log.warning("job %s is %s again after a storage failure", job.id, job.state)
-            self._listener.job_changed(_event(job))
+            self._job_changed(_event(job))
         self._stranded.difference_update(ids)
         await self._refresh_queue()
 
@@ -557,13 +515,13 @@ class JobRunner:
             engine = request.engine or self._settings.generation.engine
             running.expected_s = round(spec.duration_s * self._rtf.get(engine, 0.1) + 1.0, 2)
             song_id = new_id()
-            self._listener.job_changed(_event(job, eta_s=running.expected_s))
+            self._job_changed(_event(job, eta_s=running.expected_s))
             running.last_published = time.monotonic()
 
             def report(state: JobState, fraction: float) -> None:
                 updates.put_nowait((state, fraction))
 
-            consumer = asyncio.create_task(self._follow(running, updates))
+            consumer = self._tasks.spawn(self._follow(running, updates), f"follow-{job.id}")
             started = time.monotonic()
             try:
                 produced = await process.produce(song_id, spec, request, order, report)
@@ -587,20 +545,21 @@ class JobRunner:
             except OSError as error:  # the row is there: the next start moves them in
                 log.error("song %s: files not moved into the library yet: %s", song_id, error)
             info = song_info(song, self._settings)
-            self._listener.job_changed(_event(job, file=info.file, room=song.room,
+            self._job_changed(_event(job, file=info.file, room=song.room,
                                               variants=variants or None,
                                               warnings=list(produced.notes) or None))
-            self._listener.song_ready(info, job.id)
-            if self._deliver is not None and song.room and await self._play(info):
+            ready = SongReady(info, job.id)
+            self._bus.emit(ready)  # the party may hold it: it plays in the party's order
+            if self._deliver is not None and song.room and not ready.held_by and await self._play(info):
                 job = await self._store.call(_set, job.id, state=JobState.playing.value)
-                self._listener.job_changed(_event(job, file=info.file, room=song.room))
+                self._job_changed(_event(job, file=info.file, room=song.room))
             job = await self._store.call(_set, job.id, state=JobState.done.value,
                                          finished_at=time.time())
-            self._listener.job_changed(_event(job, file=info.file, room=song.room))
+            self._job_changed(_event(job, file=info.file, room=song.room))
         except Cancelled:
             job = await self._store.call(_set, job.id, state=JobState.cancelled.value,
                                          finished_at=time.time())
-            self._listener.job_changed(_event(job))
+            self._job_changed(_event(job))
         except asyncio.CancelledError:
             raise  # daemon stopping: stop() puts the job back in the queue
         except errors.CassettedError as error:
@@ -659,14 +618,14 @@ class JobRunner:
                                          error_message=error.message)
             self._retry_at[job.id] = asyncio.get_running_loop().time() + wait
             self._pending += 1
-            self._listener.job_changed(_event(job, attempt=attempts, retry_in_s=wait))
+            self._job_changed(_event(job, attempt=attempts, retry_in_s=wait))
             self._wakeup.set()  # an idle worker must learn when the retry is due
             return
         log.error("job %s failed: %s %s", job.id, error.code, error.message)
         job = await self._store.call(_set, job.id, state=JobState.failed.value,
                                      error_code=error.code, error_message=error.message,
                                      finished_at=time.time())
-        self._listener.job_changed(_event(job, attempt=attempts))
+        self._job_changed(_event(job, attempt=attempts))
 
     async def _follow(self, running: _Running, updates: asyncio.Queue[tuple[JobState, float] | None]) -> None:
         """Turn the pipeline's reports into rows and events: transitions always, progress throttled."""
@@ -692,7 +651,7 @@ class JobRunner:
                 running.unrecorded = True
                 running.job.state, running.job.progress = state.value, round(fraction, 4)
             running.last_progress, running.last_published = fraction, now
-            self._listener.job_changed(_event(running.job, eta_s=self._eta(running, fraction)))
+            self._job_changed(_event(running.job, eta_s=self._eta(running, fraction)))
 
     # ------------------------------------------------------------------ estimates
 
@@ -720,6 +679,6 @@ class JobRunner:
         self._publish_queue()
 
     def _publish_queue(self) -> None:
-        self._listener.queue_changed(QueueState(
+        self._bus.emit(QueueChanged(QueueState(
             pending=self._pending, running=sorted(self._running),
-            max_concurrent=self._concurrency))
+            max_concurrent=self._concurrency)))

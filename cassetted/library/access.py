@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 import peewee as pw
 
 from cassetted.contract import errors
-from cassetted.contract.schemas import LibraryQuery, LibraryStats
+from cassetted.contract.schemas import LibraryQuery, LibraryStats, SongInfo
 from cassetted.household.identity import Caller
 from cassetted.store.database import Job, Song, Vote
+
+if TYPE_CHECKING:
+    from cassetted.config import Settings
 
 _SCORE = pw.fn.COALESCE(pw.fn.SUM(Vote.value), 0)
 
@@ -122,3 +126,22 @@ def stats() -> LibraryStats:
         songs=songs, shared=shared, private=songs - shared, votes=Vote.select().count(),
         by_user=by_user, top_voted=[{"id": s.id, "title": s.title, "score": int(s.score)} for s in top],
         ts=time.time())
+
+
+def song_info(song: Song, settings: Settings) -> SongInfo:
+    """The public view of a Song row: its file's absolute path and, when the media server is
+    on, the unguessable URL network players fetch it from."""
+    url = None
+    if settings.media.enabled:
+        from cassetted.library.media import media_url, public_base_url
+
+        url = media_url(public_base_url(settings.media), song)
+    return SongInfo(
+        id=song.id, title=song.title, prompt=song.prompt, lyrics=song.lyrics, genre=song.genre,
+        mood=song.mood, bpm=song.bpm, key=song.key, time_signature=song.time_signature,
+        duration_s=song.duration_s, language=song.language, instrumental=song.instrumental,
+        seed=song.seed, room=song.room, user=song.user, engine=song.engine,
+        lyrics_provider=song.lyrics_provider, file=str(settings.library_dir / song.file),
+        format=song.format, url=url, variant_of=song.variant_of, shared=song.shared,
+        created_at=song.created_at,
+    )

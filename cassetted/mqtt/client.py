@@ -19,10 +19,10 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -30,6 +30,7 @@ from paho.mqtt.properties import Properties
 
 from cassetted.config import MqttSettings
 from cassetted.contract.schemas import topic_problem
+from cassetted.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,11 @@ MAX_IN_FLIGHT = 100         # QoS 1 messages awaiting their PUBACK at once
 MAX_HANDLING = 500          # inbound messages being handled at once
 SESSION_EXPIRY_S = 3600  # the broker keeps our QoS 1 commands this long while we are away
 
-MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
+class Inbound(Protocol):
+    """Who the link carries inbound messages to (the router)."""
+
+    def subscriptions(self) -> list[str]: ...
+    async def dispatch(self, message: aiomqtt.Message) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -159,16 +164,15 @@ class SessionMarker:
 
 
 class MqttLink:
-    """Keeps one connection alive forever and moves messages both ways."""
+    """Keeps one connection alive forever and moves messages both ways.
 
-    def __init__(self, settings: MqttSettings, on_message: MessageHandler,
-                 subscriptions: Callable[[], list[str]],
-                 on_connect: Callable[[], None] = lambda: None,
-                 session_marker: Path | None = None) -> None:
+    Outgoing messages may be queued from construction on (`publish`); `run(inbound)`
+    connects and hands every inbound message to `inbound`.
+    """
+
+    def __init__(self, settings: MqttSettings, *, session_marker: Path | None = None) -> None:
         self._settings = settings
-        self._on_message = on_message
-        self._subscriptions = subscriptions
-        self._on_connect = on_connect
+        self._tasks = BackgroundTasks("mqtt")
         self._outbox: collections.deque[Outgoing] = collections.deque(maxlen=OUTBOX_LIMIT)
         self._outbox_ready = asyncio.Event()
         self._handling = asyncio.Semaphore(MAX_HANDLING)
@@ -233,7 +237,7 @@ class MqttLink:
                     if not self._outbox:
                         in_flight.release()
                         break
-                    task = asyncio.create_task(send(self._outbox.popleft()))
+                    task = self._tasks.spawn(send(self._outbox.popleft()), self._tasks.unique("send"))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
                 self._outbox_ready.clear()
@@ -250,8 +254,9 @@ class MqttLink:
 
     # ------------------------------------------------------------------ the loop
 
-    async def run(self) -> None:
-        """Connect, serve, and reconnect forever with capped exponential backoff."""
+    async def run(self, inbound: Inbound, on_connect: Callable[[], None] = lambda: None) -> None:
+        """Connect, serve `inbound`, and reconnect forever with capped exponential backoff;
+        `on_connect` after each (re)connection (retained state goes out again)."""
         delay = self._settings.reconnect_min_s
         status = status_topic(self._settings)
         will = aiomqtt.Will(status, b"offline", qos=1, retain=True)
@@ -265,25 +270,23 @@ class MqttLink:
                 async with client:
                     self._client = client
                     self._check_session(identifier, session_present())
-                    for topic in self._subscriptions():
+                    for topic in inbound.subscriptions():
                         await client.subscribe(topic, qos=1)
                     await client.publish(status, b"online", qos=1, retain=True)
                     log.info("connected to MQTT broker %s:%d", self._settings.host,
                              self._settings.port)
                     delay = self._settings.reconnect_min_s
-                    self._on_connect()
+                    on_connect()
                     self.connected.set()
                     self._outbox_ready.set()
-                    sender = asyncio.create_task(self._drain(client), name="mqtt-sender")
-                    handlers: set[asyncio.Task[None]] = set()
+                    sender = self._tasks.spawn(self._drain(client), "sender", replace=True)
                     try:
                         async for message in client.messages:
                             # Concurrent handlers, started in arrival order, so a slow
                             # command never holds up the next; bounded for back-pressure.
                             await self._handling.acquire()
-                            task = asyncio.create_task(self._handle(client, message))
-                            handlers.add(task)
-                            task.add_done_callback(handlers.discard)
+                            self._tasks.spawn(self._handle(client, message, inbound),
+                                              self._tasks.unique("message"))
                         raise aiomqtt.MqttError("message stream ended")
                     finally:
                         sender.cancel()
@@ -307,9 +310,10 @@ class MqttLink:
                 "(`persistent_client_expiration`)", identifier, SESSION_EXPIRY_S)
         self._marker.remember(identifier)
 
-    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message,
+                      inbound: Inbound) -> None:
         try:
-            await self._on_message(message)
+            await inbound.dispatch(message)
         except asyncio.CancelledError:
             raise  # stopping: not handled, so not acked; the broker sends it again
         except Exception:
@@ -331,6 +335,11 @@ class MqttLink:
             paho_of(client).ack(message.mid, message.qos)
         except Exception as error:  # noqa: BLE001 - a closed socket: redelivered next time
             log.debug("could not ack message %d: %s", message.mid, error)
+
+    async def close(self) -> None:
+        """Cancel what the link still runs (handlers of commands not yet answered: unacked,
+        so the broker sends them again on the next start)."""
+        await self._tasks.cancel_all()
 
     async def goodbye(self) -> None:
         """Say `offline` ourselves on a clean stop (the will covers crashes)."""

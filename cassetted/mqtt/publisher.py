@@ -1,4 +1,4 @@
-"""Job and library events onto MQTT topics: the daemon's JobListener.
+"""Job and library events onto MQTT topics, as the event bus tells them.
 
 Retained topics (queue, latest song) are remembered and re-sent on every connection, so a
 broker restarted without persistence still shows the current state.
@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cassetted.contract.schemas import Event, JobEvent, QueueState, RoomState, SongInfo
+from cassetted.events import BrokerConnected, EventBus, JobChanged, QueueChanged, SongReady
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,17 @@ class ReplyFirst:
 
 
 class MqttPublisher:
-    """Implements cassetted.jobs.runner.JobListener by publishing through the MQTT link."""
+    """Publishes what the bus says about jobs, the queue and new songs, and the state and
+    events other parts hand it; re-sends retained state on every (re)connection."""
 
-    def __init__(self, base_topic: str, publish: Publish) -> None:
+    def __init__(self, base_topic: str, publish: Publish, bus: EventBus) -> None:
         self._base = base_topic
         self._publish = publish
         self._retained: dict[str, str] = {}
+        bus.subscribe(BrokerConnected, lambda connected: self.republish())
+        bus.subscribe(JobChanged, lambda changed: self.job_changed(changed.event))
+        bus.subscribe(QueueChanged, lambda changed: self.queue_changed(changed.state))
+        bus.subscribe(SongReady, lambda ready: self.song_ready(ready.song, ready.job_id))
 
     def _retain(self, topic: str, payload: str) -> None:
         self._retained[topic] = payload

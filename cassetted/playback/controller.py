@@ -9,6 +9,9 @@ and reports through two callbacks it is given:
 - `publish_event(Event)` for `song_started`, `song_finished`, `party_started`,
   `party_stopped` and playback `error`s on `<base>/event`.
 
+On the event bus it emits each of those events (PlaybackChanged) and what the party MPD
+plays (PartyFeed); it follows RoomExtras, what other parts show in a room's state.
+
 Room playlists live in the store (PlaylistEntry) and are mirrored into the player as the
 stored playlist `cassetted-<room>` where the zone can (MPD).
 """
@@ -28,14 +31,13 @@ from cassetted.contract import errors
 from cassetted.contract.schemas import (
     ErrorInfo,
     Event,
-    JobEvent,
     PartyCommand,
-    QueueState,
     RoomCommand,
     RoomState,
     SongInfo,
 )
-from cassetted.jobs.runner import song_info
+from cassetted.events import EventBus, PartyFeed, PlaybackChanged, RoomExtras
+from cassetted.library.access import song_info
 from cassetted.playback.base import Track, Zone, ZoneError, ZoneStatus
 from cassetted.playback.errors import PlaybackFailed
 from cassetted.playback.registry import UnavailableZone, ZoneContext, create_zone
@@ -122,13 +124,16 @@ def _shuffle(room: str) -> list[Song]:
 class PlaybackController:
     """Owns the zones of the configured rooms. All methods run on the daemon's event loop."""
 
-    def __init__(self, settings: Settings, store: Store, publish_state: PublishState,
-                 publish_event: PublishEvent, *, zones: dict[str, Zone] | None = None,
-                 snapcast: SnapcastPlaybackSettings | None = None,
-                 room_extras: Callable[[str], dict[str, Any]] | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, bus: EventBus,
+                 publish_state: PublishState, publish_event: PublishEvent, *,
+                 zones: dict[str, Zone] | None = None,
+                 snapcast: SnapcastPlaybackSettings | None = None) -> None:
         self._settings = settings
-        # What the household adds to a room's state: mode, child-safe, learned preference.
-        self._room_extras = room_extras
+        self._bus = bus
+        # What other parts add to a room's state (mode, child-safe, learned preference),
+        # by room and source, from their RoomExtras events.
+        self._extras: dict[str, dict[str, dict[str, Any]]] = {}
+        bus.subscribe(RoomExtras, self._extras_changed)
         self._store = store
         self._playlist_lengths: dict[str, int] = {}
         self._publish_state = publish_state
@@ -141,15 +146,12 @@ class PlaybackController:
         self.snapcast: SnapcastClient | None = None
         self.party: PartyMode | None = None
         self.party_zone: MpdZone | None = None  # the MPD feeding the party stream
-        # Who follows what the party MPD plays (the party host's voted queue).
-        self.party_status: Callable[[ZoneStatus], None] = lambda status: None
         self._songs: dict[str, SongInfo] = {}
         self._statuses: dict[str, ZoneStatus] = {}
         self._queues: dict[str, asyncio.Queue[ZoneStatus]] = {}
         self._published: dict[str, RoomState] = {}
         self._started_song: dict[str, str | None] = {}
         self._tasks = BackgroundTasks("playback")
-        self._event_listeners: list[PublishEvent] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -183,7 +185,8 @@ class PlaybackController:
                     log.error("[snapcast.mpd] needs the 'mpd' extra (python-mpd2): %s", error)
                 else:
                     self.party_zone = MpdZone("party", snap.mpd)
-                    await self.party_zone.start(lambda status: self.party_status(status))
+                    # The party host follows what it plays (its voted queue).
+                    await self.party_zone.start(lambda status: self._bus.emit(PartyFeed(status)))
             self.snapcast.add_listener(self._snapcast_changed)
 
         if self._given_zones is not None:
@@ -263,17 +266,22 @@ class PlaybackController:
 
     def _room_state(self, room_id: str, status: ZoneStatus, song: SongInfo | None) -> RoomState:
         room = self._settings.rooms[room_id]
-        extras = self._room_extras(room_id) if self._room_extras is not None else {}
+        extras: dict[str, Any] = {}
+        for values in self._extras.get(room_id, {}).values():
+            extras.update(values)
         return RoomState(room=room_id, name=room.name, state=status.state, song=song,
                          volume=status.volume, output=room.output,
                          party=self.party is not None and room_id in self.party.rooms,
                          playlist_length=self._playlist_lengths.get(room_id), **extras)
 
-    def refresh_room(self, room_id: str) -> None:
-        """Re-publish a room's state because something outside playback changed in it."""
-        status = self._statuses.get(room_id)
+    def _extras_changed(self, extras: RoomExtras) -> None:
+        """Another part's view of a room changed: keep it and re-publish the room."""
+        if extras.room_id not in self._settings.rooms:
+            return
+        self._extras.setdefault(extras.room_id, {})[extras.source] = dict(extras.values)
+        status = self._statuses.get(extras.room_id)
         if status is not None:
-            self._on_state(room_id, status)
+            self._on_state(extras.room_id, status)
 
     def _playlist_changed(self, room_id: str, length: int) -> None:
         """Remember the new length and re-publish the room's state with it."""
@@ -282,10 +290,6 @@ class PlaybackController:
         if status is not None:
             self._on_state(room_id, status)
 
-    def add_event_listener(self, listener: PublishEvent) -> None:
-        """Also hand every event to `listener` (the karaoke lyrics display); it must not block."""
-        self._event_listeners.append(listener)
-
     def _event(self, kind: str, **fields: Any) -> None:
         try:
             event = Event(type=kind, ts=time.time(), **fields)  # type: ignore[arg-type]
@@ -293,11 +297,7 @@ class PlaybackController:
         except Exception:
             log.exception("could not publish %s", kind)
             return
-        for listener in self._event_listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed on %s", kind)
+        self._bus.emit(PlaybackChanged(event))  # the karaoke display follows playback
 
     def room_states(self) -> dict[str, RoomState]:
         """The last published state of each room (for republishing on MQTT reconnect)."""
@@ -475,13 +475,8 @@ class PlaybackController:
                 log.warning("room %s: song %s not played: %s", room_id, song.id, error)
                 self._event("error", room=room_id, song_id=song.id,
                             error=ErrorInfo(code=PlaybackFailed.code, message=str(error)))
-        self._tasks.spawn(self._mirror_append(room_id, song), f"mirror-{room_id}")
+        self._tasks.spawn(self._mirror_append(room_id, song), self._tasks.unique(f"mirror-{room_id}"))
         return started
-
-    def on_song_ready(self, song: SongInfo) -> None:
-        """song_ready for synchronous callers (a JobListener): runs in the background and is
-        cancelled by stop()."""
-        self._tasks.spawn(self.song_ready(song), f"song-ready-{song.id}")
 
     # ------------------------------------------------------------------ party
 
@@ -536,19 +531,3 @@ class PlaybackController:
         self._event("party_started", rooms=result["rooms"], song_id=command.song_id, **event)
         self._republish()
         return result
-
-
-class PlaybackListener:
-    """A JobListener (cassetted.jobs.runner) that plays each finished song in its room."""
-
-    def __init__(self, controller: PlaybackController) -> None:
-        self._controller = controller
-
-    def job_changed(self, event: JobEvent) -> None:
-        pass
-
-    def queue_changed(self, state: QueueState) -> None:
-        pass
-
-    def song_ready(self, song: SongInfo, job_id: str) -> None:
-        self._controller.on_song_ready(song)

@@ -27,7 +27,9 @@ from cassetted.config import DEFAULT_HERMES_INTENTS as DEFAULT_INTENTS
 from cassetted.config import HermesSettings, RoomSettings
 from cassetted.contract import errors
 from cassetted.contract.schemas import MAX_PAYLOAD_BYTES, SongRequest
+from cassetted.events import EventBus, SongReady
 from cassetted.mqtt import wire
+from cassetted.tasks import BackgroundTasks
 from cassetted.voice import intent
 
 log = logging.getLogger(__name__)
@@ -323,3 +325,26 @@ class HermesAdapter:
         except Exception:
             log.exception("hermes: publishing on %s failed", topic)
             return False
+
+
+class HermesAnnouncer:
+    """Has the adapter say "your song is ready" on the satellite that asked (SongReady),
+    unless the song's room is quiet (asleep)."""
+
+    def __init__(self, adapter: HermesAdapter, bus: EventBus,
+                 quiet: Callable[[str | None], bool]) -> None:
+        self._adapter = adapter
+        self._quiet = quiet
+        self._tasks = BackgroundTasks("hermes")
+        bus.subscribe(SongReady, self._song_ready)
+
+    def _song_ready(self, ready: SongReady) -> None:
+        song = ready.song
+        if self._quiet(song.room):
+            log.info("song %s ready in quiet room %s: not announced", song.id, song.room)
+            return
+        self._tasks.spawn(self._adapter.on_song_ready(ready.job_id, song.title),
+                          f"announce-{ready.job_id}")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel_all()

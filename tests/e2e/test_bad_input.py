@@ -181,9 +181,15 @@ def test_the_link_never_publishes_a_topic_the_broker_refuses(broker_port: int,
             nonlocal connects
             connects += 1
 
-        link = MqttLink(settings, on_message=lambda m: asyncio.sleep(0),
-                        subscriptions=list, on_connect=connected)
-        task = asyncio.create_task(link.run())
+        class Nobody:
+            def subscriptions(self) -> list[str]:
+                return []
+
+            async def dispatch(self, message: object) -> None:
+                pass
+
+        link = MqttLink(settings)
+        task = asyncio.create_task(link.run(Nobody(), on_connect=connected))
         await asyncio.wait_for(link.connected.wait(), 10)
         for bad in ("\x01", "\x7f", "\x85", "\ufffe", "\U0001fffe", "\ufdd0", "\ud800", "#"):
             link.publish(f"{probe.base}/bad{bad}", b"x")

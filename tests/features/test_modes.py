@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import soundfile
 
-from cassetted._app.daemon import _HermesAnnouncer
 from cassetted.contract.schemas import SongInfo
+from cassetted.events import EventBus, SongReady
+from cassetted.voice.hermes import HermesAnnouncer
 from tests.playback.servers import MpdServer, wait_for
 from tests.probe import MqttProbe, Received
 
@@ -299,11 +300,12 @@ def _song(room: str) -> SongInfo:
 def test_no_song_ready_announcement_in_a_sleeping_room() -> None:
     """A song that was asked for before the room fell asleep is not announced there."""
     adapter = _Adapter()
-    announcer = _HermesAnnouncer(adapter, quiet=lambda room: room == "bedroom")  # type: ignore[arg-type]
+    bus = EventBus()
+    HermesAnnouncer(adapter, bus, quiet=lambda room: room == "bedroom")  # type: ignore[arg-type]
 
     async def main() -> None:
-        announcer.song_ready(_song("bedroom"), "job-asleep")
-        announcer.song_ready(_song("kitchen"), "job-awake")
+        bus.emit(SongReady(_song("bedroom"), "job-asleep"))
+        bus.emit(SongReady(_song("kitchen"), "job-awake"))
         await asyncio.sleep(0.01)
 
     asyncio.run(main())

@@ -25,6 +25,7 @@ from cassetted.contract.schemas import (
     SongInfo,
     SongRequest,
 )
+from cassetted.events import BrokerConnected, EventBus
 from cassetted.homeassistant.bridge import HomeAssistantBridge
 from cassetted.homeassistant.discovery import node_id
 from cassetted.mqtt.client import MqttLink
@@ -92,20 +93,18 @@ class BridgeInThread:
         self.call(self._start, settings, recorder)
 
     async def _start(self, settings: Settings, recorder: Recorder) -> None:
-        router: Router
-        bridge: HomeAssistantBridge
-        link = MqttLink(settings.mqtt, on_message=lambda m: router.dispatch(m),
-                        subscriptions=lambda: router.subscriptions(),
-                        on_connect=lambda: bridge.announce())
+        bus = EventBus()
+        link = MqttLink(settings.mqtt)
         router = Router(settings.mqtt.base_topic, link.publish)
-        bridge = HomeAssistantBridge(settings, link.publish, submit=recorder.submit,
+        bridge = HomeAssistantBridge(settings, link.publish, bus, submit=recorder.submit,
                                      vote=recorder.vote, room_command=recorder.room_command,
                                      party_command=recorder.party_command,
                                      mode_command=recorder.mode_command)
         for topic in bridge.subscriptions():
             router.raw(topic, bridge.handle)
-        self.bridge, self.link = bridge, link
-        self._task = asyncio.create_task(link.run())
+        self.bridge, self.link, self.bus = bridge, link, bus
+        self._task = asyncio.create_task(
+            link.run(router, on_connect=lambda: bus.emit(BrokerConnected())))
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         async def run() -> Any:

@@ -1,8 +1,7 @@
 """End to end on the real broker: Home Assistant's Generate button drives a real job.
 
-The wiring below is the one the daemon uses (Store, JobRunner, Commands, MqttPublisher,
-Router, MqttLink, and the bridge as both raw handler and JobListener), so this test also
-shows that the bridge plugs in with a few lines.
+The daemon runs in this process with its own wiring (the bridge both a raw handler and a
+follower of the bus), so the test also reads the daemon's store for the vote.
 """
 
 from __future__ import annotations
@@ -13,73 +12,30 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cassetted._app.daemon import home_assistant_bridge
-from cassetted.api.commands import Commands
+from cassetted._app.daemon import Daemon
 from cassetted.config import Settings
-from cassetted.homeassistant.bridge import HomeAssistantBridge
-from cassetted.household.service import Household
-from cassetted.jobs.runner import FanOut, JobRunner
-from cassetted.mqtt.client import MqttLink
-from cassetted.mqtt.publisher import MqttPublisher
-from cassetted.mqtt.router import Router
-from cassetted.store.database import Store, Vote
+from cassetted.store.database import Vote
 from tests.probe import MqttProbe
 
 
-class NoPlayback:
-    """Rooms here have output "none": the playback controller's two command entry points."""
-
-    async def handle_room_command(self, room_id: str, command: Any) -> dict:
-        return {}
-
-    async def handle_party(self, command: Any) -> dict:
-        return {}
-
-
 class Stack:
-    """The daemon's parts on an event loop in a thread."""
+    """The daemon itself, in this process on an event loop in a thread (the test reads its
+    store). Before issue 15 this test wired a copy of the daemon's parts by hand."""
 
     def __init__(self, settings: Settings) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.settings = settings
-        self.run(self._start())
+        self.daemon = Daemon(settings)
+        self.store = self.daemon.store
+        self.running = asyncio.run_coroutine_threadsafe(self.daemon.run(), self.loop)
 
     def run(self, coro: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    async def _start(self) -> None:
-        settings = self.settings
-        self.store = Store(None, settings.state_dir)
-        await self.store.open()
-        router: Router
-        bridge: HomeAssistantBridge
-        commands: Commands
-        link = MqttLink(settings.mqtt, on_message=lambda m: router.dispatch(m),
-                        subscriptions=lambda: router.subscriptions(),
-                        on_connect=lambda: (publisher.republish(), bridge.announce()))
-        router = Router(settings.mqtt.base_topic, link.publish)
-        publisher = MqttPublisher(settings.mqtt.base_topic, link.publish)
-        bridge = home_assistant_bridge(settings, link.publish, router, lambda: commands)
-        self.runner = JobRunner(self.store, settings, listener=FanOut(publisher, bridge))
-        household = Household(settings, self.store, publish_stats=lambda stats: None,
-                              publish_event=publisher.event, read_prompt=lambda p: (None, None))
-        commands = Commands(settings, self.store, self.runner, NoPlayback(),  # type: ignore[arg-type]
-                            household)
-        commands.register(router)
-        await self.runner.start()
-        self.link = link
-        self.task = asyncio.create_task(link.run())
-
     def stop(self) -> None:
-        async def stop() -> None:
-            await self.runner.stop()
-            await self.link.flush()
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-            await self.store.close()
-        self.run(stop(), 60)
+        self.loop.call_soon_threadsafe(self.daemon.request_stop)
+        self.running.result(60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 

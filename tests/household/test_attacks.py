@@ -349,10 +349,12 @@ def test_what_everybody_reads_of_a_private_song() -> None:
     """2. The publisher's side: a private song never goes to `song/latest`, and its event
     and room state name no title, lyrics, file or URL."""
     from cassetted.contract.schemas import RoomState, SongInfo
+    from cassetted.events import EventBus
     from cassetted.mqtt.publisher import MqttPublisher
 
     sent: list[tuple[str, str]] = []
-    publisher = MqttPublisher("b", lambda topic, payload, **options: sent.append((topic, payload)))
+    publisher = MqttPublisher("b", lambda topic, payload, **options: sent.append((topic, payload)),
+                              EventBus())
     song = SongInfo(id="s1", title="Dear Diary", prompt="my secret diary", lyrics="nobody reads",
                     genre="pop", mood="relaxing", bpm=90, key="C major", time_signature="4/4",
                     duration_s=30, language="en", instrumental=False, seed=1, engine="builtin",

@@ -13,7 +13,8 @@ import pytest
 from cassetted.config import MpdSettings, RoomSettings, Settings
 from cassetted.contract import errors
 from cassetted.contract.schemas import Event, PartyCommand, RoomCommand, RoomState, SongInfo
-from cassetted.jobs.runner import song_info
+from cassetted.events import EventBus
+from cassetted.library.access import song_info
 from cassetted.playback.controller import PlaybackController
 from cassetted.playback.errors import PlaybackFailed
 from cassetted.playback.settings import MpdEndpoint, SnapcastPlaybackSettings
@@ -80,8 +81,10 @@ class Harness:
             host=HOST, port=snap.control_port if snap else 1, reconnect_max_s=0.2,
             mpd=MpdEndpoint(host=HOST, port=party_mpd.port, music_dir=party_mpd.music_dir)
             if party_mpd else None)
-        self.controller = PlaybackController(self.settings, self.store, self.published.state,
-                                             self.published.event, snapcast=snapcast)
+        self.bus = EventBus()
+        self.controller = PlaybackController(self.settings, self.store, self.bus,
+                                             self.published.state, self.published.event,
+                                             snapcast=snapcast)
 
     async def song(self, song_id: str, room: str | None = "living_room",
                    seconds: float = 3.0) -> SongInfo:
@@ -264,7 +267,8 @@ def test_rooms_without_a_working_player_are_unavailable_with_the_reason(tmp_path
         store = Store(None, settings.state_dir)
         await store.open()
         published = Published()
-        controller = PlaybackController(settings, store, published.state, published.event)
+        controller = PlaybackController(settings, store, EventBus(), published.state,
+                                        published.event)
         await controller.start()
         await published.until(lambda: published.last("garage") is not None)
         assert published.last("garage").state == "unavailable"
@@ -274,9 +278,7 @@ def test_rooms_without_a_working_player_are_unavailable_with_the_reason(tmp_path
             await controller.handle_party(PartyCommand(action="start"))
         # A song for it is still kept in its playlist; the failure is an `error` event.
         row = await store.call(_make_song, "g1", settings.library_dir, "garage", 1.0)
-        from cassetted.playback.controller import PlaybackListener
-
-        PlaybackListener(controller).song_ready(song_info(row, settings), "job1")
+        assert await controller.song_ready(song_info(row, settings)) is False
         await published.until(lambda: published.event_types("garage") == [("error", "g1")])
         assert [s.id for s in await controller.playlist("garage")] == ["g1"]
         await controller.stop()
