@@ -35,9 +35,10 @@ from cassetted.household.settings import (
 )
 from cassetted.library.media import MediaSettings
 from cassetted.lyrics.settings import LyricsSettings
-from cassetted.music.acestep.api import AceStepApiSettings
-from cassetted.music.acestep.engine import AceStepSettings
-from cassetted.playback.settings import SnapcastPlaybackSettings
+from cassetted.music.acestep.settings import AceStepApiSettings, AceStepSettings
+from cassetted.playback.plugin import output_names
+from cassetted.playback.settings import MpdEndpoint, SnapcastPlaybackSettings
+from cassetted.plugins import PluginError
 
 SYSTEM_CONFIG = Path("/etc/cassetted/cassetted.toml")
 LOCAL_CONFIG = Path("config/cassetted.toml")
@@ -97,17 +98,15 @@ class GenerationSettings(_Section):
                                "doubled for each next one, at most 60 s")
 
 
-class MpdSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(6600, ge=1, le=65535)
-    password: SecretStr | None = None
-    music_dir: Path | None = None
+# The MPD endpoint is defined once, by the zones that use it; this name stays for callers.
+MpdSettings = MpdEndpoint
 
 
 class RoomSettings(_Section):
     name: str
     aliases: list[str] = Field(default_factory=list)
-    output: Literal["mpd", "snapcast", "local", "homeassistant", "none"] = "none"
+    output: str = Field("none", description="A registered zone (mpd, snapcast, local, "
+                                            "homeassistant, or a plugin's) or none")
     child_safe: bool = False
     default_genre: Genre | None = None
     default_mood: Mood | None = None
@@ -122,6 +121,14 @@ class RoomSettings(_Section):
         None, description='output = "homeassistant": the media_player entity that plays the room')
     roles: list[Role] = Field(default_factory=lambda: list(ROLES),
                               description="Who may use the room ([household] enabled)")
+
+    @field_validator("output")
+    @classmethod
+    def _known_output(cls, value: str) -> str:
+        outputs = output_names()
+        if value not in outputs:
+            raise ValueError(f"unknown output {value!r} (outputs: {', '.join(outputs)})")
+        return value
 
 
 class VoiceSettings(_Section):
@@ -319,6 +326,8 @@ def load(config_file: str | os.PathLike[str] | None = None, **overrides: Any) ->
     except ValidationError as error:
         where = f" in {path}" if path else ""
         raise ConfigError(f"invalid configuration{where}: {format_validation_error(error)}") from None
+    except PluginError as error:  # a broken or duplicate plugin: one line, not a traceback
+        raise ConfigError(f"cannot load the plugins: {error}") from None
     except (OSError, ValueError) as error:  # unreadable or malformed TOML
         raise ConfigError(f"cannot read {path}: {error}") from None
     finally:

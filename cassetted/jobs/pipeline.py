@@ -14,13 +14,24 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from cassetted.contract import errors
 from cassetted.contract.schemas import JobState, SongSpec
 from cassetted.library import lrc
 from cassetted.library.incoming import incoming_dir
 from cassetted.lyrics.base import LyricsResult
-from cassetted.music.base import Audio, Cancelled, MusicEngine, NeedsLyrics, ProgressCallback
+from cassetted.music.base import (
+    Audio,
+    Cancelled,
+    LyricsWritingEngine,
+    MusicEngine,
+    NeedsLyrics,
+    ProgressCallback,
+    TaskEngine,
+)
+from cassetted.music.registry import capabilities_of
+from cassetted.music.task import EngineTask
 
 # report(state, overall progress 0..1)
 Reporter = Callable[[JobState, float], None]
@@ -101,13 +112,13 @@ def produce(
     checkpoint(JobState.writing_lyrics, 0.0)
     order = order or TaskOrder()
     asked_title = spec.title
-    writes_own = getattr(engine, "writes_lyrics", None)
+    capabilities = capabilities_of(engine)
     if spec.instrumental:
         written = LyricsResult(title="", lyrics="[Instrumental]", style="", provider="none")
     elif spec.lyrics:
         given_by = "request" if order.kind == "text2music" else "source"
         written = LyricsResult(title="", lyrics=spec.lyrics, style="", provider=given_by)
-    elif writes_own is not None and writes_own(spec, order.kind):
+    elif capabilities.writes_lyrics and cast("LyricsWritingEngine", engine).writes_lyrics(spec, order.kind):
         # The engine's own model writes them while it composes (ACE-Step's simple mode).
         written = LyricsResult(title="", lyrics="", style="", provider=engine.name)
     else:
@@ -144,33 +155,32 @@ def _compose(engine: MusicEngine, spec: SongSpec, progress: ProgressCallback,
              order: TaskOrder) -> list[Audio]:
     """Plain text2music, or the engine's own task (cover, repaint) when it has tasks; one
     audio per variant."""
-    supported = getattr(engine, "tasks", frozenset({"text2music"}))
+    capabilities = capabilities_of(engine)
+    supported = capabilities.tasks
     if order.kind not in supported:
         raise errors.Unsupported(f"the {engine.name} engine cannot {order.kind} "
                                  f"(it can: {', '.join(sorted(supported))})", "task")
-    if order.lora is not None and not hasattr(engine, "loras"):  # engines that take one say so
+    if order.lora is not None and not capabilities.loras:
         raise errors.Unsupported(f"the {engine.name} engine takes no LoRA styles", "lora")
-    if not getattr(engine, "takes_task", False):
+    if not capabilities.takes_task:
         # The engine's cover is a render of the changed spec (see its `tasks`); variants
         # are renders with the next seeds, one after the other.
         n = order.variants
         return [engine.generate(spec.model_copy(update={"seed": (spec.seed + i) % 2**32}),
                                 lambda f, _note=None, i=i: progress((i + f) / n))
                 for i in range(n)]
-    from cassetted.music.acestep.task import AceStepTask
-
     source = None
     if order.source_path is not None:
         import soundfile
 
         samples, rate = soundfile.read(order.source_path, dtype="float32", always_2d=True)
         source = Audio(samples, rate)
-    task = AceStepTask(
+    task = EngineTask(
         kind=order.kind, source=source, source_bpm=order.source_bpm,  # type: ignore[arg-type]
         cover_strength=1.0 if order.cover_strength is None else order.cover_strength,
         repaint_start_s=order.repaint_start_s or 0.0, repaint_end_s=order.repaint_end_s,
         steps=order.steps, shift=order.shift, variants=order.variants, lora=order.lora)
-    return engine.generate_variants(spec, progress, task)  # type: ignore[attr-defined]
+    return cast("TaskEngine", engine).generate_variants(spec, progress, task)
 
 
 def save(song: Audio, spec: SongSpec, path: Path, fmt: str) -> Path:

@@ -46,7 +46,7 @@ from cassetted.jobs.worker import WorkerProcess
 from cassetted.library import incoming
 from cassetted.library.access import song_info
 from cassetted.music.base import Cancelled
-from cassetted.music.registry import ENGINES
+from cassetted.music.registry import engine_plugin
 from cassetted.store.database import Job, Song, Store, new_id
 from cassetted.tasks import BackgroundTasks
 
@@ -375,9 +375,8 @@ class JobRunner:
     def _check_names(self, request: SongRequest) -> None:
         if request.room is not None:
             self._settings.room(request.room)
-        if request.engine is not None and request.engine not in ENGINES:
-            raise errors.UnknownEngine(
-                f"unknown engine {request.engine!r} (engines: {', '.join(ENGINES)})", "engine")
+        if request.engine is not None:
+            engine_plugin(request.engine)  # UnknownEngine naming the registered ones
         if request.lora is not None:
             self._check_lora(request.engine or self._settings.generation.engine, request.lora)
         providers = self._settings.lyrics.provider_names
@@ -390,7 +389,7 @@ class JobRunner:
         """A LoRA style is refused in the reply, not by a failed job: only the in-process
         engine switches adapters per song (a remote server's adapter is global to it, so
         `[acestep_api] lora` sets one for every song instead)."""
-        if engine != "acestep":
+        if not engine_plugin(engine).capabilities.loras:
             raise errors.Unsupported(f"the {engine} engine takes no LoRA style per request"
                                      + (" (set [acestep_api] lora for every song)"
                                         if engine == "acestep_api" else ""), "lora")

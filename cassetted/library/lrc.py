@@ -1,19 +1,11 @@
 """Timed lyrics (LRC): when each sung line starts, for karaoke mirrors and music players.
 
 A mirror that scrolls the lyrics needs to know *when* each line is sung, not just the text.
-For the built-in engine the answer is exact: its arrangement is deterministic for a spec,
-so the same arranger the engine runs (`music._arrange.arrange`, read-only here) tells
-where the voice sings. Each section with lyric lines is sung in two-bar phrases, phrase
-k on line k of the section's lines (cycling); a line starts at its phrase's first sung note.
-Lines that do not fit a section are not sung and not listed; lines a section repeats are
-listed again, as sung.
-
-For engines whose layout we cannot see (ACE-Step, local or remote), `timed_lines` gives a
-documented estimate: the lyrics' sections are laid out over the song's bars at the spec's
-bpm as the built-in form would lay them out (intro first, outro last), each lyric section
-sung once, its lines spread evenly over its bars.
-
-Structure tags ([Verse], [Chorus]) are never sung lines: they are skipped.
+The music stage answers (cassetted.music.timing): exactly for an engine whose plugin
+declares `timed_lyrics` (the built-in one: its arrangement is deterministic for a spec),
+as a documented estimate for engines whose layout we cannot see (ACE-Step). Lines that do
+not fit a section are not sung and not listed; lines a section repeats are listed again.
+This module writes and reads the LRC format and the sidecar file.
 """
 
 from __future__ import annotations
@@ -24,68 +16,23 @@ import re
 from pathlib import Path
 
 from cassetted.contract.schemas import SongSpec
+from cassetted.music import timing
+from cassetted.music.plugin import TimedLine as TimedLine
 
 log = logging.getLogger(__name__)
 
-BUILTIN_ENGINES = frozenset({"builtin"})
 SIDECAR_SUFFIX = ".lrc"
 ARTIST = "cassetted"  # the artist every song file is tagged with (audio.Tags)
 
-TimedLine = tuple[float, str]
 _STAMP = re.compile(r"\[(\d+):(\d{1,2}(?:\.\d+)?)\]")
 
 
 def timed_lines(spec: SongSpec, engine: str = "builtin") -> list[TimedLine]:
-    """(start in seconds, text) of each sung line, in order; [] for an instrumental."""
-    from cassetted.music.builtin.form import is_instrumental
+    """(start in seconds, text) of each sung line, in order; [] for an instrumental.
 
-    if is_instrumental(spec.lyrics, spec.instrumental):
-        return []
-    if engine in BUILTIN_ENGINES:
-        return _builtin_lines(spec)
-    return _estimated_lines(spec)
-
-
-def _builtin_lines(spec: SongSpec) -> list[TimedLine]:
-    """Exact: the engine's own arrangement, and the first vocal note of every phrase."""
-    import numpy as np
-
-    from cassetted.music.builtin.arrange import arrange
-    from cassetted.music.builtin.form import sung_phrases
-
-    # The arrangement's generator, seeded as BuiltinEngine.generate seeds it (the first of
-    # four streams spawned from the spec's seed).
-    arrangement_seed = np.random.SeedSequence(spec.seed).spawn(4)[0]
-    arr = arrange(spec.genre, spec.mood, spec.bpm, spec.key, spec.time_signature, spec.duration_s,
-                  spec.lyrics, spec.instrumental, np.random.default_rng(arrangement_seed))
-    beat_s = 60.0 / spec.bpm
-    return [(float(notes[0].start) * beat_s, line) for line, notes in sung_phrases(arr, spec.lyrics)]
-
-
-def _estimated_lines(spec: SongSpec) -> list[TimedLine]:
-    """An estimate for engines that lay a song out themselves (see the module docstring)."""
-    from cassetted.music.builtin.arrange import meter_of
-    from cassetted.music.builtin.form import lyric_sections, plan_form
-
-    sections = lyric_sections(spec.lyrics)
-    bar_s = 60.0 / spec.bpm * meter_of(spec.time_signature).beats_per_bar
-    bars = max(1, int(spec.duration_s / bar_s))
-    plan = plan_form([kind for kind, _ in sections], bars)
-    out: list[TimedLine] = []
-    next_lyric = 0
-    for planned in plan:
-        # The lyric sections are an ordered subsequence of the plan (which may add an intro,
-        # an outro and a longer middle, or drop inner sections): match them greedily.
-        match = next((j for j in range(next_lyric, len(sections))
-                      if sections[j][0] == planned.kind), None)
-        if match is None:
-            continue
-        next_lyric = match + 1
-        lines = sections[match][1]
-        for j, line in enumerate(lines):
-            bar = planned.start_bar + j * planned.bars / len(lines)
-            out.append((bar * bar_s, line))
-    return out
+    Exact when the engine's plugin declares `timed_lyrics`, else an estimate (see
+    cassetted.music.timing)."""
+    return timing.timed_lines(spec, engine)
 
 
 # ----------------------------------------------------------------------------- the format

@@ -242,3 +242,8 @@ class BuiltinLyrics:
         lyrics, title = writer.song()
         return LyricsResult(title=title, lyrics=lyrics, style=style_caption(spec),
                             provider=self.name, notes=notes)
+
+
+def create(name: str, section: object, api_key: object) -> BuiltinLyrics:
+    """Plugin factory (cassetted.lyrics.plugins.BUILTIN): needs no settings and no key."""
+    return BuiltinLyrics()

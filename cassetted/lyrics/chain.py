@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel
+
 from cassetted.contract.schemas import MAX_LYRICS_CHARS, SongSpec
 from cassetted.lyrics._structure import INSTRUMENTAL
 from cassetted.lyrics.base import LyricsError, LyricsProvider, LyricsResult
-from cassetted.lyrics.builtin import BuiltinLyrics
+from cassetted.lyrics.plugin import LYRICS_PLUGINS
 from cassetted.lyrics.safety import is_child_safe
 from cassetted.lyrics.settings import LyricsSettings
 
@@ -103,21 +105,18 @@ def _key_lookup(credentials: CredentialStore | None, provider: str,
 
 def build_provider(name: str, settings: LyricsSettings, credentials: CredentialStore | None = None,
                    user: str | None = None) -> LyricsProvider:
-    if name == "builtin":
-        return BuiltinLyrics()
-    if name == "ollama":
-        from cassetted.lyrics.ollama import OllamaLyrics
-
-        return OllamaLyrics(settings.ollama, api_key=_key_lookup(credentials, name, user))
-    from cassetted.lyrics.openai import OpenAICompatibleLyrics
-
-    if name == "openai":
-        endpoint = settings.openai
+    """The provider `name` through its plugin (or an endpoint table through the plugin that
+    serves endpoints), with its settings table and the user's key lookup."""
+    plugin = LYRICS_PLUGINS.get(name)
+    section: BaseModel | None
+    if plugin is not None:
+        section = settings.section(plugin)
     elif name in settings.endpoints:
-        endpoint = settings.endpoints[name]
+        plugin = next(p for p in LYRICS_PLUGINS.all().values() if p.capabilities.endpoints)
+        section = settings.endpoints[name]
     else:
         raise UnknownProviderError(f"unknown lyrics provider {name!r}")
-    return OpenAICompatibleLyrics(endpoint, name=name, api_key=_key_lookup(credentials, name, user))
+    return plugin.create(name, section, _key_lookup(credentials, name, user))
 
 
 def build_chain(settings: LyricsSettings, credentials: CredentialStore | None = None,

@@ -120,3 +120,8 @@ def _collect_stream(parts: Iterable[Any], deadline: float, timeout: float) -> st
     if not done:
         raise LyricsError("ollama: the stream ended before it was done")
     return "".join(pieces)
+
+
+def create(name: str, section: OllamaSettings, api_key: Callable[[], Secret | None]) -> OllamaLyrics:
+    """Plugin factory (cassetted.lyrics.plugins.OLLAMA): `[lyrics.ollama]`, the stored key."""
+    return OllamaLyrics(section, api_key=api_key)

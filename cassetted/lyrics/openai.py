@@ -159,3 +159,9 @@ def _error_code(error: urllib.error.HTTPError, secret: str | None = None) -> str
         return " ".join(parts)
     except Exception:
         return ""
+
+
+def create(name: str, section: OpenAISettings, api_key: KeyLookup) -> OpenAICompatibleLyrics:
+    """Plugin factory (cassetted.lyrics.plugins.OPENAI): `[lyrics.openai]` or the endpoint
+    table named `name`, and the key stored under that name."""
+    return OpenAICompatibleLyrics(section, name=name, api_key=api_key)

@@ -1,6 +1,7 @@
 """The `[lyrics]` configuration section: which providers write lyrics, in which order, and how.
 
-Mounted by config.py as `Settings.lyrics`. API keys are NOT configured here: they live
+Mounted by config.py as `Settings.lyrics`. The provider models (OllamaSettings,
+OpenAISettings) are the settings models of their plugins (lyrics/plugins.py). API keys are NOT configured here: they live
 Fernet-encrypted in the database (`cassetted keys set PROVIDER`), one per provider name.
 """
 
@@ -8,9 +9,13 @@ from __future__ import annotations
 
 import re
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-BUILTIN_PROVIDERS: tuple[str, ...] = ("builtin", "ollama", "openai")
+if TYPE_CHECKING:
+    from cassetted.lyrics.plugin import LyricsPlugin
+
 _ENDPOINT_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 
@@ -95,7 +100,7 @@ class LyricsSettings(_Section):
     @classmethod
     def _endpoint_names(cls, endpoints: dict[str, OpenAISettings]) -> dict[str, OpenAISettings]:
         for name in endpoints:
-            if name in BUILTIN_PROVIDERS:
+            if name in _registered():
                 raise ValueError(f"endpoint name {name!r} is reserved")
             if not re.fullmatch(_ENDPOINT_NAME, name):
                 raise ValueError(f"endpoint name {name!r} must be lowercase letters, digits, _ or -")
@@ -117,4 +122,18 @@ class LyricsSettings(_Section):
     @property
     def provider_names(self) -> tuple[str, ...]:
         """Every name a chain, a request or a user preference may use."""
-        return (*BUILTIN_PROVIDERS, *self.endpoints)
+        return (*_registered(), *self.endpoints)
+
+    def section(self, plugin: LyricsPlugin) -> BaseModel | None:
+        """The parsed `[lyrics.<section>]` table of a provider plugin (None: it has none)."""
+        if plugin.settings_section is None:
+            return None
+        section: BaseModel = getattr(self, plugin.settings_section)
+        return section
+
+
+def _registered() -> tuple[str, ...]:
+    """The registered providers' names (imported here: the registry's module names this one)."""
+    from cassetted.lyrics.plugin import LYRICS_PLUGINS
+
+    return LYRICS_PLUGINS.names()

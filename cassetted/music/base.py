@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from cassetted.contract.schemas import SongSpec
+
+if TYPE_CHECKING:
+    from cassetted.music.task import EngineTask
 
 # progress(fraction 0..1, optional note) — called from the engine's thread.
 ProgressCallback = Callable[[float, str | None], None]
@@ -60,11 +63,26 @@ class MusicEngine(Protocol):
     render that long: then what it rendered, said so in `Audio.notes`), and SHOULD call
     `progress` often enough that a job's ETA stays meaningful. It runs in a worker thread.
 
-    An engine MAY declare `tasks` (a frozenset of "text2music", "cover", "repaint"; default
-    text2music only) and `takes_task = True` when its generate accepts a third argument,
-    `task` (music._acestep_task.AceStepTask) with the source audio.
+    What an engine can do beyond this is declared on its plugin (music.plugin
+    EngineCapabilities), never probed on the object: an engine declaring `takes_task` is
+    a TaskEngine, one declaring `writes_lyrics` a LyricsWritingEngine.
     """
 
     name: str
 
     def generate(self, spec: SongSpec, progress: ProgressCallback) -> Audio: ...
+
+
+class TaskEngine(MusicEngine, Protocol):
+    """An engine whose plugin declares `takes_task`: it renders a whole EngineTask (cover,
+    repaint, all variants in one batch), one Audio per variant."""
+
+    def generate_variants(self, spec: SongSpec, progress: ProgressCallback,
+                          task: EngineTask) -> list[Audio]: ...
+
+
+class LyricsWritingEngine(MusicEngine, Protocol):
+    """An engine whose plugin declares `writes_lyrics`: its model may write a song's lyrics
+    while composing; `writes_lyrics` says whether it will for this spec and task kind."""
+
+    def writes_lyrics(self, spec: SongSpec, kind: str = "text2music") -> bool: ...

@@ -1,55 +1,70 @@
-"""Music engines behind one interface (see base.MusicEngine).
+"""Music engines behind one interface (see base.MusicEngine), found through entry points.
 
-Engines are named here and imported only when first used, so heavy ones (torch, ACE-Step)
-cost nothing to a daemon that never asks for them. Adding an engine is one file with a
-`create(settings, credentials)` factory plus one line in ENGINES.
+Every engine, the built-ins included, is a plugin registered in the `cassetted.engines`
+entry-point group of its package (see cassetted.plugins and music/_template.py):
+
+```toml
+[project.entry-points."cassetted.engines"]
+builtin = "cassetted.music.builtin.plugin:PLUGIN"
+```
+
+The entry points are read from installed package metadata, so a checkout must be
+pip-installed (`pip install -e .`; scripts/run and scripts/test do this) for the built-ins
+to be found. Engines are created only when first used, so heavy ones (torch, ACE-Step)
+cost nothing to a daemon that never asks for them.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 from typing import TYPE_CHECKING, Any
 
 from cassetted.contract import errors
 from cassetted.music.base import Audio, Cancelled, MusicEngine, ProgressCallback
+from cassetted.music.plugin import EngineCapabilities, EnginePlugin
+from cassetted.plugins import ENGINE_GROUP, Registry
 
 if TYPE_CHECKING:
     from cassetted.config import Settings
 
-# name -> "module:factory"; factory(settings: Settings, credentials: CredentialStore | None)
-ENGINES: dict[str, str] = {
-    "builtin": "cassetted.music.builtin.engine:create",
-    "acestep": "cassetted.music.acestep.engine:create",
-    "acestep_api": "cassetted.music.acestep.api:create",
-}
+BUILTIN_ENGINES: tuple[str, ...] = ("builtin", "acestep", "acestep_api")
+
+ENGINE_PLUGINS: Registry[EnginePlugin] = Registry(ENGINE_GROUP, "engine", EnginePlugin, BUILTIN_ENGINES)
+
+
+def engine_plugin(name: str, field: str | None = "engine") -> EnginePlugin:
+    """The registered engine `name`, or the UnknownEngine error requests are answered with."""
+    plugin = ENGINE_PLUGINS.get(name)
+    if plugin is None:
+        raise errors.UnknownEngine(
+            f"unknown engine {name!r} (engines: {', '.join(ENGINE_PLUGINS.names())})", field)
+    return plugin
+
+
+def capabilities_of(engine: MusicEngine) -> EngineCapabilities:
+    """What a created engine declared (through its plugin, by its name)."""
+    return engine_plugin(engine.name).capabilities
 
 
 class EngineRegistry:
     """Creates each engine once per process (models load once) and hands it out."""
 
     def __init__(self, settings: Settings, credentials: Any = None) -> None:
-        default = settings.generation.engine
-        if default not in ENGINES:
-            raise errors.UnknownEngine(f"unknown engine {default!r} (engines: {', '.join(ENGINES)})")
-        self.default = default
+        self.default = engine_plugin(settings.generation.engine, None).name
         self._settings = settings
         self._credentials = credentials
         self._engines: dict[str, MusicEngine] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str | None = None) -> MusicEngine:
-        name = name or self.default
-        if name not in ENGINES:
-            raise errors.UnknownEngine(
-                f"unknown engine {name!r} (engines: {', '.join(ENGINES)})", "engine")
+        plugin = engine_plugin(name or self.default)
         with self._lock:
-            engine = self._engines.get(name)
+            engine = self._engines.get(plugin.name)
             if engine is None:
-                module_name, factory_name = ENGINES[name].split(":")
-                factory = getattr(importlib.import_module(module_name), factory_name)
-                engine = self._engines[name] = factory(self._settings, self._credentials)
+                engine = self._engines[plugin.name] = plugin.create(self._settings, self._credentials)
         return engine
 
 
-__all__ = ["ENGINES", "Audio", "Cancelled", "EngineRegistry", "MusicEngine", "ProgressCallback"]
+__all__ = ["BUILTIN_ENGINES", "ENGINE_PLUGINS", "Audio", "Cancelled", "EngineCapabilities",
+           "EnginePlugin", "EngineRegistry", "MusicEngine", "ProgressCallback", "capabilities_of",
+           "engine_plugin"]

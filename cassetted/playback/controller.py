@@ -40,7 +40,7 @@ from cassetted.events import EventBus, PartyFeed, PlaybackChanged, RoomExtras
 from cassetted.library.access import song_info
 from cassetted.playback.base import Track, Zone, ZoneError, ZoneStatus
 from cassetted.playback.errors import PlaybackFailed
-from cassetted.playback.registry import UnavailableZone, ZoneContext, create_zone
+from cassetted.playback.registry import UnavailableZone, ZoneContext, create_zone, playlist_mirror
 from cassetted.playback.settings import SnapcastPlaybackSettings
 from cassetted.store.database import PlaylistEntry, Song, Store
 from cassetted.tasks import BackgroundTasks
@@ -433,7 +433,7 @@ class PlaybackController:
     async def _mirror(self, room_id: str, songs: list[SongInfo]) -> bool:
         """Copy a room's playlist into its player's stored playlist; False when it could not."""
         zone = self.zones.get(room_id)
-        save = getattr(zone, "save_playlist", None)
+        save = m.save_playlist if (m := playlist_mirror(self._settings.rooms.get(room_id), zone)) else None
         if save is None:
             return False
         try:
@@ -444,7 +444,7 @@ class PlaybackController:
             return False
 
     async def _mirror_append(self, room_id: str, song: SongInfo) -> None:
-        append = getattr(self.zones.get(room_id), "append_to_playlist", None)
+        append = m.append_to_playlist if (m := playlist_mirror(self._settings.rooms.get(room_id), self.zones.get(room_id))) else None
         if append is not None:
             try:
                 await append(PLAYLIST_PREFIX + room_id, self._track(song))

@@ -1,41 +1,33 @@
-"""How a room's configuration becomes a zone: one factory per output type (see ZONES).
+"""How a room's configuration becomes a zone: the zone plugin its `output` names.
 
-Factories receive the room's settings and a ZoneContext holding what zones share (the one
+Zone plugins are registered in the `cassetted.zones` entry-point group (playback/plugin.py);
+the built-ins' factories are the functions below. Factories receive the room's settings and a ZoneContext holding what zones share (the one
 snapserver connection, the [snapcast] settings), so a zone class never reads the global
 configuration itself.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cassetted.contract import errors
-from cassetted.playback.base import StateCallback, Track, Zone, ZoneError, ZoneStatus
+from cassetted.playback.base import PlaylistMirror, StateCallback, Track, Zone, ZoneError, ZoneStatus
+from cassetted.playback.plugin import ZONE_PLUGINS
 from cassetted.playback.settings import SnapcastPlaybackSettings
 
 if TYPE_CHECKING:
     from cassetted.config import RoomSettings
+    from cassetted.homeassistant.settings import HomeAssistantSettings
     from cassetted.playback.zones.snapcast import SnapcastClient
-
-# room output -> "module:factory"; factory(room_id, room_settings, ZoneContext) -> Zone
-ZONES: dict[str, str] = {
-    "mpd": "cassetted.playback.registry:mpd_zone",
-    "snapcast": "cassetted.playback.registry:snapcast_zone",
-    "local": "cassetted.playback.registry:local_zone",
-    "homeassistant": "cassetted.playback.zones.homeassistant:homeassistant_zone",
-}
-
-
 
 @dataclass
 class ZoneContext:
     snapcast: SnapcastPlaybackSettings
     snapcast_client: SnapcastClient | None  # created by the controller when any room needs it
     reconnect_max_s: float = 5.0
-    homeassistant: Any = None  # HomeAssistantSettings, for `homeassistant` rooms
+    homeassistant: HomeAssistantSettings | None = None  # for `homeassistant` rooms
     homeassistant_token: Callable[[], Awaitable[Any]] | None = None  # the stored Secret
 
 
@@ -58,7 +50,7 @@ def snapcast_zone(room_id: str, room: RoomSettings, ctx: ZoneContext) -> Zone:
         raise errors.InvalidState(f"room {room_id!r} has output 'snapcast' but no snapcast_group")
     if room.mpd is not None:
         feeder = MpdZone(room_id, room.mpd, reconnect_max_s=ctx.reconnect_max_s)
-        stream = getattr(room, "snapcast_stream", None)
+        stream = room.snapcast_stream
     elif ctx.snapcast.mpd is not None:
         feeder = MpdZone(room_id, ctx.snapcast.mpd, reconnect_max_s=ctx.reconnect_max_s)
         stream = ctx.snapcast.party_stream
@@ -70,7 +62,7 @@ def snapcast_zone(room_id: str, room: RoomSettings, ctx: ZoneContext) -> Zone:
 def local_zone(room_id: str, room: RoomSettings, ctx: ZoneContext) -> Zone:
     from cassetted.playback.zones.local import LocalZone
 
-    return LocalZone(room_id, device=getattr(room, "device", None))
+    return LocalZone(room_id, device=room.device)
 
 
 class UnavailableZone:
@@ -102,17 +94,25 @@ class UnavailableZone:
 
 
 def create_zone(room_id: str, room: RoomSettings, ctx: ZoneContext) -> Zone | None:
-    """The zone of a room, or None for outputs that have no zone (`none`, `homeassistant`)."""
-    target = ZONES.get(room.output)
-    if target is None:
+    """The zone of a room, or None for a room with output "none"."""
+    plugin = ZONE_PLUGINS.get(room.output)
+    if plugin is None:
         return None
-    module_name, name = target.split(":")
-    factory: Callable[..., Any] = getattr(importlib.import_module(module_name), name)
     try:
-        return factory(room_id, room, ctx)
+        return plugin.create(room_id, room, ctx)
     except ImportError as error:
-        extra = "mpd" if "mpd" in str(error) else room.output
+        extra = "mpd" if "mpd" in str(error) else (plugin.extra or room.output)
         return UnavailableZone(room_id, f"output {room.output!r} needs the '{extra}' extra: "
                                         f"pip install 'cassetted[{extra}]' ({error})")
     except errors.CassettedError as error:
         return UnavailableZone(room_id, error.message)
+
+
+def playlist_mirror(room: RoomSettings | None, zone: Zone | None) -> PlaylistMirror | None:
+    """The room's zone as a PlaylistMirror when its output's plugin declares `playlists`."""
+    if room is None or zone is None or isinstance(zone, UnavailableZone):
+        return None
+    plugin = ZONE_PLUGINS.get(room.output)
+    if plugin is None or not plugin.capabilities.playlists:
+        return None
+    return cast("PlaylistMirror", zone)

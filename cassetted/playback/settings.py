@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class MpdEndpoint(BaseModel):
-    """An MPD server, the same shape as config.MpdSettings (kept separate to avoid a cycle)."""
+    """An MPD server: a room's `[rooms.<id>.mpd]` and the party's `[snapcast.mpd]` (the one
+    definition of an MPD endpoint; config.MpdSettings is this class)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -56,10 +56,9 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cassetted.contract import errors
 from cassetted.contract.schemas import (
@@ -73,7 +72,9 @@ from cassetted.contract.schemas import (
 )
 from cassetted.music.acestep import prompt as prompting
 from cassetted.music.acestep import shaping
-from cassetted.music.acestep.task import MAX_VARIANTS, TEXT2MUSIC, AceStepTask
+from cassetted.music.acestep.settings import AceStepApiSettings as AceStepApiSettings
+from cassetted.music.acestep.settings import RemoteLora as RemoteLora
+from cassetted.music.acestep.task import TEXT2MUSIC, AceStepTask
 from cassetted.music.base import Audio, NeedsLyrics, ProgressCallback
 
 if TYPE_CHECKING:
@@ -89,100 +90,6 @@ _RUN_END = 0.9
 # A file this much shorter than asked is a clamp, not the VAE's rounding (40 ms a frame).
 _SHORT_BY_S = 0.25
 _BUSY_BACKOFF_CAP_S = 60.0
-
-
-class RemoteLora(BaseModel):
-    """One LoRA/LoKr adapter *on the server's disk* (`[acestep_api.loras.<name>]`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: str = Field(min_length=1, max_length=1024,
-                      description="A PEFT adapter folder or LoKr .safetensors on the server.")
-    scale: float = Field(1.0, ge=0.0, le=1.0, description="Strength (upstream takes 0..1).")
-
-
-class AceStepApiSettings(BaseModel):
-    """`[acestep_api]`: one or more ACE-Step API servers.
-
-    ```toml
-    [acestep_api]
-    urls = ["http://gpu-box:8001", "http://basement:8001"]
-    key_provider = "acestep_api"   # cassetted keys set acestep_api
-    ```
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8001"], min_length=1,
-                            description="Base URLs of ACE-Step API servers, tried in turn.")
-    key_provider: str = Field("acestep_api", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
-                              description="Credential name of the API key (`cassetted keys set`).")
-    model: str | None = Field(None, max_length=128,
-                              description='DiT model on the server as /v1/models names it, e.g. '
-                                          '"acestep-v15-turbo" (or "acestep/acestep-v15-turbo").')
-    thinking: bool = Field(False, description="Let the server's 5 Hz LM write audio codes first.")
-    steps: int | None = Field(None, ge=1, le=200, description="Empty = the server's default.")
-    shift: float | None = Field(None, ge=0.1, le=10.0)
-    guidance_scale: float | None = Field(None, ge=1.0, le=20.0)
-    audio_format: Literal["flac", "wav", "mp3"] = "flac"
-    request_timeout_s: float = Field(30.0, gt=0, le=600, description="Per HTTP request.")
-    task_timeout_s: float = Field(1800.0, gt=0, description="Submit to finished file, queue included.")
-    poll_interval_s: float = Field(1.0, gt=0, le=60)
-    health_ttl_s: float = Field(30.0, ge=0, description="How long a health verdict is trusted.")
-    retries: int = Field(2, ge=0, le=10, description="Retries of one request on the same URL.")
-    retry_backoff_s: float = Field(0.5, ge=0, le=30)
-    lost_after_s: float = Field(30.0, gt=0, description="A task the server no longer knows "
-                                                        "this long is submitted elsewhere.")
-    stall_after_s: float = Field(120.0, gt=0, description="A running task whose progress has not "
-                                 "moved this long, on a server that runs no job (/v1/stats), is "
-                                 "taken as lost (the server restarted) and submitted again: "
-                                 "another server first, the same one once.")
-    busy_wait_s: float = Field(600.0, ge=0, description="How long to keep trying while every "
-                                                        "server answers 429 (queue full).")
-    busy_backoff_s: float = Field(5.0, gt=0, le=300, description="First pause after a round of "
-                                                                 "429s; doubles up to 60 s.")
-    max_variants: int = Field(4, ge=1, le=MAX_VARIANTS)
-    loras: dict[str, RemoteLora] = Field(default_factory=dict, description="Adapters on the "
-                                         "servers, by name (ACE-Step API 783bb36 or later).")
-    lora: str | None = Field(None, description="The name in `loras` every song is rendered with "
-                             "(a household style); the servers' adapter state is global, so "
-                             "cassetted should be their only client.")
-    simple_mode: bool = Field(False, description="A request with only a description (no lyrics) "
-                              "lets the server's 5 Hz LM write caption, lyrics, tempo, key and "
-                              "length (upstream's sample_query); the lyrics chain writes them "
-                              "when the LM is off.")
-
-    @field_validator("urls")
-    @classmethod
-    def _http_urls(cls, urls: list[str]) -> list[str]:
-        clean = []
-        for url in urls:
-            if not re.match(r"^https?://[^\s/]+", url):
-                raise ValueError(f"{url!r} must start with http:// or https://")
-            clean.append(url.rstrip("/"))
-        return clean
-
-    @field_validator("loras")
-    @classmethod
-    def _lora_names(cls, loras: dict[str, RemoteLora]) -> dict[str, RemoteLora]:
-        for name in loras:
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name):
-                raise ValueError(f"LoRA name {name!r}: letters, digits, '_', '-', '.'")
-        return loras
-
-    @model_validator(mode="after")
-    def _lora_is_known(self) -> AceStepApiSettings:
-        if self.lora is not None and self.lora not in self.loras:
-            known = ", ".join(sorted(self.loras)) or "none"
-            raise ValueError(f"lora {self.lora!r} is not one of [acestep_api.loras] ({known})")
-        return self
-
-    @property
-    def model_name(self) -> str | None:
-        """The model as /release_task takes it: /v1/models's id without "acestep/"."""
-        if not self.model:
-            return None
-        return self.model.split("/", 1)[1] if self.model.startswith("acestep/") else self.model
 
 
 class RemoteError(errors.GenerationFailed):
@@ -293,8 +200,6 @@ class AceStepApiEngine:
     """The MusicEngine on a pool of ACE-Step API servers (see the module docstring)."""
 
     name = "acestep_api"
-    tasks = frozenset({"text2music", "cover", "repaint"})
-    takes_task = True  # generate(spec, progress, task: AceStepTask)
 
     def __init__(self, settings: AceStepApiSettings, sample_rate: int,
                  api_key: KeyLookup | None = None, *, clock: Callable[[], float] = time.monotonic,

@@ -19,25 +19,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from cassetted.contract import errors
 from cassetted.contract.schemas import SongSpec
 from cassetted.music.acestep import prompt as prompting
 from cassetted.music.acestep import shaping
 from cassetted.music.acestep.layout import (
-    DIT_VARIANTS,
-    LM_SIZES,
     CheckpointMissing,
     Layout,
     resolve,
 )
+from cassetted.music.acestep.settings import AceStepSettings as AceStepSettings
+from cassetted.music.acestep.settings import LoraSettings as LoraSettings
 from cassetted.music.acestep.task import (
-    MAX_VARIANTS,
     TEXT2MUSIC,
     AceStepTask,
     ScheduleInvalid,
@@ -72,64 +69,6 @@ class AceStepOutOfMemory(errors.GenerationFailed):
     """The GPU ran out of memory (after the offload retry, where configured)."""
 
 
-class LoraSettings(BaseModel):
-    """One `[acestep.loras.<name>]` entry: a LoRA style a request may pick by name."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: Path = Field(description="The adapter folder as upstream's trainer (PEFT "
-                                   "save_pretrained) writes it: adapter_config.json + "
-                                   "adapter_model.safetensors; or one .safetensors file.")
-    scale: float = Field(1.0, ge=0.0, le=2.0, description="How strongly the style applies.")
-
-
-class AceStepSettings(BaseModel):
-    """`[acestep]`: the in-process ACE-Step 1.5 engine.
-
-    ```toml
-    [acestep]
-    checkpoint_dir = "/var/lib/cassetted/models/ace-step-1.5"
-    dit = "turbo"          # turbo, turbo-shift1, turbo-shift3, turbo-continuous, base, sft
-    lm = "none"            # none, 0.6B, 1.7B, 4B (the 5 Hz LM that plans the song first)
-    device = "auto"        # auto, cpu, cuda, cuda:1
-
-    [acestep.loras.our_band]   # a request picks it with "lora": "our_band"
-    path = "/var/lib/cassetted/loras/our-band"
-    scale = 0.8
-    ```
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    checkpoint_dir: Path | None = Field(
-        None, description="Folder with the ACE-Step 1.5 weights (see docs/acestep.md).")
-    dit: str = Field("turbo", pattern=r"^[A-Za-z0-9._-]{1,64}$",
-                     description=f"DiT variant: {', '.join(DIT_VARIANTS)} or a folder name.")
-    lm: str = Field("none", pattern=r"^[A-Za-z0-9._-]{1,64}$",
-                    description=f"5 Hz LM: none, {', '.join(LM_SIZES)} or a folder name.")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto = bfloat16 (or float16) on a GPU, float32 on the CPU.")
-    offload: Literal["never", "on_oom", "always"] = Field(
-        "on_oom", description="Keep weights in RAM and move each model to the GPU only while "
-                              "it runs: always, never, or only after running out of memory.")
-    quantization: Literal["none", "int8"] = Field(
-        "none", description="int8 = dynamic int8 matmuls (CPU, float32 only).")
-    steps: int | None = Field(None, ge=1, le=200,
-                              description="Diffusion steps; empty = the variant's: 8 (turbo, "
-                                          "fixed) or 50 (base, sft; 1..200).")
-    shift: float | None = Field(None, ge=0.1, le=10.0,
-                                description="Timestep shift; empty = the variant's: 3 (turbo: 1, "
-                                            "2 or 3), 1 (turbo-shift1), 1 (base, sft; 1..5).")
-    guidance_scale: float = Field(7.0, ge=1.0, le=20.0,
-                                  description="Classifier-free guidance (base and sft only).")
-    lm_temperature: float = Field(0.85, gt=0.0, le=2.0)
-    lm_top_p: float = Field(0.9, gt=0.0, le=1.0)
-    max_variants: int = Field(4, ge=1, le=MAX_VARIANTS, description="Most takes of one request.")
-    loras: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")], LoraSettings] = Field(
-        default_factory=dict, description="LoRA styles by name (loaded on first use).")
-
-
 class AceStepEngine:
     """The MusicEngine on ACE-Step 1.5 (see the module docstring).
 
@@ -138,8 +77,6 @@ class AceStepEngine:
     """
 
     name = "acestep"
-    tasks = frozenset({"text2music", "cover", "repaint"})
-    takes_task = True  # generate(spec, progress, task: AceStepTask)
 
     def __init__(self, settings: AceStepSettings, sample_rate: int) -> None:
         self.settings = settings

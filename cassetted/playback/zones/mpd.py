@@ -18,14 +18,13 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
 
 from mpd.asyncio import MPDClient
 from mpd.base import CommandError, ProtocolError
 from mpd.base import ConnectionError as MpdConnectionError
-from pydantic import SecretStr
 
 from cassetted.playback.base import StateCallback, Track, ZoneError, ZoneStatus
+from cassetted.playback.settings import MpdEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +40,10 @@ _STATES = {"play": "playing", "pause": "paused"}
 _IDLE_AFTER_S = 0.002
 
 
-class MpdEndpointLike(Protocol):
-    """config.MpdSettings or playback.settings.MpdEndpoint."""
-
-    host: str
-    port: int
-    password: SecretStr | None
-    music_dir: Path | None
-
-
 class MpdZone:
     """Implements Zone (and PlaylistMirror) for one room on one MPD."""
 
-    def __init__(self, room_id: str, endpoint: MpdEndpointLike, *,
+    def __init__(self, room_id: str, endpoint: MpdEndpoint, *,
                  reconnect_min_s: float = 0.1, reconnect_max_s: float = 5.0) -> None:
         self.room_id = room_id
         self._endpoint = endpoint
