@@ -12,9 +12,17 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -121,6 +129,11 @@ class RoomSettings(_Section):
         None, description='output = "homeassistant": the media_player entity that plays the room')
     roles: list[Role] = Field(default_factory=lambda: list(ROLES),
                               description="Who may use the room ([household] enabled)")
+
+    def plugin_settings(self, model: type[M]) -> M | None:
+        """The room's table of a zone plugin's `room_model` (`[rooms.<id>.<room_key>]`), or
+        None when the room has none. Typed access for plugins that are not fields here."""
+        return _field_of(self, model)
 
     @field_validator("output")
     @classmethod
@@ -241,6 +254,16 @@ class Settings(BaseSettings):
             raise UnknownRoom(f"unknown room {room_id!r} (rooms: {known})", "room")
         return room
 
+    def plugin_settings(self, model: type[M]) -> M:
+        """A plugin's own section by its settings model (`settings.plugin_settings(
+        AceStepSettings)` is `settings.acestep`): typed access for third-party plugins,
+        whose sections load() adds to the model (see assembled())."""
+        found = _field_of(self, model) or _field_of(self.lyrics, model)
+        if found is None:
+            raise KeyError(f"no configuration section has the model {model.__name__} "
+                           "(is its plugin installed? settings come from config.load())")
+        return found
+
     @property
     def library_dir(self) -> Path:
         return self.storage.library_dir or self.state_dir / "library"
@@ -264,6 +287,66 @@ class Settings(BaseSettings):
 
 
 _TOML_FILE: Path | None = None
+M = TypeVar("M", bound=BaseModel)
+
+
+def _field_of(model: BaseModel, wanted: type[M]) -> M | None:
+    """The value of `model`'s field whose value is exactly a `wanted` (None if none)."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if type(value) is wanted:
+            return value
+    return None
+
+
+def _plugin_sections() -> tuple[dict[str, type[BaseModel]], dict[str, type[BaseModel]],
+                                dict[str, type[BaseModel]]]:
+    """The tables registered plugins bring that the built-in models lack: top-level
+    sections (engines, zones), `[lyrics.<x>]` tables and `[rooms.<id>.<x>]` tables."""
+    from cassetted.lyrics.plugin import LYRICS_PLUGINS
+    from cassetted.music.registry import ENGINE_PLUGINS
+    from cassetted.playback.plugin import ZONE_PLUGINS
+
+    top: dict[str, type[BaseModel]] = {}
+    lyrics: dict[str, type[BaseModel]] = {}
+    room: dict[str, type[BaseModel]] = {}
+    for plugin in (*ENGINE_PLUGINS.all().values(), *ZONE_PLUGINS.all().values()):
+        if plugin.settings_section and plugin.settings_model is not None:
+            top.setdefault(plugin.settings_section, plugin.settings_model)
+    for lyric in LYRICS_PLUGINS.all().values():
+        if lyric.settings_section and lyric.settings_model is not None:
+            lyrics.setdefault(lyric.settings_section, lyric.settings_model)
+    for zone in ZONE_PLUGINS.all().values():
+        if zone.room_key and zone.room_model is not None:
+            room.setdefault(zone.room_key, zone.room_model)
+    return ({k: v for k, v in top.items() if k not in Settings.model_fields},
+            {k: v for k, v in lyrics.items() if k not in LyricsSettings.model_fields},
+            {k: v for k, v in room.items() if k not in RoomSettings.model_fields})
+
+
+_ASSEMBLED: dict[tuple[Any, ...], type[Settings]] = {}
+
+
+def assembled() -> type[Settings]:
+    """Settings with the sections of every registered plugin (the built-ins' are typed
+    fields above; a third-party plugin's table is added here), so the file's shape is the
+    plugins' own and an unknown key in any of them is still an error."""
+    top, lyrics, room = _plugin_sections()
+    key = tuple((k, v) for part in (top, lyrics, room) for k, v in sorted(part.items(), key=str))
+    cls = _ASSEMBLED.get(key)
+    if cls is None:
+        fields: dict[str, Any] = {name: (model, Field(default_factory=model))
+                                  for name, model in top.items()}
+        if lyrics:
+            lyrics_cls = create_model("LyricsSettings", __base__=LyricsSettings, **{
+                name: (model, Field(default_factory=model)) for name, model in lyrics.items()})
+            fields["lyrics"] = (lyrics_cls, Field(default_factory=lyrics_cls))
+        if room:
+            room_cls = create_model("RoomSettings", __base__=RoomSettings, **{
+                name: (model | None, None) for name, model in room.items()})
+            fields["rooms"] = (dict[str, room_cls], Field(default_factory=dict))  # type: ignore[valid-type]
+        cls = _ASSEMBLED[key] = create_model("Settings", __base__=Settings, **fields) if fields else Settings
+    return cls
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -289,28 +372,33 @@ def _key_of(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(root)"
 
 
-def _hint(loc: tuple[Any, ...]) -> str:
-    """'did you mean' for an unknown key, found among the fields of its section."""
-    model: Any = Settings
+def _hint(loc: tuple[Any, ...], root: type[BaseModel]) -> str:
+    """'did you mean' for an unknown key, found among the fields of its section (through
+    tables keyed by id, such as [rooms.<id>])."""
+    model: Any = root
+    keyed = False  # the previous part was a dict of sections: this part is its key
     for part in loc[:-1]:
+        if keyed:
+            keyed = False
+            continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return ""
         annotation = field.annotation
-        model = next((a for a in getattr(annotation, "__args__", ()) if hasattr(a, "model_fields")),
-                     annotation)
+        keyed = get_origin(annotation) is dict
+        model = next((a for a in get_args(annotation) if hasattr(a, "model_fields")), annotation)
     names = list(getattr(model, "model_fields", {}))
     close = difflib.get_close_matches(str(loc[-1]), names, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def format_validation_error(error: ValidationError) -> str:
+def format_validation_error(error: ValidationError, root: type[BaseModel] = Settings) -> str:
     """All problems in one line: `mqtt.port: Input should be ...; foo: unknown key`."""
     parts = []
     for item in error.errors():
         loc = tuple(item["loc"])
         if item["type"] == "extra_forbidden":
-            parts.append(f"{_key_of(loc)}: unknown key{_hint(loc)}")
+            parts.append(f"{_key_of(loc)}: unknown key{_hint(loc, root)}")
         else:
             parts.append(f"{_key_of(loc)}: {item['msg']}")
     return "; ".join(parts)
@@ -321,11 +409,13 @@ def load(config_file: str | os.PathLike[str] | None = None, **overrides: Any) ->
     global _TOML_FILE
     path = find_config_file(config_file)
     _TOML_FILE = path
+    cls: type[Settings] = Settings
     try:
-        settings = Settings(**overrides)
+        cls = assembled()
+        settings = cls(**overrides)
     except ValidationError as error:
         where = f" in {path}" if path else ""
-        raise ConfigError(f"invalid configuration{where}: {format_validation_error(error)}") from None
+        raise ConfigError(f"invalid configuration{where}: {format_validation_error(error, cls)}") from None
     except PluginError as error:  # a broken or duplicate plugin: one line, not a traceback
         raise ConfigError(f"cannot load the plugins: {error}") from None
     except (OSError, ValueError) as error:  # unreadable or malformed TOML

@@ -99,10 +99,12 @@ class Registry(Generic[P]):
         with self._lock:
             self._plugins = None
 
-    def _order(self, entry: metadata.EntryPoint) -> tuple[int, str]:
-        """Built-ins first in their own order, then the others by name (stable listings)."""
+    def _order(self, entry: metadata.EntryPoint) -> tuple[int, int, str]:
+        """Built-ins first in their own order, then the others by name (stable listings);
+        cassetted's own entry before another package's of the same name."""
         builtin = self._builtins.index(entry.name) if entry.name in self._builtins else len(self._builtins)
-        return builtin, entry.name
+        own = 0 if entry.dist is not None and entry.dist.name == "cassetted" else 1
+        return builtin, own, entry.name
 
     def _load(self) -> dict[str, P]:
         found: dict[str, P] = {}
