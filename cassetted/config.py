@@ -310,9 +310,11 @@ def _plugin_sections() -> tuple[dict[str, type[BaseModel]], dict[str, type[BaseM
     top: dict[str, type[BaseModel]] = {}
     lyrics: dict[str, type[BaseModel]] = {}
     room: dict[str, type[BaseModel]] = {}
-    for plugin in (*ENGINE_PLUGINS.all().values(), *ZONE_PLUGINS.all().values()):
-        if plugin.settings_section and plugin.settings_model is not None:
-            top.setdefault(plugin.settings_section, plugin.settings_model)
+    sections = [(p.settings_section, p.settings_model) for p in ENGINE_PLUGINS.all().values()]
+    sections += [(p.settings_section, p.settings_model) for p in ZONE_PLUGINS.all().values()]
+    for section, model in sections:
+        if section and model is not None:
+            top.setdefault(section, model)
     for lyric in LYRICS_PLUGINS.all().values():
         if lyric.settings_section and lyric.settings_model is not None:
             lyrics.setdefault(lyric.settings_section, lyric.settings_model)
@@ -338,13 +340,14 @@ def assembled() -> type[Settings]:
         fields: dict[str, Any] = {name: (model, Field(default_factory=model))
                                   for name, model in top.items()}
         if lyrics:
-            lyrics_cls = create_model("LyricsSettings", __base__=LyricsSettings, **{
-                name: (model, Field(default_factory=model)) for name, model in lyrics.items()})
+            tables: dict[str, Any] = {name: (model, Field(default_factory=model))
+                                      for name, model in lyrics.items()}
+            lyrics_cls = create_model("LyricsSettings", __base__=LyricsSettings, **tables)
             fields["lyrics"] = (lyrics_cls, Field(default_factory=lyrics_cls))
         if room:
-            room_cls = create_model("RoomSettings", __base__=RoomSettings, **{
-                name: (model | None, None) for name, model in room.items()})
-            fields["rooms"] = (dict[str, room_cls], Field(default_factory=dict))  # type: ignore[valid-type]
+            room_tables: dict[str, Any] = {name: (model | None, None) for name, model in room.items()}
+            room_cls = create_model("RoomSettings", __base__=RoomSettings, **room_tables)
+            fields["rooms"] = (dict[str, room_cls], Field(default_factory=dict))
         cls = _ASSEMBLED[key] = create_model("Settings", __base__=Settings, **fields) if fields else Settings
     return cls
 

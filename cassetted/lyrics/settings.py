@@ -1,14 +1,14 @@
 """The `[lyrics]` configuration section: which providers write lyrics, in which order, and how.
 
 Mounted by config.py as `Settings.lyrics`. The provider models (OllamaSettings,
-OpenAISettings) are the settings models of their plugins (lyrics/plugins.py). API keys are NOT configured here: they live
-Fernet-encrypted in the database (`cassetted keys set PROVIDER`), one per provider name.
+OpenAISettings) are the settings models of their plugins (lyrics/plugins.py). API keys are
+NOT configured here: they live Fernet-encrypted in the database (`cassetted keys set
+PROVIDER`), one per provider name.
 """
 
 from __future__ import annotations
 
 import re
-
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator

@@ -1,9 +1,9 @@
 """How a room's configuration becomes a zone: the zone plugin its `output` names.
 
 Zone plugins are registered in the `cassetted.zones` entry-point group (playback/plugin.py);
-the built-ins' factories are the functions below. Factories receive the room's settings and a ZoneContext holding what zones share (the one
-snapserver connection, the [snapcast] settings), so a zone class never reads the global
-configuration itself.
+the built-ins' factories are the functions below. Factories receive the room's settings
+and a ZoneContext holding what zones share (the one snapserver connection, the [snapcast]
+settings), so a zone class never reads the global configuration itself.
 """
 
 from __future__ import annotations

@@ -20,16 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cassetted.homeassistant.rest import HomeAssistantClient, HomeAssistantError
 from cassetted.homeassistant.settings import HomeAssistantSettings, HomeAssistantZoneSettings
 from cassetted.playback.base import PlayerState, StateCallback, Track, ZoneError, ZoneStatus
 from cassetted.store.credentials import Secret
-
-if TYPE_CHECKING:
-    from cassetted.config import RoomSettings
-    from cassetted.playback.registry import ZoneContext
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +233,8 @@ class HomeAssistantZone:
             self._on_state(status)
 
 
-def homeassistant_zone(room_id: str, room: RoomSettings, ctx: ZoneContext) -> HomeAssistantZone:
-    """Zone factory of the `homeassistant` zone plugin (playback/zones/plugins.py).
+def homeassistant_zone(room_id: str, room: Any, ctx: Any) -> HomeAssistantZone:
+    """Zone factory for `cassetted.playback.ZONES["homeassistant"]`.
 
     Reads `room.homeassistant` (HomeAssistantZoneSettings) and, from the ZoneContext,
     `homeassistant` (HomeAssistantSettings) and `homeassistant_token` (an async callable
@@ -247,9 +243,9 @@ def homeassistant_zone(room_id: str, room: RoomSettings, ctx: ZoneContext) -> Ho
     """
     from cassetted.contract import errors
 
-    zone = room.homeassistant
-    settings = ctx.homeassistant
-    token = ctx.homeassistant_token
+    zone = getattr(room, "homeassistant", None)
+    settings = getattr(ctx, "homeassistant", None)
+    token = getattr(ctx, "homeassistant_token", None)
     if zone is None:
         raise errors.InvalidState(f"room {room_id!r} has output 'homeassistant' but no "
                                   f"[rooms.{room_id}.homeassistant] entity_id")
