@@ -1,0 +1,73 @@
+"""Real parts for the job tests: a SQLite Store in tmp_path, settings for the built-in engine
+at its shortest songs, and a listener that records what the runner announces."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cassetted.config import Settings
+from cassetted.contract.schemas import JobEvent, JobState, QueueState, SongInfo
+
+SHORT_S = 10  # the shortest song a request may ask for (MIN_DURATION_S)
+
+
+def make_settings(tmp_path: Path, **generation: Any) -> Settings:
+    """One room, the built-in engine and lyric writer, songs of SHORT_S seconds."""
+    values: dict[str, Any] = {"default_duration_s": SHORT_S, "retry_min_s": 0.2}
+    values.update(generation)
+    return Settings(state_dir=tmp_path / "state",
+                    rooms={"living_room": {"name": "Living Room"}},
+                    generation=values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@dataclass
+class Recorder:
+    """A JobListener (the runner's only outward interface) that keeps every call."""
+
+    events: list[JobEvent] = field(default_factory=list)
+    queues: list[QueueState] = field(default_factory=list)
+    ready: list[tuple[SongInfo, str]] = field(default_factory=list)
+
+    def job_changed(self, event: JobEvent) -> None:
+        self.events.append(event)
+
+    def queue_changed(self, state: QueueState) -> None:
+        self.queues.append(state)
+
+    def song_ready(self, song: SongInfo, job_id: str) -> None:
+        self.ready.append((song, job_id))
+
+    def states(self, job_id: str) -> list[JobState]:
+        """The states announced for one job, repeats folded."""
+        seen: list[JobState] = []
+        for event in self.events:
+            if event.job_id == job_id and (not seen or seen[-1] != event.state):
+                seen.append(event.state)
+        return seen
+
+    async def until(self, test: Callable[[], bool], timeout: float = 60) -> None:
+        """Wait on the event loop until `test()` holds (the runner works meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while not test():
+            assert time.monotonic() < deadline, f"timed out; events: {self.events}"
+            await asyncio.sleep(0.02)
+
+    async def until_state(self, job_id: str, state: JobState, timeout: float = 60) -> None:
+        await self.until(lambda: state in self.states(job_id), timeout)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
