@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cassetted.config import Settings
+from cassetted.config import GenerationSettings, RoomSettings, Settings
 from cassetted.contract.schemas import JobEvent, JobState, QueueState, SongInfo
 
 SHORT_S = 10  # the shortest song a request may ask for (MIN_DURATION_S)
@@ -23,8 +23,8 @@ def make_settings(tmp_path: Path, **generation: Any) -> Settings:
     values: dict[str, Any] = {"default_duration_s": SHORT_S, "retry_min_s": 0.2}
     values.update(generation)
     return Settings(state_dir=tmp_path / "state",
-                    rooms={"living_room": {"name": "Living Room"}},
-                    generation=values)
+                    rooms={"living_room": RoomSettings(name="Living Room")},
+                    generation=GenerationSettings(**values))
 
 
 @pytest.fixture
@@ -57,15 +57,15 @@ class Recorder:
                 seen.append(event.state)
         return seen
 
-    async def until(self, test: Callable[[], bool], timeout: float = 60) -> None:
+    async def until(self, test: Callable[[], bool], within_s: float = 60) -> None:
         """Wait on the event loop until `test()` holds (the runner works meanwhile)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within_s
         while not test():
             assert time.monotonic() < deadline, f"timed out; events: {self.events}"
             await asyncio.sleep(0.02)
 
-    async def until_state(self, job_id: str, state: JobState, timeout: float = 60) -> None:
-        await self.until(lambda: state in self.states(job_id), timeout)
+    async def until_state(self, job_id: str, state: JobState, within_s: float = 60) -> None:
+        await self.until(lambda: state in self.states(job_id), within_s)
 
 
 @pytest.fixture
