@@ -6,58 +6,21 @@ its own PostgreSQL schema, so tests never see each other's retained messages or 
 
 from __future__ import annotations
 
-import getpass
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.services import HOST, free_port, pg_schema, start_mosquitto, stop_process
 from tests.probe import MqttProbe, broker_answers
 
-BROKER_HOST = "127.0.0.1"
+BROKER_HOST = HOST
 PG_URL = os.environ.get("CASSETTED_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_mosquitto(port: int, workdir: Path, persistence: bool = False,
-                    extra: str = "") -> subprocess.Popen[bytes]:
-    """A private broker on a loopback port (for tests that stop and start one); with
-    `persistence`, it keeps its sessions in `workdir` across its restarts; `extra` is
-    appended to its configuration."""
-    conf = workdir / f"mosquitto-{port}.conf"
-    lines = f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-    if persistence:
-        store = workdir / f"mosquitto-store-{port}"
-        store.mkdir(exist_ok=True)
-        # Started as root, Mosquitto would become `mosquitto`, who cannot write pytest's tmp.
-        lines += (f"persistence true\npersistence_location {store}/\nautosave_interval 1\n"
-                  f"user {getpass.getuser()}\n")
-    else:
-        lines += "persistence false\n"
-    conf.write_text(lines + extra)
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not broker_answers(BROKER_HOST, port):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError(f"mosquitto did not start on port {port}")
-        time.sleep(0.05)
-    return proc
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +32,7 @@ def broker_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
     proc = start_mosquitto(port, tmp_path_factory.mktemp("broker"))
     yield port
-    proc.terminate()
-    proc.wait(10)
+    stop_process(proc)
 
 
 @pytest.fixture
@@ -107,12 +69,13 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir / "daemon.log"
 
-    def start(self) -> DaemonProcess:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cassetted", "run", "--config", str(self.config)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.cwd,
-        )
+    def start(self, *args: str) -> DaemonProcess:
+        """Run it; `args` go after `run --config FILE` (e.g. "--rebuild-library")."""
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy open
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cassetted", "run", "--config", str(self.config), *args],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+            )
         return self
 
     def kill(self) -> None:
@@ -170,16 +133,9 @@ def daemon_factory(tmp_path: Path, broker_port: int, base_topic: str) -> Iterato
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL schema in database `test`, dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    schema = f"cassetted_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(PG_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE SCHEMA {schema}")
-    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    with conn.cursor() as cur:
-        cur.execute(f"DROP SCHEMA {schema} CASCADE")
-    conn.close()
+    pytest.importorskip("psycopg2")
+    with pg_schema(PG_URL) as url:
+        yield url
 
 
 # In CI every dependency is installed by .ci/run, so a skip can only mean a broken

@@ -10,15 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import BROKER_HOST, free_port, start_mosquitto
+from tests.conftest import BROKER_HOST
+from tests.fixtures.services import free_port, start_mosquitto, stop_process
 from tests.probe import MqttProbe
 
 WARNING = "did not resume cassetted's session"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()  # SIGTERM: Mosquitto saves its store on the way out
-    proc.wait(10)
 
 
 def _request_while_away(port: int, base: str, request_id: str) -> None:
@@ -44,7 +40,7 @@ def _scenario(daemon_factory, base_topic: str, tmp_path: Path,  # type: ignore[n
     _request_while_away(port, base_topic, "while-away")
     probe.close()
     time.sleep(1.5)  # autosave_interval: the queued request is on disk
-    _stop(broker)
+    stop_process(broker)
     broker = start_mosquitto(port, tmp_path, persistence)
     probe = MqttProbe(BROKER_HOST, port, base_topic)
     start = len(probe.messages)
@@ -68,7 +64,7 @@ def test_with_persistence_a_request_sent_while_away_survives_a_broker_restart(
         assert WARNING not in log
     finally:
         probe.close()
-        _stop(broker)
+        stop_process(broker)
 
 
 def test_without_persistence_the_daemon_warns_that_the_session_was_lost(
@@ -79,7 +75,7 @@ def test_without_persistence_the_daemon_warns_that_the_session_was_lost(
         assert not probe.on("r")  # the request sent meanwhile is gone, as documented
     finally:
         probe.close()
-        _stop(broker)
+        stop_process(broker)
 
 
 def test_a_first_connection_does_not_warn(daemon_factory, probe: MqttProbe) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import soundfile
 
-from tests.conftest import BROKER_HOST, free_port, start_mosquitto
+from tests.conftest import BROKER_HOST
+from tests.fixtures.services import free_port, start_mosquitto, stop_process
 from tests.probe import MqttProbe
 
 ORDER = ["queued", "writing_lyrics", "composing", "encoding", "ready", "done"]
@@ -217,8 +218,7 @@ def test_broker_absent_at_start_then_appears(daemon_factory, base_topic: str, tm
         assert "unavailable" in daemon.log()
     finally:
         daemon.stop()
-        broker.terminate()
-        broker.wait(10)
+        stop_process(broker)
 
 
 def test_clean_stop_publishes_offline(daemon_factory, probe: MqttProbe) -> None:
@@ -247,8 +247,7 @@ def test_broker_restart_restores_subscriptions(daemon_factory, base_topic: str,
         probe = MqttProbe(BROKER_HOST, port, base_topic)
         probe.wait_online()
         probe.close()
-        broker.terminate()
-        broker.wait(10)
+        stop_process(broker)
         time.sleep(1.0)
         broker = start_mosquitto(port, tmp_path)  # no persistence: subscriptions are gone
         probe = MqttProbe(BROKER_HOST, port, base_topic)
@@ -261,8 +260,7 @@ def test_broker_restart_restores_subscriptions(daemon_factory, base_topic: str,
         assert daemon.proc.poll() is None
     finally:
         daemon.stop()
-        broker.terminate()
-        broker.wait(10)
+        stop_process(broker)
 
 
 def test_mqtt_311_daemon(daemon_factory, probe: MqttProbe) -> None:

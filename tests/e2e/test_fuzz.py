@@ -42,8 +42,9 @@ from paho.mqtt.properties import Properties
 from cassetted.contract import errors
 from cassetted.contract.asyncapi import channels
 from cassetted.voice.hermes import SLOT_FIELDS
-from tests.conftest import BROKER_HOST, free_port, start_mosquitto
+from tests.conftest import BROKER_HOST
 from tests.e2e.hostile import HOSTILE, assert_clean_log
+from tests.fixtures.services import free_port, start_mosquitto, stop_process
 from tests.probe import MqttProbe
 
 FUZZ_EXAMPLES = int(os.environ.get("CASSETTED_FUZZ_EXAMPLES", "200"))
@@ -390,8 +391,7 @@ def fast_broker(tmp_path: Path) -> Iterator[int]:
     port = free_port()
     proc = start_mosquitto(port, tmp_path, extra="set_tcp_nodelay true\n")
     yield port
-    proc.terminate()
-    proc.wait(10)
+    stop_process(proc)
 
 
 @pytest.fixture

@@ -9,17 +9,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fixtures.services import LoopbackHTTP
 from tests.probe import MqttProbe
 
 # Letters, digits and underscores only: echoed as an error "code" it looks like one.
@@ -66,11 +66,8 @@ class StandIn:
                 except OSError:
                     pass  # the client gave up (timeout)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.block_on_close = False
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.http = LoopbackHTTP(Handler, path="/v1")
+        self.url = self.http.url
 
     def answer(self, marker: str, auth: str | None) -> tuple[int, bytes]:
         def chat(content: str) -> bytes:
@@ -105,8 +102,7 @@ class StandIn:
         return status, body
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.close()
 
 
 @pytest.fixture

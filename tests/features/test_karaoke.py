@@ -13,7 +13,7 @@ from cassetted.contract.schemas import SongSpec
 from cassetted.features.karaoke import remix_duration
 from cassetted.library import lrc
 from tests.conftest import BROKER_HOST
-from tests.playback.servers import MpdServer
+from tests.fixtures.services import MpdServer
 from tests.probe import MqttProbe
 
 LYRICS = """[Verse]

@@ -16,7 +16,7 @@ import soundfile
 from cassetted.contract.schemas import SongInfo
 from cassetted.events import EventBus, SongReady
 from cassetted.voice.hermes import HermesAnnouncer
-from tests.playback.servers import MpdServer, wait_for
+from tests.fixtures.services import MpdServer, wait_for
 from tests.probe import MqttProbe, Received
 
 SLEEP_TOML = "\n[sleep]\nsong_duration_s = 60\n"

@@ -15,7 +15,7 @@ from tests.probe import MqttProbe
 require_servers()
 from mpd import CommandError  # noqa: E402
 
-from tests.playback.servers import MpdServer, SnapServer, wait_for  # noqa: E402
+from tests.fixtures.services import MpdServer, SnapServer, wait_for  # noqa: E402
 
 OWNER = "as/dad-phone"  # the owner's broker login ([users.dad] mqtt_usernames)
 

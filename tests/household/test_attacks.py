@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BROKER_HOST, DaemonProcess, free_port
+from tests.conftest import BROKER_HOST, DaemonProcess
+from tests.fixtures.services import free_port
 from tests.probe import MqttProbe
 
 HOUSEHOLD = """

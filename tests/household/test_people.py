@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -169,39 +168,18 @@ def test_household_off_is_open(daemon_factory, probe: MqttProbe) -> None:
 
 
 @pytest.fixture
-def acl_broker(tmp_path, free_port_fn=None):
+def acl_broker(tmp_path):
     """A private Mosquitto where each login may publish only under `<base>/as/<login>/`."""
-    import shutil
-    import subprocess
-
-    from tests.conftest import BROKER_HOST, free_port
-    from tests.probe import broker_answers
+    from tests.fixtures.services import free_port, start_mosquitto, stop_process
 
     port = free_port()
-    passwords = tmp_path / "passwd"
     logins = {"cassetted": "daemon-pw", "dad-phone": "dad-pw", "visitor": "visitor-pw"}
-    passwords.write_text("")
-    for login, password in logins.items():
-        subprocess.run(["mosquitto_passwd", "-b", str(passwords), login, password], check=True)
-    acl = tmp_path / "acl"
-    acl.write_text("user cassetted\ntopic readwrite #\n\n"
-                   "pattern read cassetted-acl/#\n"
-                   "pattern write cassetted-acl/as/%u/#\n")
-    conf = tmp_path / "mosquitto.conf"
-    # Run as root, Mosquitto drops to its own user, which cannot read pytest's private tmp.
-    stay = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n"
-                    f"password_file {passwords}\nacl_file {acl}\n{stay}")
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not broker_answers(BROKER_HOST, port):
-        assert time.monotonic() < deadline and proc.poll() is None, "mosquitto did not start"
-        time.sleep(0.05)
+    proc = start_mosquitto(port, tmp_path, logins=logins,
+                           acl="user cassetted\ntopic readwrite #\n\n"
+                               "pattern read cassetted-acl/#\n"
+                               "pattern write cassetted-acl/as/%u/#\n")
     yield port, logins
-    proc.terminate()
-    proc.wait(10)
+    stop_process(proc)
 
 
 def test_mqtt_login_is_the_identity(daemon_factory, acl_broker) -> None:

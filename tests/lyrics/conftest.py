@@ -1,18 +1,19 @@
-"""Shared fixtures: specs, a SQLite store in tmp, and a loopback HTTP server for LLM fakes."""
+"""Shared fixtures: specs, a SQLite store in tmp, and a loopback HTTP server for LLM fakes
+(the server is tests.fixtures.services.LoopbackHTTP; what it answers is each test's)."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from cassetted.contract.schemas import SongSpec
+from tests.fixtures.services import LoopbackHTTP
 
 
 def make_spec(**overrides: Any) -> SongSpec:
@@ -115,15 +116,10 @@ def fake_server() -> Iterator[FakeServer]:
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    httpd.block_on_close = False  # a handler still sleeping must not hold up the test
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    server = FakeServer(url=f"http://127.0.0.1:{httpd.server_address[1]}")
+    http = LoopbackHTTP(Handler)  # a handler still sleeping does not hold up the test
+    server = FakeServer(url=http.url)
     state["server"] = server
     try:
         yield server
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        http.close()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import datetime
-import getpass
-import shutil
 import ssl
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import BROKER_HOST, free_port
-from tests.probe import broker_answers
+from tests.conftest import BROKER_HOST
+from tests.fixtures.services import free_port, start_mosquitto, stop_process
 
 
 def _cert(subject: str, issuer_key, issuer_name, key, ca: bool, san: bool) -> x509.Certificate:
@@ -55,24 +52,11 @@ def secure_broker(tmp_path: Path):
     key_file = _pem(tmp_path / "server.key", key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption()))
-    passwords = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "cassetted", "s3cret-pw"],
-                   check=True, capture_output=True)
     port = free_port()
-    conf = tmp_path / "secure.conf"
-    # `user`: as root, Mosquitto would drop to its own account, which cannot read tmp_path.
-    conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
-                    f"password_file {passwords}\ncafile {ca_file}\ncertfile {cert_file}\n"
-                    f"keyfile {key_file}\npersistence false\n")
-    proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not broker_answers(BROKER_HOST, port):
-        assert time.monotonic() < deadline and proc.poll() is None, "secure broker did not start"
-        time.sleep(0.05)
+    proc = start_mosquitto(port, tmp_path, logins={"cassetted": "s3cret-pw"},
+                           extra=f"cafile {ca_file}\ncertfile {cert_file}\nkeyfile {key_file}\n")
     yield port, ca_file
-    proc.terminate()
-    proc.wait(10)
+    stop_process(proc)
 
 
 def _tls_probe(port: int, ca_file: Path, base: str) -> tuple[mqtt.Client, list]:

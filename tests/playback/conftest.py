@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
 from cassetted.playback.base import Track
+from tests.fixtures.services import MpdServer, SnapClient, SnapServer, fifo_output, wait_for
 from tests.playback.helpers import write_flac
-
-if TYPE_CHECKING:
-    from tests.playback.servers import MpdServer, SnapServer
 
 
 @pytest.fixture
 def mpd_server(tmp_path: Path) -> Iterator[MpdServer]:
-    from tests.playback.servers import MpdServer
-
     server = MpdServer(tmp_path / "mpd").start()
     yield server
     server.stop()
@@ -27,8 +22,6 @@ def mpd_server(tmp_path: Path) -> Iterator[MpdServer]:
 @pytest.fixture
 def snapserver(tmp_path: Path) -> Iterator[SnapServer]:
     """snapserver with two clients, `kitchen` and `bedroom`, each in its own group on `radio`."""
-    from tests.playback.servers import SnapClient, SnapServer, wait_for
-
     server = SnapServer(tmp_path / "snap").start()
     clients = [SnapClient(server, name).start() for name in ("kitchen", "bedroom")]
 
@@ -50,8 +43,6 @@ def snapserver(tmp_path: Path) -> Iterator[SnapServer]:
 @pytest.fixture
 def party_mpd(tmp_path: Path, snapserver: SnapServer) -> Iterator[MpdServer]:
     """The MPD that writes into snapserver's `party` pipe."""
-    from tests.playback.servers import MpdServer, fifo_output
-
     server = MpdServer(tmp_path / "party-mpd", output=fifo_output(snapserver.party_pipe)).start()
     yield server
     server.stop()

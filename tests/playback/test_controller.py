@@ -22,7 +22,7 @@ from cassetted.store.database import Song, Store
 from tests.playback.helpers import require_servers, run, write_flac
 
 require_servers()
-from tests.playback.servers import HOST, MpdServer, SnapServer  # noqa: E402
+from tests.fixtures.services import HOST, MpdServer, SnapServer  # noqa: E402
 
 
 class Published:

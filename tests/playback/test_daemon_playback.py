@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.playback.servers import MpdServer, wait_for
+from tests.fixtures.services import MpdServer, wait_for
 from tests.probe import MqttProbe
 
 

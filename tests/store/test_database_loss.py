@@ -66,11 +66,7 @@ def test_deleted_database_refused_then_rebuilt_from_tags(daemon_factory, probe: 
         (daemon.state_dir / "cassetted.db").stat().st_size == 0
     assert sorted(p.name for p in library.iterdir() if p.is_file()) == files  # untouched
 
-    daemon.env = {**daemon.env}
-    daemon.proc = subprocess.Popen(
-        [sys.executable, "-m", "cassetted", "run", "--config", str(daemon.config),
-         "--rebuild-library"], env=daemon.env, stdout=open(daemon.log_path, "ab"),
-        stderr=subprocess.STDOUT)
+    daemon.start("--rebuild-library")
     start = len(probe.messages)
     _online_after(probe, start)
     page = probe.command("library/query", {})

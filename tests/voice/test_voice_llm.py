@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
+from tests.fixtures.services import LoopbackHTTP
 from tests.probe import MqttProbe
 
 SECRET = "sk-anna-Vx81QmL0verysecret"
@@ -75,17 +75,13 @@ def stand_in() -> Iterator[StandIn]:
             self.end_headers()
             self.wfile.write(content)
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    server = StandIn(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+    http = LoopbackHTTP(Handler, path="/v1")
+    server = StandIn(url=http.url)
     state["server"] = server
     try:
         yield server
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        http.close()
 
 
 def config(stand_in: StandIn, llm_fallback: bool = True) -> str:

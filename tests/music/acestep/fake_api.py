@@ -9,7 +9,7 @@ the way the real server does where that differs from what a client would hope. T
 - ``mar``: upstream ``783bb36`` (2026-03-20, read from the ``erichchampion/ace-step-1.5``
   mirror), the refactored ``acestep/api/**``.
 
-Where each behaviour was read is recorded in ``tests/acestep/UPSTREAM.md`` (file and line
+Where each behaviour was read is recorded in ``tests/music/acestep/UPSTREAM.md`` (file and line
 at each commit). In short: seeds (feb ignores them; mar seeds take 0 from a single seed and
 every take from a comma list), failed results without an ``error`` field and a
 ``progress_text`` that is the server's last log line, a restart that leaves lost tasks
@@ -34,11 +34,13 @@ import urllib.parse
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 import numpy as np
 import soundfile
+
+from tests.fixtures.services import LoopbackHTTP
 
 RATE = 48000
 Personality = Literal["feb", "mar"]
@@ -168,15 +170,11 @@ class FakeAceStepServer:
             def do_POST(self) -> None:
                 server._handle(self, "POST")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.http = LoopbackHTTP(Handler)
+        self.url = self.http.url
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.close()
 
     def __enter__(self) -> FakeAceStepServer:
         return self
@@ -623,13 +621,3 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def dead_url() -> str:
-    """A loopback URL where nothing listens (connection refused)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"

@@ -16,7 +16,8 @@ from cassetted.music.acestep.api import AceStepApiEngine, AceStepApiSettings, Re
 from cassetted.music.acestep.task import AceStepTask, TaskInvalid
 from cassetted.music.base import Audio, Cancelled
 from cassetted.store.credentials import Secret
-from tests.music.acestep.fake_api import Behaviour, FakeAceStepServer, dead_url, take_seeds
+from tests.fixtures.services import dead_url
+from tests.music.acestep.fake_api import Behaviour, FakeAceStepServer, take_seeds
 
 RATE = 44100
 KEY = "s3cret-key-123"

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from tests.music.acestep.fake_api import Behaviour, FakeAceStepServer, dead_url
+from tests.fixtures.services import dead_url
+from tests.music.acestep.fake_api import Behaviour, FakeAceStepServer
 from tests.probe import MqttProbe
 
 

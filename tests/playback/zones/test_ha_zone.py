@@ -11,7 +11,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from cassetted.homeassistant.settings import HomeAssistantSettings, HomeAssistan
 from cassetted.playback.base import Track, ZoneError, ZoneStatus
 from cassetted.playback.zones.homeassistant import HomeAssistantZone
 from cassetted.store.credentials import Secret
+from tests.fixtures.services import LoopbackHTTP
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.very-secret-long-lived-token"
 ENTITY = "media_player.kitchen"
@@ -90,10 +91,8 @@ class FakeHomeAssistant:
                 fake.apply(service, body)
                 self._reply(200, [fake.state])
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.http = LoopbackHTTP(Handler)
+        self.url = self.http.url
 
     # -------------------------------------------------------------- websocket (server side)
 
@@ -201,8 +200,7 @@ class FakeHomeAssistant:
         self.push()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from tests.playback.helpers import Recorder, require_servers, run
 
 require_servers()
 from cassetted.playback.zones.mpd import MpdZone  # noqa: E402
-from tests.playback.servers import HOST, MpdServer  # noqa: E402
+from tests.fixtures.services import HOST, MpdServer  # noqa: E402
 
 
 def _zone(server: MpdServer, **kwargs: object) -> MpdZone:
