@@ -133,12 +133,12 @@ def test_encode_round_trips_and_tags(fmt: str, tmp_path: pathlib.Path) -> None:
 
 
 def test_encode_rejects_unknown_format(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown format 'aiff'"):
         encode(Audio(np.zeros((100, 2), np.float32), 44100), tmp_path / "x", "aiff", TAGS)
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("genre, mood", [("rock", "energetic"), ("ambient", "relaxing")])
+@pytest.mark.parametrize(("genre", "mood"), [("rock", "energetic"), ("ambient", "relaxing")])
 def test_normalised_engine_render_meets_the_loudness_target(genre: str, mood: str) -> None:
     from cassetted.contract.schemas import SongSpec
     from cassetted.music.builtin.engine import BuiltinEngine
@@ -212,7 +212,7 @@ def test_limited_loudness_refilters_only_where_the_limiter_acts() -> None:
     limit = _Limit(np.array([lo for lo, _ in stretches]), np.array([hi for _, hi in stretches]),
                    [rng.uniform(0.3, 1.0, hi - lo).astype(np.float32) for lo, hi in stretches])
     dense = np.ones(x.shape[0], dtype=np.float32)
-    for lo, hi, g in zip(limit.lo, limit.hi, limit.gains):
+    for lo, hi, g in zip(limit.lo, limit.hi, limit.gains, strict=True):
         dense[lo:hi] = g
     want = _block_powers(x.astype(np.float64) * dense[:, None], sr)
     got = _limited_powers(x, sr, _k_steps(x, sr), limit)
@@ -228,7 +228,8 @@ def test_sparse_peaks_agree_with_the_dense_ones() -> None:
     x[rng.integers(0, 30000, 40)] *= 4.0
     dense = _frame_peaks(x, 0.6)
     frames, values = _sparse_peaks(x, 0.6)
-    assert np.array_equal(np.flatnonzero(dense), np.flatnonzero(np.isin(np.arange(30000), frames) & (dense > 0)))
+    assert np.array_equal(np.flatnonzero(dense),
+                          np.flatnonzero(np.isin(np.arange(30000), frames) & (dense > 0)))
     np.testing.assert_array_equal(dense[frames], values)
     blocks = np.array([0, 7, 8, 2499])
     f2, v2 = _sparse_peaks(x, 0.0, blocks=blocks)

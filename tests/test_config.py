@@ -68,7 +68,7 @@ def test_file_search_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert config.load(explicit).mqtt.port == 1004
 
 
-@pytest.mark.parametrize("text, key", [
+@pytest.mark.parametrize(("text", "key"), [
     ("[mqtt]\nport = 0\n", "mqtt.port"),
     ('[mqtt]\nprotocol = "4"\n', "mqtt.protocol"),
     ("[generation]\nmax_concurrent = 0\n", "generation.max_concurrent"),
@@ -87,7 +87,7 @@ def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> Non
 
 def test_invalid_env_value_names_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CASSETTED_MQTT__PORT", "many")
-    with pytest.raises(config.ConfigError, match="mqtt.port"):
+    with pytest.raises(config.ConfigError, match=r"mqtt\.port"):
         config.load(write(tmp_path, ""))
 
 

@@ -26,7 +26,7 @@ def test_generate_writes_a_tagged_file(tmp_path: Path) -> None:
         [sys.executable, "-m", "cassetted", "generate", "a song about my cat", "-o", str(out),
          "--genre", "jazz", "--mood", "relaxing", "--bpm", "100", "--key", "G major",
          "--duration", "11", "--seed", "42"],
-        env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+        env=_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["file"] == str(out) and report["bpm"] == 100 and report["key"] == "G major"
@@ -43,13 +43,13 @@ def test_generate_lyrics_file_and_bad_values(tmp_path: Path) -> None:
     out = tmp_path / "mine.wav"
     ok = subprocess.run([sys.executable, "-m", "cassetted", "generate", "mine", "-o", str(out),
                          "--duration", "10", "--lyrics-file", str(lyrics)],
-                        env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+                        env=_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["lyrics"] == "[Verse]\nOwn words here"
     assert soundfile.info(out).format == "WAV"
     bad = subprocess.run([sys.executable, "-m", "cassetted", "generate", "x", "-o", str(out),
                           "--bpm", "999"], env=_env(tmp_path), capture_output=True, text=True,
-                         timeout=60)
+                         timeout=60, check=False)
     assert bad.returncode == 2 and "bpm" in bad.stderr
 
 
@@ -61,10 +61,10 @@ def test_request_follows_the_job_and_prints_the_file(daemon_factory, probe: Mqtt
                CASSETTED_MQTT__PORT=str(broker_port))
     result = subprocess.run([sys.executable, "-m", "cassetted", "request", "a cat song",
                              "--duration", "10", "--room", "living_room"],
-                            env=env, capture_output=True, text=True, timeout=120)
+                            env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     path = Path(result.stdout.strip())
     assert path.is_file() and path.suffix == ".flac"
     bad = subprocess.run([sys.executable, "-m", "cassetted", "request", "x", "--room", "garage"],
-                         env=env, capture_output=True, text=True, timeout=60)
+                         env=env, capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 1 and "unknown_room" in bad.stderr

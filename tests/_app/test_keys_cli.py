@@ -96,7 +96,7 @@ def test_python_m_cassetted_keys(config, tmp_path):
 
     def cli(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "cassetted", "keys", *argv, "--config", str(config)],
-                              input=stdin, capture_output=True, text=True, env=env, timeout=60)
+                              input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False)
 
     stored = cli("set", "openai", "--user", "alice", stdin=SECRET + "\n")
     assert stored.returncode == 0, stored.stderr

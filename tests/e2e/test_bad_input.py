@@ -141,7 +141,7 @@ def test_hermes_intents_with_hostile_numbers_get_an_apology(daemon, probe: MqttP
         probe.publish("hermes/intent/cassetted:CreateSong",
                       b'{"sessionId": "' + session + b'", ' + body + b"}", raw=True)
         answer = probe.wait(lambda m: m.topic == end_session
-                            and m.json()["sessionId"] == session.decode()).json()
+                            and m.json()["sessionId"] == session.decode()).json()  # noqa: B023 - waited for here
         assert answer["text"].startswith("Sorry") or answer["text"].startswith("Making")
     daemon.stop()
     assert_clean_log(daemon.log())
@@ -223,7 +223,7 @@ def test_v311_clients_hear_back_on_reply_to(daemon, probe: MqttProbe, broker_por
             # can be read, so the answer goes to the shared reply topic.
             readable = code != "invalid_json" and payload.count(b"{") < 1000
             topic = reply_to if readable else f"{probe.base}/reply"
-            reply = probe.wait(lambda m: m.topic == topic).json()
+            reply = probe.wait(lambda m: m.topic == topic).json()  # noqa: B023 - waited for here
             assert reply["error"]["code"] == code, (payload[:60], reply)
             if readable and field != "request_id":
                 assert reply["request_id"] == f"v3-{n}", (payload[:60], reply)

@@ -185,8 +185,8 @@ def test_sigkill_mid_job_then_restart_completes(daemon_factory, probe: MqttProbe
     probe.wait_job(job["job_id"], ("composing",))
     queued = probe.command("song/create", {"prompt": "also waiting", "duration_s": 10})
     daemon.kill()
-    offline = probe.wait(lambda m: m.topic == f"{probe.base}/status" and m.payload == b"offline")
-    assert offline.retain or True  # the will fired
+    # The will fired: the broker itself announced the killed daemon offline.
+    probe.wait(lambda m: m.topic == f"{probe.base}/status" and m.payload == b"offline")
 
     daemon.start()
     final = probe.wait_job(job["job_id"], ("done",), timeout=180)
@@ -232,7 +232,7 @@ def test_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[mqtt]\nport = 70000\n")
     result = subprocess.run([sys.executable, "-m", "cassetted", "run", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "mqtt.port" in lines[0]

@@ -120,7 +120,7 @@ def encode(value: Any) -> bytes:
 
 
 def _variants(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    return schema["anyOf"] if "anyOf" in schema else [schema]
+    return schema.get("anyOf", [schema])
 
 
 # Strings as a client may send them: any Unicode but surrogates, no edge whitespace (the
@@ -473,20 +473,20 @@ def _storm(daemon, probe: MqttProbe, replies: Replies, fuzz: settings) -> None:
         names = [name for name, _ in channel.parameters]
 
         def topic_for(draw_levels: list[str]) -> str:
-            topic = template
-            for name, level in zip(names, draw_levels):
+            topic = template  # noqa: B023 - used in this iteration
+            for name, level in zip(names, draw_levels, strict=True):  # noqa: B023 - used in this iteration
                 topic = topic.replace("{" + name + "}", level)
             return topic
 
         levels = st.lists(st.one_of(st.sampled_from([*ROOMS, song_id, "nope"]), _topic_level()),
                           min_size=len(names), max_size=len(names))
-        prefix = st.one_of(st.just(""), st.sampled_from(LOGINS).map(lambda l: f"as/{l}/"))
+        prefix = st.one_of(st.just(""), st.sampled_from(LOGINS).map(lambda login: f"as/{login}/"))
 
         @fuzz
         @given(case=cases(schema, [song_id]), topic_levels=levels, as_login=prefix)
         def one(case: Case, topic_levels: list[str], as_login: str) -> None:
             reply = replies.command(as_login + topic_for(topic_levels), encode(case.payload))
-            _check_reply(reply, case, schema_name)
+            _check_reply(reply, case, schema_name)  # noqa: B023 - run in this iteration
             counts["hostile" if case.hostile_field else "valid"] += 1
             cancel_new_jobs(reply)
 

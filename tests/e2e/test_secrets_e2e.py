@@ -136,7 +136,8 @@ def cli(daemon: Any, *argv: str, stdin: str = "") -> subprocess.CompletedProcess
     """`python -m cassetted keys ...` with the daemon's own environment and config."""
     return subprocess.run([sys.executable, "-m", "cassetted", "keys", *argv,
                            "--config", str(daemon.config)],
-                          input=stdin, capture_output=True, text=True, env=daemon.env, timeout=60)
+                          input=stdin, capture_output=True, text=True, env=daemon.env, timeout=60,
+                          check=False)
 
 
 def wait_new_online(probe: MqttProbe) -> None:

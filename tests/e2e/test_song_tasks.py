@@ -47,7 +47,7 @@ def test_variants_then_keep_one(daemon_factory, probe: MqttProbe) -> None:
     reply = probe.command("song/create", {"prompt": "three takes", "duration_s": 10,
                                           "variants": 3, "seed": 100})
     done = probe.wait_job(reply["job_id"])
-    ready = [e for e in probe.job_events(reply["job_id"]) if e["state"] == "ready"][0]
+    ready = next(e for e in probe.job_events(reply["job_id"]) if e["state"] == "ready")
     assert len(ready["variants"]) == 2
     songs = {s["id"]: s for s in probe.command("library/query", {})["songs"]}
     assert len(songs) == 3 and songs[done["song_id"]]["seed"] == 100

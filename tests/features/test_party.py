@@ -190,7 +190,7 @@ def test_themed_party_with_guests_votes_fillers_restart_and_saved_playlist(
     assert len(fillers) >= 4, fillers
     filler_songs = {job_id: _made(probe, job_id) for job_id in fillers[:4]}
     songs = _songs(probe)
-    party_songs = [songs[s] for s in starter_songs + [first, second] + list(filler_songs.values())]
+    party_songs = [songs[s] for s in [*starter_songs, first, second, *list(filler_songs.values())]]
     means = []
     for job_id, song_id in filler_songs.items():
         so_far = [s["bpm"] for s in party_songs if s["created_at"] < _queued_at(probe, job_id)]

@@ -176,7 +176,7 @@ def _panel(probe: MqttProbe, predicate: Callable[[dict], bool]) -> dict:
 
 def test_generate_submits_the_panel_values(start, probe: MqttProbe, ha: MqttProbe,
                                            base_topic: str, prefix: str) -> None:
-    bridge, recorder = start()
+    _bridge, recorder = start()
     ha.wait(lambda m: m.topic == _config_topic(prefix, base_topic, "button", "generate"))
     _panel(probe, lambda s: s["genre"] == "auto")
     for entity, value in [("prompt", "a song about rain on the roof"), ("genre", "jazz"),
@@ -215,7 +215,7 @@ def test_values_survive_a_restart(start, probe: MqttProbe) -> None:
 
 def test_homeassistant_online_republishes_discovery(start, ha: MqttProbe, base_topic: str,
                                                     prefix: str) -> None:
-    bridge, _ = start()
+    _bridge, _ = start()
     generate = _config_topic(prefix, base_topic, "button", "generate")
     ha.wait(lambda m: m.topic == generate)
     count = len([m for m in ha.messages if m.topic.endswith("/config")])
@@ -290,7 +290,7 @@ def test_buttons_switches_and_job_state(start, probe: MqttProbe, base_topic: str
                        and m.json().get("type") == "error").json()
     assert error["error"]["code"] == "unsupported"
     time.sleep(0.3)
-    latest = [m for m in probe.on("ha/panel/state")][-1].json()
+    latest = list(probe.on("ha/panel/state"))[-1].json()
     assert latest["party"] == "ON"  # HA flips the switch back
 
     event = JobEvent(job_id="j2", state=JobState.composing, progress=0.4, ts=time.time())

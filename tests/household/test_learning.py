@@ -23,14 +23,14 @@ def test_requests_and_votes_teach_a_room(daemon_factory, probe: MqttProbe) -> No
     # Nothing learned yet: a bare request is left to the usual defaults.
     first = probe.command("song/create", {"room": room, "genre": "jazz", "mood": "relaxing"})
     assert first["ok"] and "learned" not in first
-    state = _state(probe, room, lambda l: l.get("genres", {}).get("jazz") == 1.0)
+    state = _state(probe, room, lambda learned: learned.get("genres", {}).get("jazz") == 1.0)
     assert state["learned"]["genre"] is None  # 1.0 < min_evidence 1.5
 
     # The prompt counts as what the person chose, like the fields.
     second = probe.command("song/create", {"room": room, "prompt": "a relaxing jazz tune"})
     assert "learned" not in second
     jazz = DECAY * 1 + 1
-    _state(probe, room, lambda l: l.get("genre") == "jazz" and l.get("mood") == "relaxing")
+    _state(probe, room, lambda learned: learned.get("genre") == "jazz" and learned.get("mood") == "relaxing")
 
     # A request that leaves genre and mood open gets the room's preference ...
     bare = probe.command("song/create", {"room": room, "duration_s": 10})
@@ -40,7 +40,7 @@ def test_requests_and_votes_teach_a_room(daemon_factory, probe: MqttProbe) -> No
                         and m.json()["id"] == done["song_id"]).json()
     assert (latest["genre"], latest["mood"]) == ("jazz", "relaxing")
     # ... and what the room filled in teaches it nothing (no self-reinforcement).
-    state = _state(probe, room, lambda l: l.get("genre") == "jazz")
+    state = _state(probe, room, lambda learned: learned.get("genre") == "jazz")
     assert state["learned"]["genres"]["jazz"] == pytest.approx(jazz, abs=1e-3)
 
     # What someone asks for still wins over what the room learned.
@@ -49,20 +49,20 @@ def test_requests_and_votes_teach_a_room(daemon_factory, probe: MqttProbe) -> No
     assert "learned" not in rock
     rock_song = probe.wait_job(rock["job_id"])["song_id"]
     jazz *= DECAY
-    _state(probe, room, lambda l: l.get("genres", {}).get("rock") == 1.0)
+    _state(probe, room, lambda learned: learned.get("genres", {}).get("rock") == 1.0)
 
     # Votes on a song made for the room move its preference: two likes for the rock song.
     for user in ("anna", "ben"):
         assert probe.command(f"song/{rock_song}/vote", {"vote": 1, "user": user})["ok"]
     jazz *= DECAY * DECAY
     rock_weight = (1.0 * DECAY + 1) * DECAY + 1
-    state = _state(probe, room, lambda l: abs(l["genres"].get("rock", 0) - rock_weight) < 1e-3)
+    state = _state(probe, room, lambda learned: abs(learned["genres"].get("rock", 0) - rock_weight) < 1e-3)
     assert state["learned"]["genre"] == "rock"
     assert state["learned"]["genres"]["jazz"] == pytest.approx(jazz, abs=1e-3)
     # Taking a vote back is a negative observation of the same size.
     probe.command(f"song/{rock_song}/vote", {"vote": 0, "user": "ben"})
     taken_back = rock_weight * DECAY - 1
-    state = _state(probe, room, lambda l: abs(l["genres"].get("rock", 0) - taken_back) < 1e-3)
+    state = _state(probe, room, lambda learned: abs(learned["genres"].get("rock", 0) - taken_back) < 1e-3)
     assert state["learned"]["genres"]["jazz"] == pytest.approx(jazz * DECAY, abs=1e-3)
 
     # Another room learned nothing; the learning survives a restart.
@@ -72,9 +72,9 @@ def test_requests_and_votes_teach_a_room(daemon_factory, probe: MqttProbe) -> No
     probe.messages.clear()
     daemon_factory().start()
     probe.wait_online()
-    restored = _state(probe, room, lambda l: bool(l))["learned"]
+    restored = _state(probe, room, bool)["learned"]
     assert restored["genres"] == state["learned"]["genres"] and restored["genre"] is None  # < 1.5
     probe.command(f"song/{rock_song}/vote", {"vote": 1, "user": "ben"})
-    _state(probe, room, lambda l: l.get("genre") == "rock")
+    _state(probe, room, lambda learned: learned.get("genre") == "rock")
     again = probe.command("song/create", {"room": room, "duration_s": 10})
     assert again["learned"] == {"genre": "rock", "mood": "energetic"}

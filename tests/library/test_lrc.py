@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from pathlib import Path
@@ -37,8 +38,9 @@ SUNG = {line for line in LYRICS.splitlines() if line and not line.startswith("["
 
 
 def spec(**changes: object) -> SongSpec:
-    fields: dict[str, object] = dict(genre="rock", mood="energetic", bpm=120, key="G major",
-                                     duration_s=40.0, seed=7, lyrics=LYRICS, title="Kitchen Floor")
+    fields: dict[str, object] = {"genre": "rock", "mood": "energetic", "bpm": 120, "key": "G major",
+                                 "duration_s": 40.0, "seed": 7, "lyrics": LYRICS,
+                                 "title": "Kitchen Floor"}
     fields.update(changes)
     return SongSpec(**fields)  # type: ignore[arg-type]
 
@@ -62,12 +64,12 @@ def test_lines_are_sung_lines_in_order_inside_the_song(s: SongSpec, engine: str)
     lines = lrc.timed_lines(s, engine)
     times = [t for t, _ in lines]
     assert len(lines) >= 4
-    assert all(b > a for a, b in zip(times, times[1:])), "strictly increasing"
+    assert all(b > a for a, b in itertools.pairwise(times)), "strictly increasing"
     assert times[0] >= intro_end_s(s) - 1e-6, "the first line comes after the intro"
     assert times[-1] < s.duration_s
     assert {text for _, text in lines} <= SUNG, "structure tags are never lines"
     if engine == "acestep":  # the estimate sings the lyrics once, as written
-        assert [text for _, text in lines] == [l for l in LYRICS.splitlines() if l in SUNG]
+        assert [text for _, text in lines] == [line for line in LYRICS.splitlines() if line in SUNG]
 
 
 def test_instrumental_songs_have_no_lines() -> None:
@@ -86,7 +88,7 @@ def test_a_tempo_change_scales_every_line_by_the_tempo_ratio(s: SongSpec, new_bp
     before, after = lrc.timed_lines(s), lrc.timed_lines(remix)
     assert [text for _, text in after] == [text for _, text in before]
     ratio = s.bpm / new_bpm
-    for (t0, _), (t1, _) in zip(before, after):
+    for (t0, _), (t1, _) in zip(before, after, strict=True):
         assert t1 == pytest.approx(t0 * ratio, abs=1e-6)
 
 

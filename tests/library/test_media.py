@@ -139,7 +139,7 @@ def test_unknown_guessed_and_traversing_paths(server: ServerInThread) -> None:
                  "/media/%2e%2e/%2e%2e/etc/passwd", "/media/%252e%252e/etc/passwd",
                  "/media/....//....//etc/passwd", f"/media/{'A' * 32}.flac/../../x",
                  f"/media/{'A' * 32}%00.flac", "/etc/passwd", "//etc/passwd"):
-        status, headers, body = request(server, "GET", path)
+        status, _headers, body = request(server, "GET", path)
         assert status in (400, 404), path
         assert b"root:" not in body
     # Shapes that are not tokens never reach the lookup.
@@ -220,11 +220,10 @@ def test_forty_idle_sockets_do_not_lock_out_a_player(library: Path) -> None:
     s = ServerInThread(library)
     idle = []
     try:
-        for _ in range(40):
-            idle.append(socket.create_connection(("127.0.0.1", s.port), timeout=5))
+        idle.extend(socket.create_connection(("127.0.0.1", s.port), timeout=5) for _ in range(40))
         time.sleep(0.3)
         for _ in range(3):
-            status, headers, body = request(s, "GET", f"/media/{'A' * 32}.flac")
+            status, _headers, body = request(s, "GET", f"/media/{'A' * 32}.flac")
             assert status == 200 and len(body) == 300_000
         assert len(s.server._connections) <= 16
     finally:
@@ -275,9 +274,9 @@ def test_store_lookup_resolves_tokens_inside_the_library(tmp_path: Path) -> None
     async def main() -> tuple[Path | None, Path | None, Path | None]:
         store = Store(None, tmp_path)
         await store.open()
-        fields = dict(title="t", genre="jazz", mood="relaxing", bpm=90, key="A minor",
-                      time_signature="4/4", duration_s=10, language="en", seed=1,
-                      engine="builtin", lyrics_provider="builtin", format="flac")
+        fields = {"title": "t", "genre": "jazz", "mood": "relaxing", "bpm": 90, "key": "A minor",
+                  "time_signature": "4/4", "duration_s": 10, "language": "en", "seed": 1,
+                  "engine": "builtin", "lyrics_provider": "builtin", "format": "flac"}
         good = await store.call(Song.create, file="a.flac", **fields)
         evil = await store.call(Song.create, file="../../etc/passwd", **fields)
         lookup = song_file_lookup(store, library)

@@ -17,8 +17,8 @@ from tests.fixtures.services import LoopbackHTTP
 
 
 def make_spec(**overrides: Any) -> SongSpec:
-    values: dict[str, Any] = dict(prompt="a song about my cat", genre="pop", mood="uplifting",
-                                  bpm=110, key="C major", duration_s=60, seed=7)
+    values: dict[str, Any] = {"prompt": "a song about my cat", "genre": "pop", "mood": "uplifting",
+                              "bpm": 110, "key": "C major", "duration_s": 60, "seed": 7}
     values.update(overrides)
     return SongSpec(**values)
 

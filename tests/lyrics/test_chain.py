@@ -58,7 +58,8 @@ def test_falls_back_to_builtin(fake_server, reply):
 
 def test_child_safe_failure_falls_back(fake_server):
     rude = GOOD_LYRICS.replace("furry", "fucking")
-    fake_server.respond = lambda path, body: Reply(body=json.dumps(chat_json(song_json(lyrics=rude))).encode())
+    fake_server.respond = lambda path, body: Reply(
+        body=json.dumps(chat_json(song_json(lyrics=rude))).encode())
     result = build_chain(settings_for(fake_server)).write(make_spec(child_safe=True))
     assert result.provider == "builtin" and "fucking" not in result.lyrics
     system = fake_server.requests[0].body["messages"][0]["content"]
@@ -74,7 +75,7 @@ def test_order_preferences_and_builtin_last():
     with pytest.raises(UnknownProviderError):
         chain_order(settings, "nonsense")
     assert chain_order(LyricsSettings(chain=["ollama"], fallback_to_builtin=False), None) == ["ollama"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown provider"):
         LyricsSettings(chain=["typo"])
 
 

@@ -25,7 +25,7 @@ def ollama_reply(content: str) -> bytes:
 
 
 def provider(server, **settings) -> OllamaLyrics:
-    values = dict(host=server.url, timeout_s=2.0)
+    values = {"host": server.url, "timeout_s": 2.0}
     values.update(settings)
     return OllamaLyrics(OllamaSettings(**values))
 
@@ -43,7 +43,7 @@ def test_chat_with_json_format(fake_server):
     assert [m["role"] for m in seen.body["messages"]] == ["system", "user"]
 
 
-@pytest.mark.parametrize("reply, reason", [
+@pytest.mark.parametrize(("reply", "reason"), [
     (Reply(404, b'{"error": "model \\"llama3.2:3b\\" not found, try pulling it first"}'), "HTTP 404"),
     (Reply(delay_s=2.5, body=ollama_reply(song_json())), "timed out"),
     (Reply(body=ollama_reply("I cannot write that.")), "refusal"),
@@ -56,7 +56,7 @@ def test_failures_raise(fake_server, reply, reason):
 
 
 def test_no_server():
-    with pytest.raises(LyricsError, match="cannot reach|failed"):
+    with pytest.raises(LyricsError, match=r"cannot reach|failed"):
         OllamaLyrics(OllamaSettings(host="http://127.0.0.1:9", timeout_s=1.0)).write(make_spec())
 
 
@@ -151,14 +151,14 @@ FAILURES = [
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-@pytest.mark.parametrize("make_reply, reason", FAILURES)
+@pytest.mark.parametrize(("make_reply", "reason"), FAILURES)
 def test_http_errors_and_timeouts(fake_server, stream, make_reply, reason):
     fake_server.respond = lambda path, body: make_reply(stream)
     with pytest.raises(LyricsError, match=reason):
         provider(fake_server, timeout_s=1.0, stream=stream).write(make_spec())
 
 
-@pytest.mark.parametrize("reply, reason", [
+@pytest.mark.parametrize(("reply", "reason"), [
     (Reply(body=b"this is not json"), "malformed"),
     (Reply(body=b'{"model": "llama3.2:3b", "message": '), "malformed"),  # cut off
     (Reply(body=b"[1, 2, 3]"), "malformed"),
@@ -173,7 +173,7 @@ def test_malformed_bodies(fake_server, reply, reason):
         provider(fake_server).write(make_spec())
 
 
-@pytest.mark.parametrize("lines, reason", [
+@pytest.mark.parametrize(("lines", "reason"), [
     ([b"garbage that is not json\n"], "malformed"),
     ([ndjson(song_json())[0], b'{"error": "an error was encountered while running the model"}\n'],
      "mid-stream"),

@@ -17,14 +17,15 @@ from .conftest import GOOD_LYRICS, Reply, chat_json, make_spec, song_json
 
 
 def provider(server, **settings) -> OpenAICompatibleLyrics:
-    values = dict(base_url=server.url + "/v1", model="test-model", timeout_s=2.0)
+    values = {"base_url": server.url + "/v1", "model": "test-model", "timeout_s": 2.0}
     values.update(settings)
     return OpenAICompatibleLyrics(OpenAISettings(**values), name="openai")
 
 
 def sse(*pieces: str, done: bool = True) -> list[bytes]:
     events = [b": keep-alive\n\n"]
-    events.append(b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}).encode() + b"\n\n")
+    opening = {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+    events.append(b"data: " + json.dumps(opening).encode() + b"\n\n")
     for piece in pieces:
         chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}}]}
         events.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
@@ -88,16 +89,19 @@ def test_json_mode_dropped_when_the_server_rejects_it(fake_server):
     assert len(fake_server.requests) == 2
 
 
-@pytest.mark.parametrize("reply, reason", [
+@pytest.mark.parametrize(("reply", "reason"), [
     (Reply(500, b'{"error": {"message": "boom", "type": "server_error"}}'), "HTTP 500"),
     (Reply(delay_s=3, body=json.dumps(chat_json(song_json())).encode()), "timed out"),
     (Reply(body=json.dumps(chat_json("I'm sorry, but I can't help with that.")).encode()), "refusal"),
     (Reply(body=json.dumps(chat_json("<html><body>Bad gateway</body></html>")).encode()), "HTML"),
     (Reply(body=json.dumps(chat_json("```json\n" + song_json() + "\n```")).encode()), "code fence"),
-    (Reply(body=json.dumps(chat_json(song_json(lyrics="Just some words without tags\nand more"))).encode()), "tags"),
-    (Reply(body=json.dumps(chat_json(song_json(lyrics=GOOD_LYRICS + "\nVisit https://spam.example/x"))).encode()), "URL"),
+    (Reply(body=json.dumps(chat_json(song_json(lyrics="Just some words without tags\nand more")))
+           .encode()), "tags"),
+    (Reply(body=json.dumps(chat_json(song_json(lyrics=GOOD_LYRICS + "\nVisit https://spam.example/x")))
+           .encode()), "URL"),
     (Reply(body=json.dumps(chat_json("")).encode()), "empty"),
-    (Reply(body=json.dumps(chat_json(song_json(lyrics="[Verse]\n" + "la la la la\n" * 400))).encode()), "too long"),
+    (Reply(body=json.dumps(chat_json(song_json(lyrics="[Verse]\n" + "la la la la\n" * 400)))
+           .encode()), "too long"),
     (Reply(body=b"<!doctype html><h1>502</h1>", content_type="text/html"), "not a chat-completions"),
 ])
 def test_unusable_replies_raise(fake_server, reply, reason):
@@ -114,7 +118,8 @@ def test_unreachable_endpoint_raises():
 
 def test_child_safe_output_checked(fake_server):
     rude = GOOD_LYRICS.replace("furry friend", "damn friend")
-    fake_server.respond = lambda path, body: Reply(body=json.dumps(chat_json(song_json(lyrics=rude))).encode())
+    fake_server.respond = lambda path, body: Reply(
+        body=json.dumps(chat_json(song_json(lyrics=rude))).encode())
     with pytest.raises(LyricsError, match="child-safe"):
         provider(fake_server).write(make_spec(child_safe=True))
     assert provider(fake_server).write(make_spec(child_safe=False)).provider == "openai"
@@ -130,7 +135,8 @@ def test_instrumental_reply_is_exactly_instrumental(fake_server):
 def test_sad_lyrics_are_not_mistaken_for_a_refusal(fake_server):
     lyrics = ("[Verse]\nI can't stop thinking of the rain\nI'm sorry for the things I said\n"
               "[Chorus]\nI cannot sleep, I cannot stay\nI won't forget you anyway")
-    fake_server.respond = lambda path, body: Reply(body=json.dumps(chat_json(song_json(lyrics=lyrics))).encode())
+    fake_server.respond = lambda path, body: Reply(
+        body=json.dumps(chat_json(song_json(lyrics=lyrics))).encode())
     assert provider(fake_server).write(make_spec()).lyrics.startswith("[Verse]\nI can't stop")
 
 
@@ -150,7 +156,7 @@ def error_body(message: str, type_: str, code: str | None = None) -> bytes:
 
 
 def keyed(server, key: str, **settings) -> OpenAICompatibleLyrics:
-    values = dict(base_url=server.url + "/v1", model="test-model", timeout_s=1.0)
+    values = {"base_url": server.url + "/v1", "model": "test-model", "timeout_s": 1.0}
     values.update(settings)
     return OpenAICompatibleLyrics(OpenAISettings(**values), name="openai",
                                   api_key=lambda: Secret(key))
@@ -196,7 +202,7 @@ def test_key_echoed_as_an_error_code_is_dropped(fake_server):
     assert key not in str(caught.value) and key[3:20] not in str(caught.value)
 
 
-@pytest.mark.parametrize("reply, reason", [
+@pytest.mark.parametrize(("reply", "reason"), [
     (Reply(body=b'{"id": "chatcmpl-1", "choices": [{"message": {"role": "assis'),
      "not a chat-completions"),  # cut off
     (Reply(body=b'{"choices": []}'), "not a chat-completions"),

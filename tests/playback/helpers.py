@@ -48,7 +48,8 @@ class Recorder:
         self.statuses.append(status)
         self._changed.set()
 
-    async def wait(self, predicate: Callable[[ZoneStatus], bool], timeout: float = 5.0) -> ZoneStatus:
+    async def wait(self, predicate: Callable[[ZoneStatus], bool],
+                   timeout: float = 5.0) -> ZoneStatus:  # noqa: ASYNC109 - a test's wait states its own limit
         """The first status (already seen or yet to come) matching `predicate`."""
         seen = 0
         async with asyncio.timeout(timeout):
@@ -64,7 +65,7 @@ class Recorder:
         return len(self.statuses)
 
     async def wait_after(self, mark: int, predicate: Callable[[ZoneStatus], bool],
-                         timeout: float = 5.0) -> ZoneStatus:
+                         timeout: float = 5.0) -> ZoneStatus:  # noqa: ASYNC109 - a test's wait states its own limit
         """Like wait, but only among statuses reported after `mark`."""
         async with asyncio.timeout(timeout):
             while True:

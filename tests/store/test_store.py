@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cassetted.contract import errors
 from cassetted.contract.schemas import JobState, SongRequest
 from cassetted.jobs import runner as jobs
 from cassetted.store import database as store
@@ -44,7 +45,7 @@ def test_insert_is_idempotent_per_request_id(db) -> None:
 def test_queue_full(db) -> None:
     for i in range(3):
         jobs._insert(SongRequest(prompt=str(i), seed=i), max_pending=3)
-    with pytest.raises(Exception) as info:
+    with pytest.raises(errors.QueueFull) as info:
         jobs._insert(SongRequest(prompt="one too many", seed=9), max_pending=3)
     assert getattr(info.value, "code", "") == "queue_full"
 

@@ -92,7 +92,7 @@ def test_only_the_forms_fields_are_kept():
     assert read_answer('```json\n{"mood": "relaxing"}\n```') == {"mood": "relaxing"}
 
 
-@pytest.mark.parametrize("content, reason", [
+@pytest.mark.parametrize(("content", "reason"), [
     ("", "empty"),
     ("I'm sorry, I can't help with that.", "not JSON"),
     ("<html><body>502</body></html>", "not JSON"),

@@ -88,8 +88,8 @@ def score(rows: list[dict[str, Any]]) -> tuple[dict[str, int], list[str]]:
 
 def report(rows: list[dict[str, Any]], correct: dict[str, int], misses: list[str]) -> str:
     total = len(rows) * len(FIELDS)
-    lines = [f"intent corpus: {len(rows)} utterances, {total} fields, "
-             f"overall field accuracy {sum(correct.values()) / total:.2%}"]
+    lines = [(f"intent corpus: {len(rows)} utterances, {total} fields, "
+             f"overall field accuracy {sum(correct.values()) / total:.2%}")]
     lines += [f"  {name:<13} {correct[name] / len(rows):7.2%}  ({len(rows) - correct[name]} missed)"
               for name in FIELDS]
     wrong = len({miss.partition(":")[0] for miss in misses})

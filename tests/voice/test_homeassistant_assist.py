@@ -33,7 +33,8 @@ def test_yaml_shapes() -> None:
 
 
 @pytest.mark.parametrize(("style", "noun", "details", "expected"), [
-    ("relaxing jazz", "song", "for the living room", {"genre": "jazz", "mood": "relaxing", "room": "living_room"}),
+    ("relaxing jazz", "song", "for the living room",
+     {"genre": "jazz", "mood": "relaxing", "room": "living_room"}),
     ("upbeat EDM", "track", "at 128 bpm", {"genre": "electronic", "mood": "uplifting", "bpm": 128}),
     ("", "lullaby", "for the kids room", {"mood": "relaxing", "child_safe": True, "room": "kids_room"}),
     ("sad Spanish pop", "song", "", {"genre": "pop", "mood": "melancholic", "language": "es"}),

@@ -154,8 +154,8 @@ TABLE: list[tuple[str, dict[str, Any], str | None]] = [
     ("a song for my mom's birthday", {"prompt": "for my mom's birthday"}, None),
     ("a song for our wedding anniversary", {"prompt": "for our wedding anniversary"}, None),
     # everything at once
-    ("Alexa, make an upbeat Spanish pop song about the sea for the kitchen, "
-     "two minutes, 120 bpm, in E minor",
+    (("Alexa, make an upbeat Spanish pop song about the sea for the kitchen, "
+     "two minutes, 120 bpm, in E minor"),
      {"genre": "pop", "mood": "uplifting", "language": "es", "room": "kitchen",
       "duration_s": 120.0, "bpm": 120, "key": "E minor", "prompt": "the sea"}, None),
     ("", {}, None),

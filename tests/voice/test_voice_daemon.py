@@ -56,8 +56,10 @@ def test_hermes_intent_round_trip(daemon_factory, probe: MqttProbe) -> None:
     intent = {
         "sessionId": "s-42", "siteId": "lounge-sat", "input": "make an energetic rock song",
         "intent": {"intentName": "CreateSong", "confidenceScore": 0.9},
-        "slots": [{"slotName": "genre", "rawValue": "rock", "value": {"kind": "Unknown", "value": "rock"}},
-                  {"slotName": "duration", "rawValue": "ten seconds", "value": {"kind": "Number", "value": 10}}],
+        "slots": [{"slotName": "genre", "rawValue": "rock",
+                   "value": {"kind": "Unknown", "value": "rock"}},
+                  {"slotName": "duration", "rawValue": "ten seconds",
+                   "value": {"kind": "Number", "value": 10}}],
     }
     probe.client.publish(f"{prefix}/intent/CreateSong", json.dumps(intent), qos=1).wait_for_publish(5)
     end = probe.wait(lambda m: m.topic == f"{prefix}/dialogueManager/endSession").json()

@@ -23,6 +23,7 @@ same file every time and a re-request of a take with its seed gives that take ag
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import io
@@ -127,7 +128,7 @@ def take_seeds(params: dict[str, Any], batch: int, personality: Personality) -> 
 def render(seed: int, caption: str, duration_s: float, fmt: str) -> bytes:
     """The stand-in model: a chord picked by (seed, caption)."""
     rng = np.random.default_rng([seed, zlib.crc32(caption.encode())])
-    t = np.arange(int(round(duration_s * RATE))) / RATE
+    t = np.arange(round(duration_s * RATE)) / RATE
     freqs = 110.0 * 2 ** (rng.integers(0, 24, size=3) / 12)
     mono = sum(np.sin(2 * np.pi * f * t) for f in freqs) / 4
     stereo = np.stack([mono, mono * 0.9], axis=1).astype(np.float32)
@@ -209,10 +210,8 @@ class FakeAceStepServer:
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             handler.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
     @staticmethod
     def _wrap(data: Any, code: int = 200, error: str | None = None) -> dict[str, Any]:
@@ -290,6 +289,7 @@ class FakeAceStepServer:
                 return self._send(handler, 404, {"detail": "Audio file not found"})
             return self._send(handler, 200, data_bytes, "audio/flac")
         self._send(handler, 404, {"detail": "Not Found"})
+        return None
 
     def _release(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
         content_type = (handler.headers.get("Content-Type") or "").lower()
@@ -338,6 +338,7 @@ class FakeAceStepServer:
             self.submitted.append(task)
         self._send(handler, 200, self._wrap({"task_id": task.task_id, "status": "queued",
                                              "queue_position": b.queue_ahead + 1}))
+        return None
 
     def _chat(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
         """The OpenRouter route (feb openrouter_adapter.py:650-770, the same at mar): no auth,
@@ -369,8 +370,11 @@ class FakeAceStepServer:
                   "batch_size": body.get("batch_size") or 1, "seed": -1 if seed is None else seed,
                   "use_random_seed": seed is None, "task_type": body.get("task_type", "text2music"),
                   "thinking": bool(body.get("thinking")), "inference_steps": 8, "via": "chat"}
-        names = ["src_audio", "reference_audio"] if params["task_type"] != "text2music" else ["reference_audio"]
-        task = Task(str(uuid.uuid4()), params, dict(zip(names, audios)), created=time.time())
+        names = (["src_audio", "reference_audio"] if params["task_type"] != "text2music"
+                 else ["reference_audio"])
+        # Only what was uploaded is paired with a name (a take may bring fewer files).
+        task = Task(str(uuid.uuid4()), params, dict(zip(names, audios, strict=False)),
+                    created=time.time())
         with self.lock:
             self.submitted.append(task)
             reason = self._failure(task)
@@ -388,6 +392,7 @@ class FakeAceStepServer:
                                                             "audio_url": {"url": url}}]},
                          "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
+        return None
 
     def _lora(self, handler: BaseHTTPRequestHandler, method: str, route: str, raw: bytes) -> None:
         """mar's LoRA routes (api/http/lora_routes.py:60-150; handler/lora/lifecycle.py and
@@ -409,18 +414,21 @@ class FakeAceStepServer:
                 if path not in self.behaviour.lora_files:
                     return self._send(handler, 400, {"detail": f"\u274c LoRA path not found: {path}"})
                 if name in self.adapters:
-                    return self._send(handler, 400, {"detail": f"\u274c Adapter name already in use: "
-                                                               f"{name}. Use a different name or remove it first."})
+                    return self._send(handler, 400, {
+                        "detail": f"\u274c Adapter name already in use: {name}. "
+                                  "Use a different name or remove it first."})
                 self.adapters[name], self.active_adapter, self.use_lora = 1.0, name, True
                 return self._send(handler, 200, self._wrap({
                     "message": f"\u2705 LoRA '{name}' loaded from {path}", "lora_path": path,
                     "adapter_name": name}))
             if route == "/v1/lora/unload" and method == "POST":
                 if not self.adapters:
-                    return self._send(handler, 200, self._wrap({"message": "\u26a0\ufe0f No LoRA adapter loaded."}))
+                    return self._send(handler, 200,
+                                      self._wrap({"message": "\u26a0\ufe0f No LoRA adapter loaded."}))
                 self.adapters.clear()
                 self.active_adapter, self.use_lora = None, False
-                return self._send(handler, 200, self._wrap({"message": "\u2705 LoRA unloaded, using base model"}))
+                return self._send(handler, 200,
+                                  self._wrap({"message": "\u2705 LoRA unloaded, using base model"}))
             if route == "/v1/lora/toggle" and method == "POST":
                 if body.get("use_lora") and not self.adapters:
                     return self._send(handler, 200, self._wrap(
@@ -443,6 +451,7 @@ class FakeAceStepServer:
                     "message": f"\u2705 LoRA scale ({name}): {scale:.2f}", "scale": scale,
                     "adapter_name": name}))
         self._send(handler, 404, {"detail": "Not Found"})
+        return None
 
     def _query(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
         body = json.loads(raw or b"{}")
@@ -462,6 +471,7 @@ class FakeAceStepServer:
                     self._advance(task)
                 out.append(self._answer(task_id, self.tasks.get(task_id)))
         self._send(handler, 200, self._wrap(out))
+        return None
 
     def _answer(self, task_id: str, task: Task | None) -> dict[str, Any]:
         """One record of /query_result, the way feb api_server.py:2343-2439 and mar

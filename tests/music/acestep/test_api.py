@@ -24,16 +24,16 @@ KEY = "s3cret-key-123"
 
 
 def spec(**changes: object) -> SongSpec:
-    base = dict(prompt="a song about the sea", genre="rock", mood="energetic", bpm=128,
-                key="E minor", time_signature="3/4", duration_s=10.0, language="en", seed=11,
-                lyrics="[verse]\nwaves roll in\n[chorus]\nhold on", style="distorted guitars")
+    base = {"prompt": "a song about the sea", "genre": "rock", "mood": "energetic", "bpm": 128,
+            "key": "E minor", "time_signature": "3/4", "duration_s": 10.0, "language": "en", "seed": 11,
+            "lyrics": "[verse]\nwaves roll in\n[chorus]\nhold on", "style": "distorted guitars"}
     base.update(changes)
     return SongSpec(**base)  # type: ignore[arg-type]
 
 
 def settings(*urls: str, **changes: object) -> AceStepApiSettings:
-    base: dict[str, object] = dict(urls=list(urls), poll_interval_s=0.01, retry_backoff_s=0.01,
-                                   request_timeout_s=2.0, task_timeout_s=20.0, lost_after_s=0.2)
+    base: dict[str, object] = {"urls": list(urls), "poll_interval_s": 0.01, "retry_backoff_s": 0.01,
+                               "request_timeout_s": 2.0, "task_timeout_s": 20.0, "lost_after_s": 0.2}
     base.update(changes)
     return AceStepApiSettings(**base)  # type: ignore[arg-type]
 
@@ -65,7 +65,7 @@ def test_text2music_maps_the_spec_and_returns_exact_stereo(server: FakeAceStepSe
     progress = Recorder()
     song = engine(server.url).generate(spec(), progress)
     assert song.sample_rate == RATE
-    assert song.samples.shape == (int(round(10.0 * RATE)), 2)
+    assert song.samples.shape == (round(10.0 * RATE), 2)
     assert song.samples.dtype == np.float32
     assert np.abs(song.samples).max() > 0.1
     (task,) = server.tasks.values()
@@ -83,7 +83,7 @@ def test_text2music_maps_the_spec_and_returns_exact_stereo(server: FakeAceStepSe
     assert any("rendering on" in (n or "") for _, n in progress.calls)
     assert not any("|" in (n or "") or "tiled_decode" in (n or "") for _, n in progress.calls)
     # the key goes in the Authorization header of every call but /health
-    for method, path, headers in server.requests:
+    for _method, path, headers in server.requests:
         if path != "/health":
             assert headers.get("Authorization") == f"Bearer {KEY}", path
 
@@ -198,9 +198,9 @@ def test_a_failed_task_says_status_task_and_server_never_a_log_line() -> None:
 def test_known_failures_are_explained() -> None:
     # Without a diskcache the job store answers, and that answer does carry `error`.
     with FakeAceStepServer(Behaviour(local_cache=False, fail_reason=(
-            "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total)"))) as srv:
-        with pytest.raises(RemoteError, match="ran out of memory"):
-            engine(srv.url, key=None).generate(spec(), Recorder())
+            "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total)"))) as srv, \
+            pytest.raises(RemoteError, match="ran out of memory"):
+        engine(srv.url, key=None).generate(spec(), Recorder())
     with FakeAceStepServer(Behaviour(models_initialized=False)) as srv:  # `--no-init`
         with pytest.raises(RemoteError) as caught:
             engine(srv.url, key=None).generate(spec(), Recorder())
@@ -356,9 +356,9 @@ def test_a_full_queue_on_the_only_server_is_waited_out() -> None:
         engine(srv.url, key=None, busy_backoff_s=0.1).generate(spec(), progress)
         assert srv.count("/release_task") >= 2 and len(srv.submitted) == 1
         assert any("busy" in (n or "") for _, n in progress.calls)
-    with FakeAceStepServer(Behaviour(busy_s=100)) as srv:
-        with pytest.raises(RemoteError, match="queue stayed full"):
-            engine(srv.url, key=None, busy_backoff_s=0.1, busy_wait_s=0.5).generate(spec(), Recorder())
+    with FakeAceStepServer(Behaviour(busy_s=100)) as srv, \
+            pytest.raises(RemoteError, match="queue stayed full"):
+        engine(srv.url, key=None, busy_backoff_s=0.1, busy_wait_s=0.5).generate(spec(), Recorder())
 
 
 def test_the_model_must_be_one_the_server_has_loaded() -> None:
@@ -395,7 +395,7 @@ def test_uploads_to_a_february_server_go_through_its_openrouter_route() -> None:
     with FakeAceStepServer(Behaviour(personality="feb")) as feb:
         takes = engine(feb.url, key=None).generate_variants(spec(), Recorder(), repaint)
         assert feb.count("/release_task") == 0 and feb.count("/v1/chat/completions") == 2
-        first, second = feb.submitted
+        first, _second = feb.submitted
         assert first.params["task_type"] == "repaint" and first.files["src_audio"][:4] == b"fLaC"
         # The route does not say which seeds it used (feb ignores them anyway): the requested
         # ones are recorded, and the song says so.
@@ -482,7 +482,7 @@ def test_concurrent_songs_share_the_pool() -> None:
             thread.join(30)
         assert len(results) == 4
         assert one.count("/release_task") == 2 and two.count("/release_task") == 2
-        body = json.dumps(list(one.tasks.values())[0].params)
+        body = json.dumps(next(iter(one.tasks.values())).params)
         assert "E minor" in body
 
 
@@ -517,7 +517,7 @@ def test_simple_mode_lets_the_servers_lm_write_the_song() -> None:
         assert written.style == task.caption and written.key == "A minor"
         assert written.time_signature == "3/4" and written.bpm == task.metas["bpm"]
         assert written.duration_s == task.duration_s != 30.0  # the LM chose the length
-        assert song.samples.shape[0] == int(round(task.duration_s * RATE))
+        assert song.samples.shape[0] == round(task.duration_s * RATE)
         assert song.notes == ()  # the LM's length is not a clamp
 
 
@@ -558,7 +558,7 @@ def test_a_household_lora_is_applied_where_the_server_supports_it() -> None:
         assert srv.count("/v1/lora/load") == 1
         remote.generate(spec(), Recorder())  # already loaded and active: nothing to change
         assert srv.count("/v1/lora/load") == 1 and srv.submitted[-1].lora == ("ourband", 0.7)
-        for method, path, headers in srv.requests:
+        for _method, path, headers in srv.requests:
             if path.startswith("/v1/lora/"):
                 assert headers.get("Authorization") == f"Bearer {KEY}"
 

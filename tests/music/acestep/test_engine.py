@@ -30,9 +30,9 @@ RATE = 44100
 
 
 def spec(**changes: object) -> SongSpec:
-    base = dict(prompt="rain on the window", genre="jazz", mood="relaxing", bpm=92, key="A minor",
-                time_signature="4/4", duration_s=10.0, seed=7, language="en",
-                lyrics="[verse]\nrain falls soft\n[chorus]\nstay", style="brushed drums, piano")
+    base = {"prompt": "rain on the window", "genre": "jazz", "mood": "relaxing", "bpm": 92, "key": "A minor",
+            "time_signature": "4/4", "duration_s": 10.0, "seed": 7, "language": "en",
+            "lyrics": "[verse]\nrain falls soft\n[chorus]\nstay", "style": "brushed drums, piano"}
     base.update(changes)
     return SongSpec(**base)  # type: ignore[arg-type]
 
@@ -74,7 +74,7 @@ def test_loads_offline_and_generates_exact_stereo(turbo: AceStepEngine) -> None:
     for duration in (10.0, 12.34):
         song = turbo.generate(spec(duration_s=duration), Recorder())
         assert isinstance(song, Audio) and song.sample_rate == RATE
-        assert song.samples.shape == (int(round(duration * RATE)), 2)
+        assert song.samples.shape == (round(duration * RATE), 2)
         assert song.samples.dtype == np.float32
         assert np.isfinite(song.samples).all() and 0 < np.abs(song.samples).max() <= 1.0
 
@@ -244,7 +244,7 @@ def test_a_config_that_does_not_match_the_weights(tiny_checkpoint: Path, tmp_pat
     config["layer_types"] = [*config["layer_types"], "sliding_attention"]
     config_file.write_text(json.dumps(config))
     engine = AceStepEngine(AceStepSettings(checkpoint_dir=broken), RATE)
-    with pytest.raises(AceStepUnavailable, match="does not match its config.json"):
+    with pytest.raises(AceStepUnavailable, match=r"does not match its config\.json"):
         engine.generate(spec(), Recorder())
     engine.close()
 
@@ -406,7 +406,8 @@ def test_every_official_tensor_lands_in_the_model(turbo: AceStepEngine, tiny_che
         assert torch.equal(modules[part].state_dict()[name], state[official].float()), official
     loaded = sum(t.numel() for m in modules.values() for _, t in m.named_parameters())
     assert loaded == sum(t.numel() for t in state.values())
-    assert not [n for m in modules.values() for n, t in [*m.named_parameters(), *m.named_buffers()] if t.is_meta]
+    assert not [n for m in modules.values()
+                for n, t in [*m.named_parameters(), *m.named_buffers()] if t.is_meta]
     silence = torch.load(tiny_checkpoint / "acestep-v15-turbo" / "silence_latent.pt", weights_only=True)
     assert torch.equal(pipe.condition_encoder.silence_latent, silence.transpose(1, 2))
     assert pipe.vae.use_tiling
@@ -422,7 +423,8 @@ def _rewrite(folder: Path, change) -> None:  # type: ignore[no-untyped-def]
     save_file(state, str(folder / name))
 
 
-def test_a_tensor_missing_or_left_over_fails_the_load_naming_it(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_a_tensor_missing_or_left_over_fails_the_load_naming_it(tiny_checkpoint: Path,
+                                                                 tmp_path: Path) -> None:
     cases = [
         ("acestep-v15-turbo", lambda s: s.pop("decoder.layers.1.cross_attn.o_proj.weight"),
          "not in the file: decoder.layers.1.cross_attn.o_proj.weight"),
@@ -445,7 +447,8 @@ def test_a_tensor_missing_or_left_over_fails_the_load_naming_it(tiny_checkpoint:
         engine.close()
 
 
-def test_a_diffusers_named_file_in_the_official_layout_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_a_diffusers_named_file_in_the_official_layout_is_refused(tiny_checkpoint: Path,
+                                                                  tmp_path: Path) -> None:
     broken = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, broken, ignore=shutil.ignore_patterns("acestep-5Hz-*"))
 
@@ -462,7 +465,7 @@ def test_a_diffusers_named_file_in_the_official_layout_is_refused(tiny_checkpoin
 
 # ------------------------------------------------------------- schedules per variant
 
-def _timesteps(engine: AceStepEngine, monkeypatch: pytest.MonkeyPatch, task: AceStepTask = AceStepTask(),
+def _timesteps(engine: AceStepEngine, monkeypatch: pytest.MonkeyPatch, task: AceStepTask = AceStepTask(),  # noqa: B008 - frozen: one shared default is safe
                **changes: object) -> list[float]:
     seen: list[float] = []
     pipe = engine._ensure_loaded().pipe
@@ -499,7 +502,8 @@ def test_turbo_shift1_means_shift_one(tiny_checkpoint: Path, tmp_path: Path,
     shutil.copytree(tiny_checkpoint, root, ignore=shutil.ignore_patterns("acestep-5Hz-*", "acestep-v15-base"))
     (root / "acestep-v15-turbo").rename(root / "acestep-v15-turbo-shift1")
     engine = AceStepEngine(AceStepSettings(checkpoint_dir=root, dit="turbo-shift1"), RATE)
-    assert _timesteps(engine, monkeypatch) == pytest.approx([1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+    assert _timesteps(engine, monkeypatch) == pytest.approx(
+        [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
     with pytest.raises(ScheduleInvalid, match="shift 1"):
         engine.generate(spec(), Recorder(), AceStepTask(shift=3.0))
     engine.close()
@@ -558,7 +562,8 @@ def test_repaint_keeps_the_source_outside_the_window(turbo: AceStepEngine) -> No
     assert np.array_equal(repaint.samples[after:], original.samples[after:])
     inside = slice(int(3.1 * RATE), int(5.9 * RATE))
     assert np.abs(repaint.samples[inside] - original.samples[inside]).mean() > 1e-3
-    to_end = turbo.generate(spec(), Recorder(), AceStepTask(kind="repaint", source=original, repaint_start_s=8))
+    to_end = turbo.generate(spec(), Recorder(),
+                            AceStepTask(kind="repaint", source=original, repaint_start_s=8))
     assert np.array_equal(to_end.samples[:before], original.samples[:before])
 
 
@@ -586,7 +591,8 @@ def test_a_silent_or_nan_take_never_leaves_the_engine(turbo: AceStepEngine,
     vae = turbo._loaded.pipe.vae
     decode = vae.decode
     for broken, cause in ((lambda x: x * 0.0, "silent"), (lambda x: x * float("nan"), "NaN")):
-        monkeypatch.setattr(vae, "decode", lambda z, broken=broken: type(decode(z))(sample=broken(decode(z).sample)))
+        monkeypatch.setattr(vae, "decode", lambda z, broken=broken: type(decode(z))(
+            sample=broken(decode(z).sample)))
         with pytest.raises(errors.GenerationFailed) as caught:
             turbo.generate(spec(), Recorder())
         assert cause in caught.value.message and "seed 7" in caught.value.message
@@ -665,7 +671,7 @@ def test_out_of_memory_with_takes_retries_one_take_at_a_time(turbo: AceStepEngin
     monkeypatch.setattr(model_module, "enable_offload", lambda loaded: True)
     takes = turbo.generate_variants(spec(), Recorder(), AceStepTask(variants=2))
     assert batches == [(2, 0), (1, 0), (1, 1)]
-    assert all(np.allclose(a.samples, b.samples, atol=1e-4) for a, b in zip(takes, expected))
+    assert all(np.allclose(a.samples, b.samples, atol=1e-4) for a, b in zip(takes, expected, strict=True))
 
 
 @pytest.mark.parametrize("variant", ["turbo", "base"])
@@ -684,7 +690,7 @@ def test_text2music_matches_diffusers_own_pipeline(tiny_checkpoint: Path, varian
         timesteps=list(request.timesteps), bpm=request.bpm, keyscale=request.keyscale,
         timesignature=request.timesignature, output_type="np",
         generator=[torch.Generator("cpu").manual_seed(request.seed + i) for i in range(2)]).audios
-    for mine, reference in zip(ours, theirs):
+    for mine, reference in zip(ours, theirs, strict=True):
         assert np.allclose(mine, reference.T, atol=1e-5)
     engine.close()
 
@@ -725,7 +731,7 @@ def test_a_lora_for_another_model_is_refused_naming_its_keys(tiny_checkpoint: Pa
               str(tmp_path / "other.safetensors"))
     engine = AceStepEngine(AceStepSettings(checkpoint_dir=tiny_checkpoint, loras={
         "other": {"path": tmp_path / "other.safetensors"}, "gone": {"path": tmp_path / "gone"}}), RATE)
-    with pytest.raises(AceStepUnavailable, match="transformer_blocks.0.attn.to_q") as caught:
+    with pytest.raises(AceStepUnavailable, match=r"transformer_blocks\.0\.attn\.to_q") as caught:
         engine.generate(spec(), Recorder(), AceStepTask(lora="other"))
     assert caught.value.field == "lora"
     with pytest.raises(AceStepUnavailable, match="does not exist"):

@@ -13,9 +13,9 @@ from cassetted.music.base import Audio
 
 
 def spec(**changes: object) -> SongSpec:
-    base = dict(prompt="  a   birthday song for Mia ", genre="hip-hop", mood="uplifting", bpm=95,
-                key="Bb major", time_signature="6/8", duration_s=30, seed=1, language="fr",
-                lyrics="[verse]\nJoyeux anniversaire", style="808 bass, claps.")
+    base = {"prompt": "  a   birthday song for Mia ", "genre": "hip-hop", "mood": "uplifting", "bpm": 95,
+            "key": "Bb major", "time_signature": "6/8", "duration_s": 30, "seed": 1, "language": "fr",
+            "lyrics": "[verse]\nJoyeux anniversaire", "style": "808 bass, claps."}
     base.update(changes)
     return SongSpec(**base)  # type: ignore[arg-type]
 

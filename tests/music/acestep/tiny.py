@@ -201,7 +201,7 @@ def official_dit_keys(c: dict) -> dict[str, tuple[int, ...]]:
 
 def _random(key: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     """Weights of sensible scale: RMSNorm gains 1, Linear/Conv like torch's default init."""
-    if key.endswith("norm.weight") or key.endswith("layernorm.weight"):
+    if key.endswith(("norm.weight", "layernorm.weight")):
         return torch.ones(shape)
     if len(shape) == 1:  # bias
         return (torch.rand(shape, generator=generator) - 0.5) * 0.1
@@ -212,7 +212,8 @@ def _random(key: str, shape: tuple[int, ...], generator: torch.Generator) -> tor
     return (torch.rand(shape, generator=generator) * 2 - 1) * bound
 
 
-def write_dit(folder: Path, seed: int = 0, variant: str = "turbo", dtype: torch.dtype = torch.bfloat16) -> None:
+def write_dit(folder: Path, seed: int = 0, variant: str = "turbo",
+              dtype: torch.dtype = torch.bfloat16) -> None:
     """One DiT variant folder; weights stored in bfloat16 as upstream ships them."""
     from safetensors.torch import save_file
 

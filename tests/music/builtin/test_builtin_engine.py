@@ -7,6 +7,8 @@ Songs are kept short (20 s) so the whole module runs in about a minute on 2 core
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -25,7 +27,7 @@ ENGINE = BuiltinEngine(SR)
 
 
 def _spec(**kw) -> SongSpec:
-    base = dict(genre="pop", mood="uplifting", bpm=110, key="C major", duration_s=20.0, seed=7)
+    base = {"genre": "pop", "mood": "uplifting", "bpm": 110, "key": "C major", "duration_s": 20.0, "seed": 7}
     base.update(kw)
     return SongSpec(**base)
 
@@ -42,7 +44,7 @@ def _mono(audio: Audio) -> np.ndarray:
 # ----------------------------------------------------------------------------- basic contract
 
 
-@pytest.mark.parametrize("duration, genre, ts", [
+@pytest.mark.parametrize(("duration", "genre", "ts"), [
     (10.0, "rock", "4/4"), (37.3, "jazz", "3/4"), (90.0, "electronic", "4/4"),
     (12.5, "classical", "6/8"), (10.0, "country", "2/4"), (37.3, "ambient", "4/4"),
 ])
@@ -76,7 +78,7 @@ def test_progress_is_monotonic_and_ends_at_one() -> None:
     seen: list[float] = []
     ENGINE.generate(_spec(duration_s=30.0), lambda f, n: seen.append(f))
     assert len(seen) >= 10
-    assert all(b >= a for a, b in zip(seen, seen[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(seen))
     assert seen[0] >= 0.0 and seen[-1] == 1.0
 
 
@@ -117,12 +119,12 @@ _TEMPO_CASES = [
     for genre in GENRES
     for bpm, mood in zip(
         (GENRE_BPM[genre][0], sum(GENRE_BPM[genre]) // 2, GENRE_BPM[genre][1]),
-        ("relaxing", "uplifting", "energetic"),
+        ("relaxing", "uplifting", "energetic"), strict=True,
     )
 ]
 
 
-@pytest.mark.parametrize("genre, bpm, mood", _TEMPO_CASES)
+@pytest.mark.parametrize(("genre", "bpm", "mood"), _TEMPO_CASES)
 def test_beat_tracker_recovers_bpm(genre: str, bpm: int, mood: str) -> None:
     y = _mono(_render(_spec(genre=genre, bpm=bpm, mood=mood, seed=bpm)))
     estimate, grid = _tracked_bpm(y)
@@ -133,7 +135,7 @@ def test_beat_tracker_recovers_bpm(genre: str, bpm: int, mood: str) -> None:
 
 def test_off_range_tempo_has_no_octave_error() -> None:
     # Electronic at 80 bpm: off-beat bass and hats would invite a 160 bpm reading.
-    estimate, grid = _tracked_bpm(_mono(_render(_spec(genre="electronic", bpm=80))))
+    _estimate, grid = _tracked_bpm(_mono(_render(_spec(genre="electronic", bpm=80))))
     assert grid == pytest.approx(80, rel=0.02)
 
 
@@ -171,7 +173,7 @@ _KEY_CASES = [
 ]
 
 
-@pytest.mark.parametrize("genre, key, mood", _KEY_CASES)
+@pytest.mark.parametrize(("genre", "key", "mood"), _KEY_CASES)
 def test_key_is_detectable(genre: str, key: str, mood: str) -> None:
     spec = _spec(genre=genre, key=key, mood=mood, bpm=sum(GENRE_BPM[genre]) // 2, seed=11)
     assert _estimate_key(_mono(_render(spec))) == key
@@ -279,7 +281,7 @@ def test_lyrics_are_sung_and_instrumental_is_not() -> None:
 # ----------------------------------------------------------------------------- render shortcuts
 
 
-@pytest.mark.parametrize("genre, mood", [("electronic", "relaxing"), ("rock", "uplifting"),
+@pytest.mark.parametrize(("genre", "mood"), [("electronic", "relaxing"), ("rock", "uplifting"),
                                          ("classical", "melancholic")])
 def test_master_filter_moved_into_the_sources_sounds_the_same(genre: str, mood: str) -> None:
     # Filtering each drum sample and distinct note instead of the finished mix is the same
@@ -316,7 +318,8 @@ def test_notes_match_the_direct_oscillator_formula() -> None:
     t = np.arange(n) / sr
     f0 = 440.0 * 2 ** ((pitch - 69) / 12)
     depth = np.clip((t - STRINGS.vibrato_delay) / 0.3, 0, 1) * STRINGS.vibrato_cents / 1200
-    vib = depth * f0 * np.log(2) * np.sin(2 * np.pi * STRINGS.vibrato_hz * t) / (2 * np.pi * STRINGS.vibrato_hz)
+    vib = (depth * f0 * np.log(2) * np.sin(2 * np.pi * STRINGS.vibrato_hz * t)
+           / (2 * np.pi * STRINGS.vibrato_hz))
     want = np.zeros(n)
     for cents in STRINGS.detune_cents:
         f = f0 * 2 ** (cents / 1200)

@@ -70,7 +70,8 @@ def _sung_line(singer: _piper.Singer, line: str, notes: list[Note], beat_s: floa
 
 
 def _spec(**kw) -> SongSpec:
-    base = dict(genre="pop", mood="uplifting", bpm=BPM, key="C major", duration_s=12.0, seed=7, lyrics=LYRICS)
+    base = {"genre": "pop", "mood": "uplifting", "bpm": BPM, "key": "C major", "duration_s": 12.0,
+            "seed": 7, "lyrics": LYRICS}
     base.update(kw)
     return SongSpec(**base)
 
@@ -135,8 +136,9 @@ def test_phrases_are_timed_as_the_lrc_sidecar_times_lines() -> None:
     from cassetted.library.lrc import timed_lines
 
     spec = _spec(duration_s=40.0)
-    arr = arrange(spec.genre, spec.mood, spec.bpm, spec.key, spec.time_signature, spec.duration_s, spec.lyrics,
-                  spec.instrumental, np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(4)[0]))
+    arr = arrange(spec.genre, spec.mood, spec.bpm, spec.key, spec.time_signature, spec.duration_s,
+                  spec.lyrics, spec.instrumental,
+                  np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(4)[0]))
     sung = [(round(notes[0].start * BEAT_S, 6), line) for line, notes in _form.sung_phrases(arr, spec.lyrics)]
     assert sung == [(round(t, 6), line) for t, line in timed_lines(spec)]
 
@@ -205,7 +207,8 @@ def test_a_missing_voice_falls_back_to_the_wordless_voice(monkeypatch: pytest.Mo
     assert any(str(missing) in r.getMessage() for r in caplog.records)
 
 
-def test_another_language_is_sung_without_words(singer: _piper.Singer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_another_language_is_sung_without_words(singer: _piper.Singer,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     assert _piper.singer_for("de") is None and _piper.singer_for("en") is singer
     german = _render(_spec(language="de"))
     monkeypatch.setenv(_piper.VOICE_ENV, "off")
