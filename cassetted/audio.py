@@ -14,6 +14,7 @@ import pathlib
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, cast
 
 import numpy as np
 import soundfile as sf
@@ -108,8 +109,8 @@ def _k_steps(x: np.ndarray, sr: int) -> _KSteps | None:
     the RLB high-pass has poles within 0.005 of the unit circle). Each step is summed once
     and blocks add their steps: cheaper than a running cumulative sum and free of its drift.
     """
-    block = int(round(_BLOCK_S * sr))
-    step = int(round(_STEP_S * sr))
+    block = round(_BLOCK_S * sr)
+    step = round(_STEP_S * sr)
     n = x.shape[0]
     if n < block or block % step:
         return None
@@ -125,15 +126,16 @@ def _k_steps(x: np.ndarray, sr: int) -> _KSteps | None:
         for c in range(n_chunks):
             states[ch, c] = zi
             start = c * chunk
-            y, zi = signal.sosfilt(sos, np.asarray(x[start:min(start + chunk, m * step), ch], dtype=np.float64),
-                                   zi=zi)
+            seg = np.asarray(x[start:min(start + chunk, m * step), ch], dtype=np.float64)
+            y, zi = signal.sosfilt(sos, seg, zi=zi)
             y *= y
             steps[ch, c * _CHUNK_STEPS:c * _CHUNK_STEPS + y.size // step] = y.reshape(-1, step).sum(axis=1)
     return _KSteps(steps, states, step, q)
 
 
 def _powers_from_steps(k: _KSteps) -> np.ndarray:
-    return np.lib.stride_tricks.sliding_window_view(k.steps, k.q, axis=1).sum(axis=2).sum(axis=0) / (k.q * k.step)
+    windows = np.lib.stride_tricks.sliding_window_view(k.steps, k.q, axis=1)
+    return cast(np.ndarray, windows.sum(axis=2).sum(axis=0) / (k.q * k.step))
 
 
 def _block_powers(x: np.ndarray, sr: int) -> np.ndarray:
@@ -141,8 +143,8 @@ def _block_powers(x: np.ndarray, sr: int) -> np.ndarray:
     k = _k_steps(x, sr)
     if k is not None:
         return _powers_from_steps(k)
-    block = int(round(_BLOCK_S * sr))
-    step = int(round(_STEP_S * sr))
+    block = round(_BLOCK_S * sr)
+    step = round(_STEP_S * sr)
     n = x.shape[0]
     if n < block:
         return np.zeros(0)
@@ -158,8 +160,8 @@ def _block_powers(x: np.ndarray, sr: int) -> np.ndarray:
 
 
 def _limited_powers(x: np.ndarray, sr: int, k: _KSteps, limit: _Limit) -> np.ndarray:
-    """`_block_powers` of `x` through the limiter `limit`, given `k = _k_steps(x, sr)`, refiltering only
-    the chunks where `limit` differs from 1 (or its effect still rings): a limiter touches a
+    """`_block_powers` of `x` through the limiter `limit`, given `k = _k_steps(x, sr)`,
+    refiltering only the chunks where `limit` differs from 1 (or its effect still rings): a limiter touches a
     few stretches of a song, and everywhere else the steps are those of `x`.
 
     A chunk after a refiltered one starts from the carried state; one after an untouched
@@ -171,19 +173,20 @@ def _limited_powers(x: np.ndarray, sr: int, k: _KSteps, limit: _Limit) -> np.nda
     end = k.steps.shape[1] * k.step
     n_chunks = k.states.shape[1]
     touched = np.zeros(n_chunks + 1, dtype=bool)
-    for lo, hi in zip(limit.lo, limit.hi):
+    for lo, hi in zip(limit.lo, limit.hi, strict=True):
         if lo < end:
             touched[lo // chunk:min(hi + _k_ring(sr), end) // chunk + 1] = True
     steps = k.steps.copy()
     for ch in range(x.shape[1]):
         prev, zi = -2, None
-        for c in np.flatnonzero(touched[:n_chunks]):
+        for c in np.flatnonzero(touched[:n_chunks]).tolist():
             start = c * chunk
             stop = min(start + chunk, end)
             seg = np.multiply(x[start:stop, ch], limit.over(start, stop), dtype=np.float64)
             y, zi = signal.sosfilt(sos, seg, zi=zi if c == prev + 1 else k.states[ch, c])
             y *= y
-            steps[ch, c * _CHUNK_STEPS:c * _CHUNK_STEPS + y.size // k.step] = y.reshape(-1, k.step).sum(axis=1)
+            steps[ch, c * _CHUNK_STEPS:c * _CHUNK_STEPS + y.size // k.step] = (
+                y.reshape(-1, k.step).sum(axis=1))
             prev = c
     return _powers_from_steps(_KSteps(steps, k.states, k.step, k.q))
 
@@ -238,7 +241,7 @@ def _block_maxima(x: np.ndarray, b: int) -> np.ndarray:
     n = x.shape[0]
     full = n // b
     flat = x[: full * b].reshape(full, b * x.shape[1])
-    out = np.maximum(flat.max(axis=1, initial=0.0), -flat.min(axis=1, initial=0.0))
+    out: np.ndarray = np.maximum(flat.max(axis=1, initial=0.0), -flat.min(axis=1, initial=0.0))
     if n > full * b:
         out = np.append(out, np.abs(x[full * b:]).max())
     return out
@@ -415,7 +418,7 @@ def _limiter_gain(frames: np.ndarray, peaks: np.ndarray, n: int, sr: int, ceilin
     reach = 2 * hold + 2
     cuts = np.flatnonzero(np.diff(over) > 2 * reach)
     los, his, gains = [], [], []
-    for first, last in zip(over[np.r_[0, cuts + 1]], over[np.r_[cuts, over.size - 1]]):
+    for first, last in zip(over[np.r_[0, cuts + 1]], over[np.r_[cuts, over.size - 1]], strict=True):
         lo, hi = max(0, int(first) - reach), min(n, int(last) + reach + 1)
         seg = np.zeros(hi - lo)
         i, j = np.searchsorted(frames, [lo, hi])
@@ -431,9 +434,9 @@ def _limiter_gain(frames: np.ndarray, peaks: np.ndarray, n: int, sr: int, ceilin
 
 def _apply_limit(x: np.ndarray, gain: float, limit: _Limit | None) -> np.ndarray:
     """`x` times `gain` and the limiter's per-frame gain, as a new float32 array."""
-    out = np.multiply(x, gain, dtype=np.float32)
+    out: np.ndarray = np.multiply(x, gain, dtype=np.float32)
     if limit is not None:
-        for lo, hi, g in zip(limit.lo, limit.hi, limit.gains):
+        for lo, hi, g in zip(limit.lo, limit.hi, limit.gains, strict=True):
             np.multiply(x[lo:hi], (gain * g)[:, None], out=out[lo:hi], dtype=np.float32)
     return out
 
@@ -481,7 +484,7 @@ def normalize_loudness(audio: Audio, target_lufs: float = -14.0,
         # blocks in or just after a limited stretch are measured again.
         promise = 10.0 ** (true_peak_dbtp / 20.0)
         blocks = np.unique(np.concatenate([np.arange(lo // _PEAK_BLOCK, hi // _PEAK_BLOCK + 2)
-                                           for lo, hi in zip(limit.lo, limit.hi)]))
+                                           for lo, hi in zip(limit.lo, limit.hi, strict=True)]))
         _, final = _sparse_peaks(out, promise, blocks=blocks)
         final_peak = float(final.max(initial=0.0))
         if final_peak > promise:
@@ -526,10 +529,10 @@ def _vorbis_comments(tags: Tags) -> dict[str, str]:
     return {k: v for k, v in fields.items() if v}
 
 
-def _id3_frames(tags: Tags) -> list:
+def _id3_frames(tags: Tags) -> list[Any]:
     from mutagen import id3
 
-    frames: list = [id3.TIT2(encoding=3, text=tags.title), id3.TPE1(encoding=3, text=tags.artist),
+    frames: list[Any] = [id3.TIT2(encoding=3, text=tags.title), id3.TPE1(encoding=3, text=tags.artist),
                     id3.TALB(encoding=3, text=tags.album)]
     if tags.genre:
         frames.append(id3.TCON(encoding=3, text=tags.genre))
@@ -553,7 +556,7 @@ def _write_tags(path: pathlib.Path, fmt: str, tags: Tags) -> None:
 
         f = FLAC(path) if fmt == "flac" else OggVorbis(path)
         if f.tags is None:
-            f.add_tags()
+            f.add_tags()  # type: ignore[no-untyped-call]  # mutagen; the exclude misses calls on a union
         for k, v in _vorbis_comments(tags).items():
             f[k] = v
         f.save()
@@ -570,12 +573,12 @@ def _write_tags(path: pathlib.Path, fmt: str, tags: Tags) -> None:
     elif fmt == "wav":
         from mutagen.wave import WAVE
 
-        f = WAVE(path)
-        if f.tags is None:
-            f.add_tags()
+        wav = WAVE(path)
+        if wav.tags is None:
+            wav.add_tags()
         for frame in _id3_frames(tags):
-            f.tags.add(frame)
-        f.save()
+            wav.tags.add(frame)  # type: ignore[attr-defined]  # mutagen types WAVE.tags as None; add_tags() set it
+        wav.save()
 
 
 def encode(audio: Audio, path: pathlib.Path, fmt: str = "flac", tags: Tags | None = None) -> pathlib.Path:
