@@ -132,10 +132,11 @@ def _drum_bar(genre: str, sec: Section, bar_in_sec: int, meter: Meter, mood: Moo
             if backbeat and not light:
                 hits.append((b, "rim" if genre == "country" and kind == "verse" else "snare",
                              0.9 if bpb != 3 else 0.6))
-            cym = "ride" if genre == "rock" and kind == "chorus" else ("shaker" if genre == "country" else "hat")
+            cym = ("ride" if genre == "rock" and kind == "chorus"
+                   else "shaker" if genre == "country" else "hat")
             hits.append((b, cym, 0.6))
-            for s in subs if not sparse else ():
-                hits.append((b + s, cym, 0.5 * off))
+            if not sparse:
+                hits.extend((b + s, cym, 0.5 * off) for s in subs)
             if dense and genre != "country" and sub == 2:       # sixteenths when it's lively
                 hits += [(b + 0.25, cym, 0.2 * off), (b + 0.75, cym, 0.2 * off)]
             if dense and not steady and genre == "rock" and b == bpb - 1:
@@ -199,8 +200,8 @@ def _drum_bar(genre: str, sec: Section, bar_in_sec: int, meter: Meter, mood: Moo
     if genre not in ("classical", "ambient") and bar_in_sec == 0 and kind in ("chorus", "instrumental") \
             and sec.start_bar > 0:
         hits.append((0.0, "crash", 0.7))
-    if last_bar and genre in ("rock", "pop", "country", "hip-hop", "electronic") and kind in ("verse", "bridge") \
-            and mood.density >= 0.4 and bpb >= 3 and not steady:
+    if last_bar and genre in ("rock", "pop", "country", "hip-hop", "electronic") \
+            and kind in ("verse", "bridge") and mood.density >= 0.4 and bpb >= 3 and not steady:
         hits.append((bpb - 1 + 0.5, "snare", 0.55))          # a small fill into the next section
     return hits
 
@@ -257,8 +258,8 @@ def _bass_bar(style: str, chord: Chord, next_chord: Chord, bar_beat: float, bpb:
     elif style == "root_fifth":
         for b in range(bpb):
             if b % 2 == 0 or (bpb == 3 and b == 0):
-                notes.append(Note(bar_beat + b, 0.9, r if b % 4 == 0 else fifth - 12 if fifth - 12 >= 28 else fifth,
-                                  e * 0.9))
+                pitch = r if b % 4 == 0 else fifth - 12 if fifth - 12 >= 28 else fifth
+                notes.append(Note(bar_beat + b, 0.9, pitch, e * 0.9))
     elif style == "drone":
         notes.append(Note(bar_beat, bpb, r, e * 0.7))
     return notes
@@ -268,7 +269,8 @@ def _comp_bar(style: str, chord: Chord, voicing: tuple[int, ...], bar_beat: floa
               sub: int, e: float, kind: str, mood: MoodProfile, swing: float, steady: bool) -> list[Note]:
     notes: list[Note] = []
 
-    def block(pos: float, dur: float, vel: float, pitches=voicing, strum: float = 0.0) -> None:
+    def block(pos: float, dur: float, vel: float, pitches: tuple[int, ...] = voicing,
+              strum: float = 0.0) -> None:
         for i, p in enumerate(pitches):
             notes.append(Note(bar_beat + pos + i * strum, dur, p, vel * e))
 
@@ -279,7 +281,7 @@ def _comp_bar(style: str, chord: Chord, voicing: tuple[int, ...], bar_beat: floa
         # otherwise make every minor song sound major.
         pitches = (root, root + 7, root + 12, third)
         step = 1.0 if (steady or kind == "verse") else 1.0 / sub
-        for k in range(int(round(bpb / step))):
+        for k in range(round(bpb / step)):
             pos = k * step
             # Legato: staccato distorted chords are the loudest onsets in the song and would
             # outshout the drums, leaving a beat tracker nothing else to follow.
@@ -307,7 +309,7 @@ def _comp_bar(style: str, chord: Chord, voicing: tuple[int, ...], bar_beat: floa
             # Broken chord that returns to the third: it carries the mode (major or minor).
             order = [voicing[0], voicing[1], voicing[2], voicing[1]] if len(voicing) >= 3 else list(voicing)
             step = 1.0 if steady else 1.0 / sub
-            for k in range(int(round(bpb / step))):
+            for k in range(round(bpb / step)):
                 pos = k * step
                 p = order[k % len(order)]
                 notes.append(Note(bar_beat + pos, step * 1.5, p, e * (0.75 if pos % 1 == 0 else 0.4)))
@@ -322,9 +324,9 @@ def _comp_bar(style: str, chord: Chord, voicing: tuple[int, ...], bar_beat: floa
             if kind in ("chorus", "instrumental") and not steady:
                 block(b + 0.5, 0.3, 0.35, strum=0.015)
     elif style == "arp":
-        order = list(voicing) + [voicing[0] + 12]
-        for b in range(bpb):
-            notes.append(Note(bar_beat + b, 1.8, order[b % len(order)] + 12, e * (0.6 if b == 0 else 0.45)))
+        order = [*voicing, voicing[0] + 12]
+        notes.extend(Note(bar_beat + b, 1.8, order[b % len(order)] + 12, e * (0.6 if b == 0 else 0.45))
+                     for b in range(bpb))
     return notes
 
 
@@ -390,8 +392,8 @@ def arrange(genre: str, mood_name: str, bpm: int, key: str, time_signature: str,
     sections = plan_form(kinds, bars)
     lines_by_kind: dict[str, list[list[str]]] = {}
     if not instr:
-        for kind, lines in lyr:
-            lines_by_kind.setdefault(kind, []).append(lines)
+        for kind, section_lines in lyr:
+            lines_by_kind.setdefault(kind, []).append(section_lines)
 
     arr = Arrangement(sections=sections, meter=meter, bars=bars, total_beats=total_beats)
     parts: dict[str, list[Note]] = {"bass": [], "comp": [], "pad": [], "lead": [], "vocal": []}
@@ -415,7 +417,8 @@ def arrange(genre: str, mood_name: str, bpm: int, key: str, time_signature: str,
             raise_lt = genre in ("classical", "jazz", "pop", "country")  # rock: natural minor
             chords.append(chord_on(degree, tonic, minor, seventh=seventh, raise_leading_tone=raise_lt))
 
-    phrase_cache: dict[tuple, list[Note]] = {}
+    # (section kind, phrase shape, final phrase, chord degree, next degree) -> the phrase
+    phrase_cache: dict[tuple[str, int, bool, int, int], list[Note]] = {}
     prev_voicing: tuple[int, ...] | None = None
     for bar in range(bars):
         sec = arr.section_of_bar[bar]
@@ -472,7 +475,7 @@ def arrange(genre: str, mood_name: str, bpm: int, key: str, time_signature: str,
                     n_notes = _syllables(lyric_lines[k % len(lyric_lines)])
                 else:
                     dens = mood.density * (1.3 if sec.kind == "instrumental" else 1.0)
-                    n_notes = int(round(2 * bpb * sub * (0.2 + 0.35 * dens)))
+                    n_notes = round(2 * bpb * sub * (0.2 + 0.35 * dens))
                 if slow and genre in ("ambient", "classical"):
                     n_notes = min(n_notes, 2 * bpb)
                 phrase_chords = [chord, chords[bar + 1] if bar + 1 < bars else chord]

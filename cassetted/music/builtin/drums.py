@@ -7,6 +7,8 @@ song's seeded generator, so a song's kit is as reproducible as its notes.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from scipy import signal
 
@@ -31,9 +33,11 @@ def _band(x: np.ndarray, sr: int, lo: float | None, hi: float | None, order: int
         sos = signal.butter(order, [lo / nyq, min(hi / nyq, 0.99)], btype="band", output="sos")
     elif lo:
         sos = signal.butter(order, lo / nyq, btype="high", output="sos")
-    else:
+    elif hi:
         sos = signal.butter(order, min(hi / nyq, 0.99), btype="low", output="sos")
-    return signal.sosfilt(sos, x)
+    else:
+        raise ValueError("a band needs a low or a high edge")
+    return cast(np.ndarray, signal.sosfilt(sos, x))
 
 
 def kick(sr: int, rng: np.random.Generator, punch: float = 1.0, tune_hz: float = 48.0) -> np.ndarray:
@@ -48,7 +52,7 @@ def kick(sr: int, rng: np.random.Generator, punch: float = 1.0, tune_hz: float =
     sweep = np.sin(2 * np.pi * np.cumsum(sweep_f) / sr) * np.exp(-t / 0.02) * punch
     body = np.sin(2 * np.pi * tune_hz * t + 0.5) * np.exp(-t / 0.11) * np.minimum(1.0, t / 0.003)
     click = _band(_noise(rng, t.size), sr, 1500, 6000) * np.exp(-t / 0.004) * 0.6 * punch
-    return np.tanh(1.6 * (body + sweep + click)) / np.tanh(1.6)
+    return cast(np.ndarray, np.tanh(1.6 * (body + sweep + click)) / np.tanh(1.6))
 
 
 def soft_pulse(sr: int, rng: np.random.Generator, tune_hz: float = 55.0) -> np.ndarray:
@@ -92,7 +96,8 @@ def ride(sr: int, rng: np.random.Generator) -> np.ndarray:
     freqs = np.array([3150.0, 4270.0, 5130.0, 6420.0, 7390.0, 8120.0]) * rng.uniform(0.98, 1.02, 6)
     ping = np.sin(2 * np.pi * freqs[:, None] * t[None, :]).sum(axis=0) / len(freqs)
     wash = _band(_noise(rng, t.size), sr, 5000, None)
-    return (0.7 * ping * np.exp(-t / 0.35) + 0.5 * wash * np.exp(-t / 0.6)) * np.minimum(1, t / 0.001)
+    ring = 0.7 * ping * np.exp(-t / 0.35) + 0.5 * wash * np.exp(-t / 0.6)
+    return cast(np.ndarray, ring * np.minimum(1, t / 0.001))
 
 
 def crash(sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -104,13 +109,13 @@ def brush(sr: int, rng: np.random.Generator) -> np.ndarray:
     """A brush tap: band-passed noise with a soft attack (the slap) and a short sweep."""
     t = _t(0.25, sr)
     env = np.minimum(1.0, t / 0.006) * np.exp(-t / 0.07)
-    return _band(_noise(rng, t.size), sr, 1800, 7000) * env
+    return cast(np.ndarray, _band(_noise(rng, t.size), sr, 1800, 7000) * env)
 
 
 def shaker(sr: int, rng: np.random.Generator) -> np.ndarray:
     t = _t(0.12, sr)
     env = np.minimum(1.0, t / 0.012) * np.exp(-t / 0.03)
-    return _band(_noise(rng, t.size), sr, 5000, None) * env
+    return cast(np.ndarray, _band(_noise(rng, t.size), sr, 5000, None) * env)
 
 
 def kit(sr: int, rng: np.random.Generator, punch: float = 1.0, tonic_pc: int = 7) -> dict[str, np.ndarray]:

@@ -26,16 +26,20 @@ L = Layer
 
 # --------------------------------------------------------------------------- instruments
 
-PIANO = Patch((L("tri", 8, 1.0), L("saw", 24, 0.5, decay_s=0.12), L("sine", 1, 0.3, decay_s=0.4, octave=1)),
+PIANO = Patch((L("tri", 8, 1.0), L("saw", 24, 0.5, decay_s=0.12),
+               L("sine", 1, 0.3, decay_s=0.4, octave=1)),
               attack=0.002, decay=0.5, sustain=0.25, release=0.25)
-E_PIANO = Patch((L("sine", 1, 1.0), L("sine", 1, 0.45, decay_s=0.25, octave=1), L("tri", 8, 0.25, decay_s=0.6)),
+E_PIANO = Patch((L("sine", 1, 1.0), L("sine", 1, 0.45, decay_s=0.25, octave=1),
+                 L("tri", 8, 0.25, decay_s=0.6)),
                 attack=0.003, decay=0.7, sustain=0.35, release=0.3)
 GUITAR_POWER = Patch((L("saw", 32, 1.0), L("square", 16, 0.5)), attack=0.003, decay=0.5, sustain=0.75,
                      release=0.05, drive=3.0, detune_cents=(-4.0, 4.0))
 GUITAR_ACOUSTIC = Patch((L("saw", 24, 0.8, decay_s=0.12), L("tri", 12, 1.0)), attack=0.002, decay=0.3,
                         sustain=0.12, release=0.15)
-STAB = Patch((L("saw", 32, 1.0),), detune_cents=(-9.0, 9.0), attack=0.002, decay=0.12, sustain=0.15, release=0.08)
-GLASS = Patch((L("sine", 1, 1.0), L("sine", 1, 0.4, decay_s=0.5, octave=1), L("tri", 4, 0.2, decay_s=0.2, octave=2)),
+STAB = Patch((L("saw", 32, 1.0),), detune_cents=(-9.0, 9.0), attack=0.002, decay=0.12, sustain=0.15,
+             release=0.08)
+GLASS = Patch((L("sine", 1, 1.0), L("sine", 1, 0.4, decay_s=0.5, octave=1),
+               L("tri", 4, 0.2, decay_s=0.2, octave=2)),
               attack=0.002, decay=0.9, sustain=0.1, release=1.0)
 
 PAD_SAW = Patch((L("saw", 16, 1.0),), detune_cents=(-11.0, 0.0, 11.0), attack=0.35, decay=1.0, sustain=0.85,
@@ -91,7 +95,8 @@ GENRE_SOUND: dict[str, dict[str, _PartMix]] = {
                   "pad": (STRINGS, 0.14, 0.0, 3500, 0.5), "lead": (LEAD_FLUTE, 0.3, -0.1, 6000, 0.45)},
     "hip-hop": {"bass": (BASS_808, 0.55, 0.0, 900, 0.0), "comp": (E_PIANO, 0.45, -0.2, 3500, 0.25),
                 "pad": (PAD_WARM, 0.22, 0.0, 2500, 0.4), "lead": (LEAD_BELL, 0.22, 0.2, 6000, 0.35)},
-    "country": {"bass": (BASS_ELECTRIC, 0.7, 0.0, 2000, 0.0), "comp": (GUITAR_ACOUSTIC, 0.38, -0.3, 6000, 0.2),
+    "country": {"bass": (BASS_ELECTRIC, 0.7, 0.0, 2000, 0.0),
+                "comp": (GUITAR_ACOUSTIC, 0.38, -0.3, 6000, 0.2),
                 "pad": (PAD_WARM, 0.0, 0.0, 2000, 0.3), "lead": (LEAD_FIDDLE, 0.28, 0.3, 6000, 0.3)},
     "ambient": {"bass": (BASS_DRONE, 0.55, 0.0, 1000, 0.2), "comp": (GLASS, 0.3, 0.2, 5000, 0.6),
                 "pad": (PAD_WARM, 0.35, 0.0, 2500, 0.7), "lead": (LEAD_FLUTE, 0.18, -0.2, 4000, 0.7)},
@@ -162,7 +167,7 @@ class BuiltinEngine:
         report = _Progress(progress)
         report(0.0, "arranging")
         arr_seed, kit_seed, fx_seed, voice_seed = np.random.SeedSequence(spec.seed).spawn(4)
-        n_frames = int(round(spec.duration_s * sr))
+        n_frames = round(spec.duration_s * sr)
         beat_s = 60.0 / spec.bpm
         mood = MOODS[spec.mood]
 
@@ -273,7 +278,7 @@ class BuiltinEngine:
             for hit in arr.hits:
                 if hit.drum != name:
                     continue
-                start = int(round(hit.start * beat_s * sr))
+                start = round(hit.start * beat_s * sr)
                 if not 0 <= start < n_frames:
                     continue
                 n = min(sample.size, n_frames - start)

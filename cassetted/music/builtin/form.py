@@ -91,7 +91,7 @@ def plan_form(kinds: list[str] | tuple[str, ...], total_bars: int) -> list[Secti
     nominal = [_NOMINAL_BARS[k] for k in kinds]
     scale = total_bars / sum(nominal)
     step = 2 if total_bars >= 4 * len(kinds) else 1
-    bars = [max(step, int(round(n * scale / step)) * step) for n in nominal]
+    bars = [max(step, round(n * scale / step) * step) for n in nominal]
     # Settle rounding on the longest sections first, keeping every section >= 1 bar.
     diff = total_bars - sum(bars)
     order = sorted(range(len(bars)), key=lambda i: -bars[i])
@@ -104,8 +104,10 @@ def plan_form(kinds: list[str] | tuple[str, ...], total_bars: int) -> list[Secti
             diff -= delta
         i += 1
 
-    sections, start, seen = [], 0, {}
-    for kind, n in zip(kinds, bars):
+    sections: list[Section] = []
+    start = 0
+    seen: dict[str, int] = {}
+    for kind, n in zip(kinds, bars, strict=True):
         sections.append(Section(kind=kind, start_bar=start, bars=n, index=seen.get(kind, 0)))
         seen[kind] = seen.get(kind, 0) + 1
         start += n
@@ -125,7 +127,7 @@ def sung_phrases(arr: Any, lyrics: str) -> list[tuple[str, list[Any]]]:
     notes = sorted(arr.parts.get("vocal", []), key=lambda note: note.start)
     starts = [note.start for note in notes]
     bpb = arr.meter.beats_per_bar
-    out: list[tuple[str, list]] = []
+    out: list[tuple[str, list[Any]]] = []
     for section in arr.sections:
         groups = by_kind.get(section.kind)
         lines = groups[section.index % len(groups)] if groups else []

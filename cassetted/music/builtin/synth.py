@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from scipy import fft as sp_fft
 from scipy import signal
 
 from cassetted.music.builtin.theory import midi_to_hz
+
+if TYPE_CHECKING:
+    from cassetted.music.builtin.arrange import Note
 
 _TABLE_SIZE = 4096
 
@@ -42,7 +46,7 @@ def wavetable(shape: str, harmonics: int) -> np.ndarray:
     else:
         raise ValueError(shape)
     phase = np.arange(_TABLE_SIZE) / _TABLE_SIZE
-    table = (amps[:, None] * np.sin(2 * np.pi * k[:, None] * phase[None, :])).sum(axis=0)
+    table: np.ndarray = (amps[:, None] * np.sin(2 * np.pi * k[:, None] * phase[None, :])).sum(axis=0)
     table /= np.abs(table).max()
     table.setflags(write=False)
     return table
@@ -137,7 +141,7 @@ def _oscillators(pitch: int, n: int, patch: Patch, sr: int) -> np.ndarray:
     voices = len(patch.detune_cents)
     for cents in patch.detune_cents:
         f = f0 * 2 ** (cents / 1200)
-        for layer, decay in zip(patch.layers, decays):
+        for layer, decay in zip(patch.layers, decays, strict=True):
             fl = f * 2 ** layer.octave
             table = _voice_table(layer.shape, _harmonics_for(fl, sr, layer.harmonics), layer.gain / voices)
             np.multiply(i, fl * _TABLE_SIZE / sr, out=phase)
@@ -155,7 +159,7 @@ def _oscillators(pitch: int, n: int, patch: Patch, sr: int) -> np.ndarray:
 def _note_wave(osc: np.ndarray, n_on: int, n: int, vel: float, patch: Patch, sr: int) -> np.ndarray:
     """One note of `patch`, `n` samples long with note-off at `n_on`, as float32, from its
     pitch's oscillators `osc` (at least `n` samples of `_oscillators`)."""
-    x = osc[:n] * _envelope(min(n_on, n), n, sr, patch)
+    x: np.ndarray = osc[:n] * _envelope(min(n_on, n), n, sr, patch)
     if vel != 1.0:
         x *= np.float32(vel)
     if patch.drive:
@@ -167,13 +171,14 @@ def _note_wave(osc: np.ndarray, n_on: int, n: int, vel: float, patch: Patch, sr:
     return x
 
 
-def filter_with_tail(x: np.ndarray, sos: np.ndarray, ring: int | None = None, floor: float = 1e-6) -> np.ndarray:
+def filter_with_tail(x: np.ndarray, sos: np.ndarray, ring: int | None = None,
+                     floor: float = 1e-6) -> np.ndarray:
     """`x` through the filter `sos`, followed by its ringing once `x` stops: up to `ring`
     samples (`ring_samples(sos)` by default), without the end of that tail that stays below
     `floor` times the peak (a high-pass rings long, but mostly at a level nobody hears)."""
     if ring is None:
         ring = ring_samples(sos)
-    y = signal.sosfilt(_sos_for(x, sos), np.concatenate([x, np.zeros(ring, x.dtype)]))
+    y: np.ndarray = signal.sosfilt(_sos_for(x, sos), np.concatenate([x, np.zeros(ring, x.dtype)]))
     peak = max(float(y.max(initial=0.0)), -float(y.min(initial=0.0)))
     loud = np.flatnonzero(np.abs(y[x.size:]) > floor * peak)
     return y[:x.size + (int(loud[-1]) + 1 if loud.size else 0)]
@@ -196,7 +201,11 @@ def pole_radius(section: np.ndarray) -> float:
     return float(max(abs(-a1 + np.sqrt(disc)), abs(-a1 - np.sqrt(disc))) / 2.0)
 
 
-def render_notes(notes: list, patch: Patch, sr: int, beat_s: float, n_frames: int,
+# A distinct synthesised note: (pitch, samples until note-off, samples, velocity or 1.0).
+_NoteKey = tuple[int, int, int, float]
+
+
+def render_notes(notes: list[Note], patch: Patch, sr: int, beat_s: float, n_frames: int,
                  tick: Callable[[], None] | None = None, out: np.ndarray | None = None,
                  sos: np.ndarray | None = None) -> np.ndarray:
     """Mono float32 render of `notes` (objects with start, dur in beats, pitch, vel) with `patch`.
@@ -219,13 +228,13 @@ def render_notes(notes: list, patch: Patch, sr: int, beat_s: float, n_frames: in
     rel_n = int(patch.release * sr)
     ring = ring_samples(sos) if sos is not None else 0
     # What to place: (start, key, scale) per note; a key is a distinct synthesised note.
-    placements: list[tuple[int, tuple[int, int, int, float], float]] = []
+    placements: list[tuple[int, _NoteKey, float]] = []
     longest: dict[int, int] = {}                      # per pitch, the longest note
     for note in notes:
-        start = int(round(note.start * beat_s * sr))
+        start = round(note.start * beat_s * sr)
         if start >= n_frames:
             continue
-        n_on = max(1, int(round(note.dur * beat_s * sr)))
+        n_on = max(1, round(note.dur * beat_s * sr))
         n = min(n_on + rel_n, n_frames - start)
         if n <= 0:
             continue
@@ -236,12 +245,12 @@ def render_notes(notes: list, patch: Patch, sr: int, beat_s: float, n_frames: in
     # A (key, scale) pair placed more than once is scaled once and then just added; each
     # is dropped after its last placement, so the cache holds what is still to come.
     last_use = {(key, scale): i for i, (_, key, scale) in enumerate(placements)}
-    uses: dict[tuple, int] = {}
+    uses: dict[tuple[_NoteKey, float], int] = {}
     for _, key, scale in placements:
         uses[(key, scale)] = uses.get((key, scale), 0) + 1
     oscs: dict[int, np.ndarray] = {}
-    waves: dict[tuple[int, int, int, float], np.ndarray] = {}
-    scaled: dict[tuple, np.ndarray] = {}
+    waves: dict[_NoteKey, np.ndarray] = {}
+    scaled: dict[tuple[_NoteKey, float], np.ndarray] = {}
     for i, (start, key, scale) in enumerate(placements):
         wave = waves.get(key)
         if wave is None:
@@ -304,21 +313,21 @@ def filter_inplace(x: np.ndarray, sos: np.ndarray, chunk: int = 1 << 18) -> np.n
 
 
 def lowpass_sos(sr: int, cutoff: float, order: int = 2) -> np.ndarray:
-    return signal.butter(order, min(cutoff / (sr / 2), 0.99), btype="low", output="sos")
+    return cast(np.ndarray, signal.butter(order, min(cutoff / (sr / 2), 0.99), btype="low", output="sos"))
 
 
 def highpass_sos(sr: int, cutoff: float, order: int = 2) -> np.ndarray:
-    return signal.butter(order, cutoff / (sr / 2), btype="high", output="sos")
+    return cast(np.ndarray, signal.butter(order, cutoff / (sr / 2), btype="high", output="sos"))
 
 
 def lowpass(x: np.ndarray, sr: int, cutoff: float, order: int = 2) -> np.ndarray:
     sos = signal.butter(order, min(cutoff / (sr / 2), 0.99), btype="low", output="sos")
-    return signal.sosfilt(_sos_for(x, sos), x, axis=-1)
+    return cast(np.ndarray, signal.sosfilt(_sos_for(x, sos), x, axis=-1))
 
 
 def highpass(x: np.ndarray, sr: int, cutoff: float, order: int = 2) -> np.ndarray:
     sos = signal.butter(order, cutoff / (sr / 2), btype="high", output="sos")
-    return signal.sosfilt(_sos_for(x, sos), x, axis=-1)
+    return cast(np.ndarray, signal.sosfilt(_sos_for(x, sos), x, axis=-1))
 
 
 def pan_gains(position: float) -> tuple[float, float]:
@@ -360,8 +369,8 @@ def widen_into(dst: np.ndarray, mono: np.ndarray, sr: int, gain: float = 1.0, de
 
 
 def reverb_ir(sr: int, rng: np.random.Generator, rt60: float, brightness: float) -> np.ndarray:
-    """A stereo impulse response, shaped (2, samples): decorrelated noise decaying 60 dB over `rt60` seconds,
-    darkened over time (high frequencies die first, as in a real room)."""
+    """A stereo impulse response, shaped (2, samples): decorrelated noise decaying 60 dB over
+    `rt60` seconds, darkened over time (high frequencies die first, as in a real room)."""
     n = int(rt60 * sr)
     t = np.arange(n) / sr
     env = np.exp(-6.9 * t / rt60) * np.minimum(1.0, t / 0.01)
@@ -372,7 +381,7 @@ def reverb_ir(sr: int, rng: np.random.Generator, rt60: float, brightness: float)
     ir = (bright * mix + dark * (1 - mix)) * env
     predelay = int(0.015 * sr)
     ir = np.concatenate([np.zeros((2, predelay)), ir], axis=1)
-    return ir / np.sqrt((ir ** 2).sum(axis=1, keepdims=True))
+    return cast(np.ndarray, ir / np.sqrt((ir ** 2).sum(axis=1, keepdims=True)))
 
 
 def reverb_into(dst: np.ndarray, send: np.ndarray, ir: np.ndarray, gain: float,
@@ -403,7 +412,7 @@ def echo_into(dst: np.ndarray, mono: np.ndarray, sr: int, delay_s: float, feedba
               gain: float, taps: int = 4) -> None:
     """Add a delay of `mono` (wet only) into `dst`: each repeat `feedback` quieter. Into a
     stereo bus the repeats ping-pong (each swaps sides); into a mono bus they just add."""
-    d = int(round(delay_s * sr))
+    d = round(delay_s * sr)
     n = mono.size
     for k in range(1, taps + 1):
         shift = k * d
@@ -413,7 +422,8 @@ def echo_into(dst: np.ndarray, mono: np.ndarray, sr: int, delay_s: float, feedba
         axpy(target[shift:], mono[: n - shift], gain * feedback ** k)
 
 
-def sidechain_inplace(mono: np.ndarray, sr: int, beat_s: float, depth: float, release_s: float = 0.12) -> None:
+def sidechain_inplace(mono: np.ndarray, sr: int, beat_s: float, depth: float,
+                      release_s: float = 0.12) -> None:
     """Duck `mono` on every beat and let it recover: the "pumping" of electronic music.
 
     The gain is 1 - depth * exp(-(time since the beat) / release). Within a beat that is

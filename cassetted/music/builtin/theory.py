@@ -9,6 +9,7 @@ tone on V where the style allows: both make the requested key unambiguous to a l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast, overload
 
 import numpy as np
 
@@ -115,11 +116,14 @@ def voice(chord: Chord, low: int, prev: tuple[int, ...] | None = None) -> tuple[
         candidates.append(tuple(notes))
     if prev is None:
         return candidates[0]
-    return min(candidates, key=lambda c: sum(abs(a - b) for a, b in zip(sorted(c), sorted(prev))))
+    # Every inversion has the chord's size; `prev` may be another chord's (strict=False).
+    return min(candidates,
+               key=lambda c: sum(abs(a - b) for a, b in zip(sorted(c), sorted(prev), strict=False)))
 
 
 def scale_notes(tonic: int, minor: bool, low: int, high: int, pentatonic: bool = False) -> np.ndarray:
     """All MIDI notes of the key's scale in [low, high] (pentatonic: five notes per octave)."""
+    degrees: tuple[int, ...]
     if pentatonic:
         degrees = (0, 3, 5, 7, 10) if minor else (0, 2, 4, 7, 9)
     else:
@@ -127,5 +131,10 @@ def scale_notes(tonic: int, minor: bool, low: int, high: int, pentatonic: bool =
     return np.array([n for n in range(low, high + 1) if (n - tonic) % 12 in degrees])
 
 
-def midi_to_hz(note: float) -> float:
-    return 440.0 * 2.0 ** ((note - 69) / 12.0)
+@overload
+def midi_to_hz(note: float) -> float: ...
+@overload
+def midi_to_hz(note: np.ndarray) -> np.ndarray: ...
+def midi_to_hz(note: float | np.ndarray) -> float | np.ndarray:
+    """Equal-tempered frequency of MIDI `note` (69 = A4 = 440 Hz), elementwise on an array."""
+    return cast("float | np.ndarray", 440.0 * 2.0 ** ((note - 69) / 12.0))

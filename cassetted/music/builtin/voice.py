@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import signal
 
 from cassetted.music.builtin.synth import _TABLE_SIZE, wavetable
 from cassetted.music.builtin.theory import midi_to_hz
+
+if TYPE_CHECKING:
+    from cassetted.music.builtin.arrange import Note
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +57,21 @@ def _formant_bank(sr: int) -> dict[str, list[tuple[np.ndarray, float]]]:
     for v, (freqs, gains) in FORMANTS.items():
         bank[v] = [(signal.butter(1, [(f - bw / 2) / (sr / 2), min((f + bw / 2) / (sr / 2), 0.99)],
                                   btype="band", output="sos"), g)
-                   for f, bw, g in zip(freqs, _BANDWIDTH, gains)]
+                   for f, bw, g in zip(freqs, _BANDWIDTH, gains, strict=True)]
     return bank
 
 
-def render_voice(notes: list, vowel_seq: list[str], sr: int, beat_s: float, n_frames: int,
+def render_voice(notes: list[Note], vowel_seq: list[str], sr: int, beat_s: float, n_frames: int,
                  rng: np.random.Generator, tick: Callable[[], None] | None = None) -> np.ndarray:
     """Mono render of the sung melody; note i is sung on vowel i (cycling)."""
     out = np.zeros(n_frames)
     bank = _formant_bank(sr)
     release = int(0.08 * sr)
     for i, note in enumerate(notes):
-        start = int(round(note.start * beat_s * sr))
+        start = round(note.start * beat_s * sr)
         if start >= n_frames:
             continue
-        n_on = max(1, int(round(note.dur * beat_s * sr)))
+        n_on = max(1, round(note.dur * beat_s * sr))
         n = min(n_on + release, n_frames - start)
         t = np.arange(n) / sr
         f0 = midi_to_hz(note.pitch)
