@@ -10,7 +10,7 @@ import argparse
 import getpass
 import sys
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from cassetted.store.credentials import (
     CredentialError,
@@ -19,8 +19,12 @@ from cassetted.store.credentials import (
     rotate_key_file,
 )
 
+if TYPE_CHECKING:
+    from cassetted.config import Settings
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
     """Add `keys` and its subcommands; each sets `handler`."""
     keys = subparsers.add_parser("keys", help="manage encrypted API keys",
                                  description=__doc__.splitlines()[0])
@@ -48,14 +52,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     rotate.set_defaults(handler=cmd_rotate)
 
 
-def _leaf(actions: argparse._SubParsersAction, name: str, common: argparse.ArgumentParser,
-          **kwargs: str) -> argparse.ArgumentParser:
+def _leaf(actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+          common: argparse.ArgumentParser, help: str) -> argparse.ArgumentParser:
     """Common options live on the leaf subcommands only (`keys list --config X`): were they
     also on `keys`, argparse would reset a value given before the action to the default."""
-    return actions.add_parser(name, parents=[common], **kwargs)
+    return actions.add_parser(name, parents=[common], help=help)
 
 
-def _open(args: argparse.Namespace) -> tuple[object, CredentialStore]:
+def _open(args: argparse.Namespace) -> tuple[Settings, CredentialStore]:
     from cassetted import config
     from cassetted.store import database as store
 
@@ -68,10 +72,7 @@ def _open(args: argparse.Namespace) -> tuple[object, CredentialStore]:
 def read_secret(stdin: TextIO | None = None) -> Secret:
     """From a pipe (`echo $KEY | cassetted keys set openai`) or a prompt that does not echo."""
     stdin = stdin or sys.stdin
-    if stdin.isatty():
-        value = getpass.getpass("API key (input hidden): ")
-    else:
-        value = stdin.readline()
+    value = getpass.getpass("API key (input hidden): ") if stdin.isatty() else stdin.readline()
     return Secret(value.strip())
 
 

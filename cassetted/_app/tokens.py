@@ -12,7 +12,8 @@ import argparse
 import sys
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
     token = subparsers.add_parser("token", parents=[common], help="issue a member's token",
                                   description=__doc__.splitlines()[0])
     token.add_argument("member", help="a [users.<id>] id, e.g. dad")

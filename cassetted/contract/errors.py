@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cassetted.contract.schemas import ErrorInfo
 
 
@@ -14,12 +16,13 @@ class CassettedError(Exception):
     # failed this way starts a new attempt. A request's own fault stays failed.
     system_fault = False
 
-    def __init__(self, message: str, field: str | None = None, **details: object) -> None:
+    def __init__(self, message: str, field: str | None = None, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
-        # Extra reply fields that help the asker (e.g. `quota` with a quota_exceeded).
-        self.details = details
+        # Extra reply fields that help the asker (e.g. `quota` with a quota_exceeded); Reply
+        # validates them (Any: each is one of Reply's fields, of that field's type).
+        self.details: dict[str, Any] = details
 
     def info(self) -> ErrorInfo:
         return ErrorInfo(code=self.code, message=self.message, field=self.field)

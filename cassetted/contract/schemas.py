@@ -12,15 +12,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-GENRES: tuple[str, ...] = (
-    "rock", "pop", "jazz", "electronic", "classical", "hip-hop", "country", "ambient",
-)
-MOODS: tuple[str, ...] = ("uplifting", "relaxing", "energetic", "melancholic")
-TIME_SIGNATURES: tuple[str, ...] = ("2/4", "3/4", "4/4", "6/8")
-
 Genre = Literal["rock", "pop", "jazz", "electronic", "classical", "hip-hop", "country", "ambient"]
 Mood = Literal["uplifting", "relaxing", "energetic", "melancholic"]
 TimeSignature = Literal["2/4", "3/4", "4/4", "6/8"]
+
+GENRES: tuple[Genre, ...] = (
+    "rock", "pop", "jazz", "electronic", "classical", "hip-hop", "country", "ambient",
+)
+MOODS: tuple[Mood, ...] = ("uplifting", "relaxing", "energetic", "melancholic")
+TIME_SIGNATURES: tuple[TimeSignature, ...] = ("2/4", "3/4", "4/4", "6/8")
 
 MIN_DURATION_S = 10
 MAX_DURATION_S = 600
@@ -339,7 +339,7 @@ class SongSpec(BaseModel):
 # --------------------------------------------------------------------------- outbound
 
 
-class JobState(str, Enum):
+class JobState(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() of a state
     queued = "queued"
     writing_lyrics = "writing_lyrics"
     composing = "composing"

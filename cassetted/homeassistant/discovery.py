@@ -146,13 +146,13 @@ ORIGIN: dict[str, Any] = {"name": "cassetted", "sw_version": __version__}
 
 
 def _json_value(key: str) -> str:
-    return "{{ value_json.%s }}" % key
+    return f"{{{{ value_json.{key} }}}}"
 
 
 def main_entities(topics: Topics, panel: PanelOptions) -> list[Entity]:
     """The main device: the song panel, the buttons, the status sensors, the event."""
     state = topics.panel_state
-    entities = [
+    return [
         Entity("text", "prompt", {
             "name": "Song prompt", "icon": "mdi:text-box-edit",
             "command_topic": topics.panel_set("prompt"), "state_topic": state,
@@ -293,7 +293,6 @@ def main_entities(topics: Topics, panel: PanelOptions) -> list[Entity]:
                 "'title': value_json.get('title')} | tojson }}{% endif %}"),
         }),
     ]
-    return entities
 
 
 def room_entities(topics: Topics, room_id: str, room_name: str) -> list[Entity]:
@@ -379,9 +378,9 @@ def config_messages(topics: Topics, panel: PanelOptions) -> list[tuple[str, str]
             json.dumps(config_payload(e, topics), sort_keys=True))
            for e in main_entities(topics, panel)]
     for room_id, name in panel.rooms.items():
-        for entity in room_entities(topics, room_id, name):
-            out.append((topics.config(entity.component, node, entity.object_id),
-                        json.dumps(config_payload(entity, topics, name), sort_keys=True)))
+        out.extend((topics.config(entity.component, node, entity.object_id),
+                    json.dumps(config_payload(entity, topics, name), sort_keys=True))
+                   for entity in room_entities(topics, room_id, name))
     return out
 
 

@@ -14,6 +14,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from cassetted.config import Settings
 from cassetted.contract.schemas import (
@@ -23,6 +24,8 @@ from cassetted.contract.schemas import (
     MIN_BPM,
     MIN_DURATION_S,
     MOODS,
+    Genre,
+    Mood,
     SongRequest,
 )
 from cassetted.homeassistant.discovery import BPM_AUTO, TEXT_MAX, PanelOptions
@@ -36,6 +39,8 @@ DEFAULT_PROVIDER = "default"
 STATE_FILE_NAME = "homeassistant-panel.json"
 HA_USER = "homeassistant"
 
+_Option = TypeVar("_Option", bound=str)  # a select's option: a Genre, a Mood, a provider name
+
 
 class PanelValueError(ValueError):
     """A value Home Assistant sent that the panel cannot take (logged, never raised out)."""
@@ -46,8 +51,8 @@ class Values:
     """The panel's current values, in domain terms (None = let the daemon choose)."""
 
     prompt: str = ""
-    genre: str | None = None
-    mood: str | None = None
+    genre: Genre | None = None
+    mood: Mood | None = None
     room: str | None = None
     lyrics_provider: str | None = None
     duration_s: float = 120.0
@@ -128,7 +133,8 @@ class Panel:
         elif entity in ("party", "child_safe"):
             if text not in ("ON", "OFF"):
                 raise PanelValueError(f"{entity} must be ON or OFF")
-            v = replace(v, **{entity: text == "ON"})
+            on = text == "ON"
+            v = replace(v, party=on) if entity == "party" else replace(v, child_safe=on)
         else:
             raise PanelValueError(f"unknown panel entity {entity!r}")
         self.values = v
@@ -144,12 +150,14 @@ class Panel:
         self.save()
 
     @staticmethod
-    def _choice(text: str, allowed: tuple[str, ...], what: str) -> str | None:
+    def _choice(text: str, allowed: tuple[_Option, ...], what: str) -> _Option | None:
+        """The option `text` names (as its type: a Genre, a Mood), None for auto."""
         if text == AUTO:
             return None
-        if text not in allowed:
-            raise PanelValueError(f"unknown {what} {text!r}")
-        return text
+        for option in allowed:
+            if option == text:
+                return option
+        raise PanelValueError(f"unknown {what} {text!r}")
 
     @staticmethod
     def number(text: str) -> float:

@@ -203,12 +203,12 @@ def apply_entity_event(state: dict[str, Any] | None, entity_id: str,
     diff = (event.get("c") or {}).get(entity_id)
     if not isinstance(diff, dict) or state is None:
         return None
-    new = {"entity_id": entity_id, "state": state.get("state"),
-           "attributes": dict(state.get("attributes") or {})}
+    attributes: dict[str, Any] = dict(state.get("attributes") or {})
+    new = {"entity_id": entity_id, "state": state.get("state"), "attributes": attributes}
     plus, minus = diff.get("+") or {}, diff.get("-") or {}
     if "s" in plus:
         new["state"] = plus["s"]
-    new["attributes"].update(plus.get("a") or {})
+    attributes.update(plus.get("a") or {})
     for name in minus.get("a") or []:
-        new["attributes"].pop(name, None)
+        attributes.pop(name, None)
     return new

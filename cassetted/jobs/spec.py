@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import cast
 
 from cassetted.config import GenerationSettings, RoomSettings
-from cassetted.contract.schemas import GENRES, MOODS, SongInfo, SongRequest, SongSpec
+from cassetted.contract.schemas import (
+    GENRES,
+    MOODS,
+    Genre,
+    Mood,
+    SongInfo,
+    SongRequest,
+    SongSpec,
+    TimeSignature,
+)
 from cassetted.music import styles
 
 # prompt -> (genre or None, mood or None); the intent parser provides the real one.
-PromptReader = Callable[[str], tuple[str | None, str | None]]
+PromptReader = Callable[[str], tuple[Genre | None, Mood | None]]
 
 
-def _no_reading(prompt: str) -> tuple[str | None, str | None]:
+def _no_reading(prompt: str) -> tuple[Genre | None, Mood | None]:
     return None, None
 
 
@@ -39,10 +49,14 @@ def resolve(
         raise ValueError("resolve() needs a seeded request")
     rng = random.Random(request.seed)
     said_genre, said_mood = read_prompt(request.prompt) if request.prompt else (None, None)
-    genre = (request.genre or said_genre or (room and room.default_genre)
-             or generation.default_genre or rng.choice(GENRES))
-    mood = (request.mood or said_mood or (room and room.default_mood)
-            or generation.default_mood or rng.choice(MOODS))
+    named_genre = (request.genre or said_genre or (room.default_genre if room else None)
+                   or generation.default_genre)
+    named_mood = (request.mood or said_mood or (room.default_mood if room else None)
+                  or generation.default_mood)
+    # Drawn only when nothing named one; `x or rng.choice(...)` would read the same, but mypy
+    # then infers the draw as Optional.
+    genre: Genre = named_genre if named_genre is not None else rng.choice(GENRES)
+    mood: Mood = named_mood if named_mood is not None else rng.choice(MOODS)
     # Draw every default even when given, so one field never shifts another's value.
     bpm = styles.default_bpm(genre, mood, rng)
     key = styles.default_key(genre, mood, rng)
@@ -79,7 +93,9 @@ def resolve_from_source(request: SongRequest, source: SongInfo,
         mood=request.mood or source.mood,
         bpm=request.bpm or source.bpm,
         key=request.key or source.key,
-        time_signature=request.time_signature or source.time_signature,
+        # SongInfo keeps the time signature as a plain str (the contract's shape); it was a
+        # SongSpec's, and SongSpec validates it again here.
+        time_signature=request.time_signature or cast(TimeSignature, source.time_signature),
         # A repaint redoes part of the source's audio: it keeps the source's length.
         duration_s=(request.duration_s if request.task == "cover" else None) or source.duration_s,
         language=request.language or source.language,

@@ -15,6 +15,7 @@ Protocol over a duplex Pipe (pickled tuples):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import threading
@@ -96,7 +97,7 @@ def _child_main(conn: Connection, settings: Settings) -> None:
         def report(state: JobState, fraction: float) -> None:
             while conn.poll():
                 if conn.recv()[0] in ("cancel", "stop"):
-                    cancel.set()
+                    cancel.set()  # noqa: B023 - report is called only during this job's run
             conn.send(("progress", state.value, fraction))
 
         try:
@@ -182,7 +183,8 @@ class WorkerProcess:
             if kind == "progress":
                 report(JobState(message[1]), message[2])
             elif kind == "done":
-                return message[1]
+                produced: Produced = message[1]
+                return produced
             elif kind == "cancelled":
                 raise Cancelled()
             elif kind == "error":
@@ -195,10 +197,8 @@ class WorkerProcess:
 
     def cancel(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(OSError):  # the child is gone; produce() reports that
                 self._conn.send(("cancel",))
-            except OSError:
-                pass  # the child is gone; produce() reports that
 
     async def restart(self) -> None:
         await self.stop(grace_s=0)

@@ -63,7 +63,7 @@ def readable(song_id: str, caller: Caller) -> Song:
 
 
 def _song(song_id: str, caller: Caller, field: str = "song_id") -> Song:
-    song = visible(Song.select().where(Song.id == song_id), caller).first()
+    song: Song | None = visible(Song.select().where(Song.id == song_id), caller).first()
     if song is None:  # or not the caller's to see: the same answer
         raise errors.UnknownSong(f"no song {song_id!r}", field)
     return song

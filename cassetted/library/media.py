@@ -17,6 +17,7 @@ connection is busy sending is the newcomer answered 503.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import os
@@ -90,7 +91,8 @@ def _primary_address() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
             sock.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere real
-            return sock.getsockname()[0]
+            address: str = sock.getsockname()[0]
+            return address
         except OSError:
             return "127.0.0.1"
 
@@ -119,7 +121,8 @@ def song_file_lookup(store: Any, library_dir: Path) -> Lookup:
         return path if path.is_relative_to(root) else None
 
     async def lookup(token: str) -> Path | None:
-        return await store.call(find, token)
+        path: Path | None = await store.call(find, token)
+        return path
 
     return lookup
 
@@ -338,7 +341,8 @@ class MediaServer:
             await self._simple(writer, 404, close=not keep, head=request.method == "HEAD")
             return keep
         try:
-            handle = open(path, "rb")
+            # Not one `with`: a failed open is answered 404, apart from errors while sending.
+            handle = open(path, "rb")  # noqa: ASYNC230, SIM115 - a quick local open; `with handle` closes it
         except OSError:
             await self._simple(writer, 404, close=not keep, head=request.method == "HEAD")
             return keep
@@ -406,15 +410,11 @@ class MediaServer:
         self._write_head(writer, status, headers, close)
         if not head:
             writer.write(body)
-        try:
+        with contextlib.suppress(ConnectionError, TimeoutError):
             await asyncio.wait_for(writer.drain(), self._settings.keepalive_s)
-        except (ConnectionError, TimeoutError):
-            pass
 
     @staticmethod
     async def _close(writer: asyncio.StreamWriter) -> None:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, TimeoutError, OSError):
             await asyncio.wait_for(writer.wait_closed(), 2)
-        except (ConnectionError, TimeoutError, OSError):
-            pass

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 from pydantic import BaseModel, ValidationError
@@ -175,7 +175,8 @@ class Router:
                 raise errors.InvalidPayload(message, field) from None
             address = REPLY_ADDRESS.set(_own_address(response_topic, data))
             try:
-                reply = await route.handler(params, model)  # type: ignore[arg-type]
+                handler = cast(CommandHandler, route.handler)  # a route with a model is a command's
+                reply = await handler(params, model)
             finally:
                 REPLY_ADDRESS.reset(address)
         except errors.CassettedError as error:
@@ -196,8 +197,9 @@ class Router:
         if not reply.ok and reply.error is not None:
             log.info("rejected %s: %s %s", _loggable(topic), reply.error.code,
                      _loggable(reply.error.message))
-            event = Event(type="error", ts=time.time(), error=reply.error, topic=topic,
-                          request_id=reply.request_id)
+            event = Event(  # type: ignore[call-arg]  # Event allows extra fields (extra="allow")
+                type="error", ts=time.time(), error=reply.error, topic=topic,
+                request_id=reply.request_id)
             self._publish(f"{self.base}/event", event.model_dump_json(exclude_none=True))
 
 

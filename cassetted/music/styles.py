@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from cassetted.contract.schemas import Genre, Mood
+from cassetted.contract.schemas import Genre, Mood, TimeSignature
 
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
@@ -37,7 +37,7 @@ def default_bpm(genre: Genre, mood: Mood, rng: random.Random) -> int:
     """A tempo inside the genre's range, pushed by the mood."""
     lo, hi = GENRE_BPM[genre]
     base = rng.uniform(lo, hi) * MOOD_TEMPO[mood]
-    return int(round(min(max(base, lo * 0.8), hi * 1.2)))
+    return round(min(max(base, lo * 0.8), hi * 1.2))
 
 
 def default_key(genre: Genre, mood: Mood, rng: random.Random) -> str:
@@ -46,7 +46,7 @@ def default_key(genre: Genre, mood: Mood, rng: random.Random) -> str:
     return f"{rng.choice(NOTE_NAMES)} {'minor' if minor else 'major'}"
 
 
-def default_time_signature(genre: Genre, mood: Mood) -> str:
+def default_time_signature(genre: Genre, mood: Mood) -> TimeSignature:
     """4/4 everywhere except slow classical, which waltzes."""
     if genre == "classical" and mood in ("relaxing", "melancholic"):
         return "3/4"

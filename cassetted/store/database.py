@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-T = TypeVar("T")
-
 import peewee as pw
 from playhouse.migrate import SchemaMigrator
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def new_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-class BaseModel(pw.Model):
+class BaseModel(pw.Model):  # type: ignore[misc]  # peewee ships no type information
     class Meta:
         database = database
         legacy_table_names = False
@@ -259,8 +259,8 @@ def _has_table(db: pw.Database, name: str) -> bool:
     """peewee looks for PostgreSQL tables in `public` only; ask for the table where the
     connection's search_path finds it (a `?options=-csearch_path=...` URL)."""
     if isinstance(db, pw.PostgresqlDatabase):
-        return db.execute_sql("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
-    return db.table_exists(name)
+        return bool(db.execute_sql("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0])
+    return bool(db.table_exists(name))
 
 
 class StoreError(Exception):
@@ -291,8 +291,9 @@ def is_empty(url: str | None, state_dir: Path) -> bool:
 
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            return conn.execute("SELECT count(*) FROM sqlite_master WHERE name = ?",
-                                (SchemaVersion._meta.table_name,)).fetchone()[0] == 0
+            found: int = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = ?",
+                                      (SchemaVersion._meta.table_name,)).fetchone()[0]
+            return found == 0
     except sqlite3.DatabaseError:
         return False
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cassetted.config import Settings
-from cassetted.contract.schemas import SongRequest, VoiceCommand
+from cassetted.contract.schemas import Genre, Mood, SongRequest, VoiceCommand
 from cassetted.voice import intent
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def asks_quota(text: str) -> bool:
     return _QUOTA_QUESTION.search(text) is not None
 
 
-def read_prompt(prompt: str) -> tuple[str | None, str | None]:
+def read_prompt(prompt: str) -> tuple[Genre | None, Mood | None]:
     """Genre and mood a prompt names ("a relaxing jazz song"), for requests that left them out."""
     parsed = intent.parse(prompt, {})
     return parsed.request.genre, parsed.request.mood

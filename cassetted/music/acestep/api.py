@@ -160,10 +160,9 @@ def _multipart(fields: dict[str, Any], files: Files) -> tuple[bytes, str]:
     for name, value in fields.items():
         if value is None:
             continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         out.write(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n".encode())
-        out.write(str(value).encode() + b"\r\n")
+        out.write(text.encode() + b"\r\n")
     for name, (filename, data, content_type) in files.items():
         out.write(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
                   f"filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n".encode())
@@ -505,10 +504,10 @@ class AceStepApiEngine:
         steps = task.steps or settings.steps
         shift = task.shift if task.shift is not None else settings.shift
         guidance = task.guidance_scale if task.guidance_scale is not None else settings.guidance_scale
-        for key, value in (("inference_steps", steps), ("shift", shift), ("guidance_scale", guidance),
-                           ("model", settings.model_name)):
-            if value is not None:
-                fields[key] = value
+        fields.update({key: value for key, value in (("inference_steps", steps), ("shift", shift),
+                                                     ("guidance_scale", guidance),
+                                                     ("model", settings.model_name))
+                       if value is not None})
         files: Files = {}
         if task.kind == "cover":
             fields["audio_cover_strength"] = task.cover_strength
@@ -520,7 +519,7 @@ class AceStepApiEngine:
             if task.kind == "cover" and task.source_bpm and abs(task.source_bpm - spec.bpm) > 0.5:
                 stretched = shaping.time_stretch(source.samples, spec.bpm / task.source_bpm)
                 source = Audio(stretched, source.sample_rate)
-            frames = int(round(spec.duration_s * source.sample_rate))
+            frames = round(spec.duration_s * source.sample_rate)
             source = Audio(shaping.fit_length(shaping.stereo(source.samples), frames,
                                               rate=source.sample_rate), source.sample_rate)
             files["src_audio"] = ("source.flac", _flac_bytes(source), "audio/flac")
@@ -635,10 +634,10 @@ class AceStepApiEngine:
         import base64
 
         content: list[dict[str, Any]] = [{"type": "text", "text": fields["prompt"]}]
-        for name in ("src_audio", "reference_audio"):  # audio[0] -> src, audio[1] -> reference
-            if name in files:
-                content.append({"type": "input_audio", "input_audio": {
-                    "data": base64.b64encode(files[name][1]).decode(), "format": "flac"}})
+        content.extend({"type": "input_audio", "input_audio": {
+                            "data": base64.b64encode(files[name][1]).decode(), "format": "flac"}}
+                        for name in ("src_audio", "reference_audio")  # audio[0] src, [1] reference
+                        if name in files)
         verdict = self._health.get(url)
         model = fields.get("model") or (next(iter(verdict.models or []), None) if verdict else None)
         seeds = [int(part) for part in str(fields["seed"]).split(",")]
@@ -759,7 +758,7 @@ class AceStepApiEngine:
         asked, the rendered length (never silence-padded) when it clamped; the seed each
         take was rendered with as the server reports it."""
         host = urllib.parse.urlsplit(done.url).netloc
-        frames = int(round(spec.duration_s * self.sample_rate))
+        frames = round(spec.duration_s * self.sample_rate)
         seeds = done.seeds
         if seeds is None:
             notes.append(f"{host} did not report the seeds it used; the requested ones are recorded")
@@ -769,13 +768,15 @@ class AceStepApiEngine:
                          "March 2026 ignore them); the seeds it used are recorded")
         notes.extend(done.notes)
         out = []
-        for samples, seed in zip(done.takes[:len(asked)], seeds):
-            have = samples.shape[0]
+        # A server may report more or fewer seeds than takes: pair what there is (strict=False).
+        for rendered, seed in zip(done.takes[:len(asked)], seeds, strict=False):
+            have = rendered.shape[0]
+            samples = rendered
             if have < frames - _SHORT_BY_S * self.sample_rate:
                 notes.append(f"{host} rendered {have / self.sample_rate:.1f} s of the "
                              f"{spec.duration_s:g} s asked (its GPU tier caps the duration)")
             else:
-                samples = shaping.fit_length(samples, frames, rate=self.sample_rate)
+                samples = shaping.fit_length(rendered, frames, rate=self.sample_rate)
             np.clip(samples, -1.0, 1.0, out=samples)
             out.append(Audio(np.ascontiguousarray(samples, dtype=np.float32), self.sample_rate,
                              seed=seed % 2**32))
@@ -865,8 +866,8 @@ _KNOWN_FAILURES: tuple[tuple[str, str], ...] = (
     (r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED",
      "the server's GPU ran out of memory (ask for a shorter song or fewer variants)"),
     (r"LM init failed|LLM not initialized|LLM init failed|5Hz LM",
-     "the server's 5 Hz LM is not loaded (set [acestep_api] thinking = false, or start the "
-     "server with its LM)"),
+     ("the server's 5 Hz LM is not loaded (set [acestep_api] thinking = false, or start the "
+      "server with its LM)")),
     (r"Model not initialized|models? not (loaded|initialized)|init_error",
      "the server's model is not loaded"),
     (r"queue is full|Server busy", "the server's queue is full"),
@@ -1007,7 +1008,8 @@ def _written_spec(spec: SongSpec, items: list[dict[str, Any]]) -> SongSpec:
     api_server.py:1383-1415 and :1763-1768; mar job_result_payload.py:62-110). Values
     outside what a SongSpec allows keep the spec's own."""
     item = next((i for i in items if i.get("file")), items[0] if items else {})
-    metas = item.get("metas") if isinstance(item.get("metas"), dict) else {}
+    raw_metas = item.get("metas")
+    metas: dict[str, Any] = raw_metas if isinstance(raw_metas, dict) else {}
     update: dict[str, Any] = {}
     lyrics = str(item.get("lyrics") or "").strip()
     if lyrics:

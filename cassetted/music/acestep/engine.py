@@ -182,7 +182,7 @@ class AceStepEngine:
             original = shaping.fit_length(
                 shaping.resample(shaping.stereo(task.source.samples), task.source.sample_rate,
                                  self.sample_rate),
-                int(round(spec.duration_s * self.sample_rate)), rate=self.sample_rate)
+                round(spec.duration_s * self.sample_rate), rate=self.sample_rate)
             end = spec.duration_s if task.repaint_end_s is None else task.repaint_end_s
             takes = [shaping.splice(take, original, task.repaint_start_s, end, self.sample_rate)
                      for take in takes]
@@ -262,7 +262,8 @@ class AceStepEngine:
 
     def _generate_once(self, model: Any, loaded: Loaded, request: Request, report: Any) -> Rendered:
         try:
-            return model.generate(loaded, request, self.settings, report)
+            rendered: Rendered = model.generate(loaded, request, self.settings, report)
+            return rendered
         except Cancelled:
             raise
         except model.ModelError as error:
@@ -279,7 +280,7 @@ class AceStepEngine:
             source = shaping.resample(shaping.stereo(task.source.samples), task.source.sample_rate, rate)
             if task.kind == "cover" and task.source_bpm and abs(task.source_bpm - spec.bpm) > 0.5:
                 source = shaping.time_stretch(source, spec.bpm / task.source_bpm)
-            source = shaping.fit_length(source, int(round(duration * rate)), rate=rate)
+            source = shaping.fit_length(source, round(duration * rate), rate=rate)
         if task.reference is not None:
             reference = shaping.resample(shaping.stereo(task.reference.samples),
                                          task.reference.sample_rate, rate)

@@ -96,9 +96,8 @@ def _check_component(folder: Path, what: str, needs: tuple[str, ...], missing: l
     if not folder.is_dir():
         missing.append(f"{what} folder {folder}/ — fetch with {fetch_hint(folder.name)}")
         return
-    for name in needs:
-        if not (folder / name).is_file():
-            missing.append(f"{what} file {folder / name} — fetch with {fetch_hint(folder.name)}")
+    missing.extend(f"{what} file {folder / name} — fetch with {fetch_hint(folder.name)}"
+                   for name in needs if not (folder / name).is_file())
     if weights and not _has_weights(folder):
         missing.append(f"{what} weights ({' or '.join(_WEIGHTS[:2])}) in {folder}/ — "
                        f"fetch with {fetch_hint(folder.name)}")

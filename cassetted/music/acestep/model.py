@@ -14,6 +14,7 @@ that condition the DiT, as ACE-Step's "thinking" mode does.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -103,6 +104,7 @@ class Loaded:
         from cassetted.music.acestep import prompt
 
         tokenizer = self.lm_tokenizer
+        text: str
         if getattr(tokenizer, "chat_template", None):
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         else:
@@ -131,20 +133,19 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def _init_kwargs(cls: type, config: dict[str, Any]) -> dict[str, Any]:
+def _init_kwargs(cls: type[Any], config: dict[str, Any]) -> dict[str, Any]:
     names = set(inspect.signature(cls.__init__).parameters) - {"self"}
     return {key: value for key, value in config.items() if key in names}
 
 
-def _empty_init():  # type: ignore[no-untyped-def]
+def _empty_init() -> contextlib.AbstractContextManager[Any]:
     """Build big modules without random-initialising weights that are overwritten anyway."""
     try:
         from accelerate import init_empty_weights
 
-        return init_empty_weights(include_buffers=False)
+        empty: contextlib.AbstractContextManager[Any] = init_empty_weights(include_buffers=False)
+        return empty
     except ImportError:  # accelerate is optional: then initialise normally
-        import contextlib
-
         return contextlib.nullcontext()
 
 
@@ -196,7 +197,7 @@ def _names(keys: list[str], limit: int = 8) -> str:
     return f"{shown} and {len(keys) - limit} more" if len(keys) > limit else shown
 
 
-def _build(cls: type, config: dict[str, Any], state: dict[str, torch.Tensor], dtype: torch.dtype,
+def _build(cls: type[Any], config: dict[str, Any], state: dict[str, torch.Tensor], dtype: torch.dtype,
            part: str, originals: dict[str, str], buffers: dict[str, torch.Tensor] | None = None) -> Any:
     """Instantiate `cls` without initialising its weights, then assign its share of the
     checkpoint. Every parameter and persistent buffer must come from the file (or
@@ -226,7 +227,8 @@ def _build(cls: type, config: dict[str, Any], state: dict[str, torch.Tensor], dt
     if missing or unexpected or never_set:
         problems = []
         if missing or never_set:
-            problems.append(f"not in the file: {_names([official_key(part, k) for k in missing + never_set])}")
+            absent = [official_key(part, k) for k in missing + never_set]
+            problems.append(f"not in the file: {_names(absent)}")
         if unexpected:
             problems.append(f"in the file but unused: {_names(unexpected)}")
         raise ModelError(f"{cls.__name__}: " + "; ".join(problems))
@@ -238,7 +240,8 @@ def _checked(component: str, folder: Path, loaded: Any) -> Any:
     the model, or ModelError naming what the file lacked or held in vain."""
     model, info = loaded
     problems = []
-    for label, field_name in (("not in the file", "missing_keys"), ("in the file but unused", "unexpected_keys"),
+    for label, field_name in (("not in the file", "missing_keys"),
+                              ("in the file but unused", "unexpected_keys"),
                               ("of the wrong shape", "mismatched_keys")):
         keys = sorted(str(k if isinstance(k, str) else k[0]) for k in (info.get(field_name) or ()))
         if keys:
@@ -327,7 +330,8 @@ def _load_original(layout: Layout, dtype: torch.dtype) -> tuple[Any, list[str]]:
     return pipe, notes
 
 
-def _load_weights(folder: Path, load_file: Callable[[str], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def _load_weights(folder: Path,
+                  load_file: Callable[[str], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():  # sharded
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -445,7 +449,9 @@ def _load_lora(loaded: Loaded, name: str, path: Path) -> None:
         target = diffusers_key(f"decoder.{match.group('module')}.weight") if match else None
         module = target[1][: -len(".weight")] if target else None
         layer = modules.get(module) if module else None
-        if not isinstance(getattr(layer, "base_layer", layer), torch.nn.Linear):  # (an adapter's wrap)
+        # (match and module are None only when layer is: tested apart for the type checker)
+        if (match is None or module is None
+                or not isinstance(getattr(layer, "base_layer", layer), torch.nn.Linear)):  # an adapter's wrap
             stray.append(key)
             continue
         converted[f"{module}.{match.group('which')}.weight"] = value.to(transformer.dtype)
@@ -491,7 +497,7 @@ def _quiet() -> None:
         import transformers.utils.logging as transformers_logging
 
         diffusers_logging.disable_progress_bar()
-        transformers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # unannotated upstream
     except (ImportError, AttributeError):
         pass
 
@@ -509,7 +515,8 @@ def _quantize(loaded: Loaded) -> None:
         for module in (loaded.pipe.transformer, loaded.pipe.condition_encoder,
                        loaded.pipe.text_encoder, loaded.lm):
             if module is not None:
-                quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+                quantize_dynamic(  # type: ignore[no-untyped-call]  # torch.ao leaves it unannotated
+                    module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def enable_offload(loaded: Loaded) -> bool:
@@ -639,16 +646,18 @@ def check_take(audio: torch.Tensor, take: int, seed: int) -> None:
         raise BadTake(f"take {take} (seed {seed}) is silent (RMS {rms:.1e})")
 
 
-def _encode_prompt(pipe: Any, request: Request, instruction: str, device: torch.device) -> tuple:
-    return pipe.encode_prompt(
+def _encode_prompt(pipe: Any, request: Request, instruction: str, device: torch.device) -> tuple[Any, ...]:
+    encoded: tuple[Any, ...] = pipe.encode_prompt(
         prompt=[request.caption] * request.variants, lyrics=[request.lyrics] * request.variants,
         device=device, vocal_language=request.language, audio_duration=request.duration_s,
         instruction=instruction, bpm=request.bpm, keyscale=request.keyscale,
         timesignature=request.timesignature)
+    return encoded
 
 
-def _condition(pipe: Any, prompt: tuple, refer: tuple) -> torch.Tensor:
+def _condition(pipe: Any, prompt: tuple[Any, ...], refer: tuple[Any, ...]) -> torch.Tensor:
     text, text_mask, lyric, lyric_mask = prompt
+    hidden: torch.Tensor
     hidden, _mask = pipe.condition_encoder(
         text_hidden_states=text, text_attention_mask=text_mask, lyric_hidden_states=lyric,
         lyric_attention_mask=lyric_mask, refer_audio_acoustic_hidden_states_packed=refer[0],
@@ -689,11 +698,8 @@ def generate(loaded: Loaded, request: Request, settings: AceStepSettings, report
     then blends it in at the edges. `report(fraction, note)` is called after each LM token
     batch and each diffusion step; it raises Cancelled to stop between steps.
     """
-    from diffusers.pipelines.ace_step.pipeline_ace_step import (
-        TASK_INSTRUCTIONS,
-        MomentumBuffer,
-        normalized_guidance,
-    )
+    from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer, normalized_guidance
+    from diffusers.pipelines.ace_step.pipeline_ace_step import TASK_INSTRUCTIONS
     from diffusers.utils.torch_utils import randn_tensor
 
     pipe = loaded.pipe
@@ -723,7 +729,7 @@ def generate(loaded: Loaded, request: Request, settings: AceStepSettings, report
                           TASK_INSTRUCTIONS, MomentumBuffer, normalized_guidance, randn_tensor)
         report(dit_end, "decoding")
         takes = []
-        for index, latent in enumerate(latents.split(1)):  # one take at a time: lower peak
+        for index, latent in enumerate(torch.split(latents, 1)):  # one take at a time: lower peak
             if not bool(torch.isfinite(latent).all()):
                 raise BadTake(f"take {request.first_take + index} (seed {seeds[index]}) came out as NaN/inf")
             audio = pipe.vae.decode(latent.transpose(1, 2).to(pipe.vae.dtype)).sample.float()
@@ -800,14 +806,14 @@ def _sample(pipe: Any, loaded: Loaded, request: Request, seeds: list[int], audio
         null = pipe.condition_encoder.null_condition_emb.to(device=device, dtype=dtype)
     momentum = momentum_buffer(momentum=-0.75) if guided else None
     injection_steps = round(0.5 * steps)  # upstream's repaint_injection_ratio default
-    schedule = timesteps + [0.0]
-    xt = noise
+    schedule = [*timesteps, 0.0]
+    xt: torch.Tensor = noise
     for index in range(steps):
-        if index == cover_steps and switch_hidden is not None:
+        if index == cover_steps and switch_hidden is not None and switch_context is not None:
             hidden, context = switch_hidden, switch_context
         t = schedule[index]
         t_batch = torch.full((batch,), t, device=device, dtype=dtype)
-        if guided:
+        if null is not None:  # guided
             both = pipe.transformer(
                 hidden_states=torch.cat([xt, xt]), timestep=torch.cat([t_batch, t_batch]),
                 timestep_r=torch.cat([t_batch, t_batch]),
@@ -823,12 +829,12 @@ def _sample(pipe: Any, loaded: Loaded, request: Request, seeds: list[int], audio
                 hidden_states=xt, timestep=t_batch, timestep_r=t_batch,
                 encoder_hidden_states=hidden, context_latents=context, return_dict=False)[0]
         xt = xt - velocity * (t - schedule[index + 1])  # Euler; the last step lands on x0
-        if mask is not None and index < injection_steps:
+        if mask is not None and clean is not None and index < injection_steps:
             t_next = schedule[index + 1]
             noised = t_next * noise + (1.0 - t_next) * clean
             xt = torch.where(mask[None, :, None], xt, noised)
         report(dit_start + (dit_end - dit_start) * (index + 1) / steps,
                f"diffusion step {index + 1}/{steps}")
-    if mask is not None:
+    if mask is not None and clean is not None:
         xt = _boundary_blend(xt, clean, mask)
     return xt

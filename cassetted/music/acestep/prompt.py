@@ -12,7 +12,12 @@ import re
 from cassetted.contract.schemas import MAX_LYRICS_CHARS, SongSpec
 
 # ACE-Step's vocal languages (acestep/constants.py VALID_LANGUAGES); others become "unknown".
-VOCAL_LANGUAGES: frozenset[str] = frozenset(["ar", "az", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr", "he", "hi", "hr", "ht", "hu", "id", "is", "it", "ja", "ko", "la", "lt", "ms", "ne", "nl", "no", "pa", "pl", "pt", "ro", "ru", "sa", "sk", "sr", "sv", "sw", "ta", "te", "th", "tl", "tr", "uk", "ur", "vi", "yue", "zh", "unknown"])
+VOCAL_LANGUAGES: frozenset[str] = frozenset([
+    "ar", "az", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr", "he", "hi", "hr",
+    "ht", "hu", "id", "is", "it", "ja", "ko", "la", "lt", "ms", "ne", "nl", "no", "pa", "pl", "pt", "ro",
+    "ru", "sa", "sk", "sr", "sv", "sw", "ta", "te", "th", "tl", "tr", "uk", "ur", "vi", "yue", "zh",
+    "unknown",
+])
 
 # ACE-Step writes a time signature as its beats per bar: 2, 3, 4 or 6 (for 6/8).
 _TIME_SIGNATURES = {"2/4": "2", "3/4": "3", "4/4": "4", "6/8": "6"}
@@ -44,8 +49,8 @@ def caption(spec: SongSpec) -> str:
     guitars ..."), so the resolved choices lead and the person's words follow.
     """
     genre = _GENRE_WORDS.get(spec.genre, spec.genre)
-    parts = [f"{_MOOD_WORDS.get(spec.mood, spec.mood)} {genre} "
-             f"{'instrumental' if spec.instrumental else 'song'}"]
+    parts = [(f"{_MOOD_WORDS.get(spec.mood, spec.mood)} {genre} "
+              f"{'instrumental' if spec.instrumental else 'song'}")]
     if spec.style.strip():
         parts.append(spec.style.strip().rstrip("."))
     prompt = " ".join(spec.prompt.split())
@@ -80,7 +85,7 @@ def keyscale(spec: SongSpec) -> str:
 
 def audio_codes_needed(duration_s: float, codes_per_second: float = 5.0) -> int:
     """How many 5 Hz semantic codes cover `duration_s` (the LM writes exactly that many)."""
-    return max(1, int(round(duration_s * codes_per_second)))
+    return max(1, round(duration_s * codes_per_second))
 
 
 def _yaml_scalar(value: object) -> str:
@@ -98,7 +103,7 @@ def lm_thinking(spec: SongSpec, duration_s: float | None = None) -> str:
     items = {
         "bpm": spec.bpm,
         "caption": caption(spec),
-        "duration": int(round(duration_s if duration_s is not None else spec.duration_s)),
+        "duration": round(duration_s if duration_s is not None else spec.duration_s),
         "keyscale": keyscale(spec),
         "language": vocal_language(spec),
         "timesignature": int(time_signature(spec)),

@@ -32,7 +32,8 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
     divisor = gcd(int(rate_in), int(rate_out))
     up, down = int(rate_out) // divisor, int(rate_in) // divisor
-    return signal.resample_poly(samples, up, down, axis=0).astype(np.float32, copy=False)
+    resampled: np.ndarray = signal.resample_poly(samples, up, down, axis=0)
+    return resampled.astype(np.float32, copy=False)
 
 
 def fit_length(samples: np.ndarray, frames: int, fade_s: float = 0.05, rate: int = 48000) -> np.ndarray:
@@ -53,7 +54,7 @@ def fit_length(samples: np.ndarray, frames: int, fade_s: float = 0.05, rate: int
 def to_engine(samples: np.ndarray, rate_in: int, rate_out: int, duration_s: float) -> np.ndarray:
     """Model output (frames, channels) at `rate_in` -> the engine's exact float32 stereo."""
     data = resample(stereo(samples), rate_in, rate_out)
-    data = fit_length(data, int(round(duration_s * rate_out)), rate=rate_out)
+    data = fit_length(data, round(duration_s * rate_out), rate=rate_out)
     np.clip(data, -1.0, 1.0, out=data)
     return np.ascontiguousarray(data, dtype=np.float32)
 
@@ -126,6 +127,6 @@ def time_stretch(samples: np.ndarray, rate: float, n_fft: int = 2048, hop: int =
             signal_out[i * hop:i * hop + n_fft] += frame
             norm[i * hop:i * hop + n_fft] += window ** 2
         signal_out /= np.maximum(norm, 1e-3)
-        out_channels.append(signal_out[n_fft // 2:n_fft // 2 + int(round(len(channel) / rate))])
+        out_channels.append(signal_out[n_fft // 2:n_fft // 2 + round(len(channel) / rate)])
     length = min(len(c) for c in out_channels)
     return np.ascontiguousarray(np.stack([c[:length] for c in out_channels], axis=1))

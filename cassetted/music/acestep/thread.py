@@ -10,6 +10,7 @@ is noticed even then.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -73,10 +74,9 @@ class ModelThread:
                 cancel.set()
                 if not wait_on_cancel:
                     raise
-                try:
+                # Let the worker stop; whatever it raises, Cancelled or not, the job is cancelled.
+                with contextlib.suppress(Exception):
                     future.result()
-                except Exception:  # noqa: BLE001 - Cancelled or not, the job is cancelled
-                    pass
                 raise
         return future.result()
 
