@@ -1,5 +1,5 @@
 """Real parts for the job tests: a SQLite Store in tmp_path, settings for the built-in engine
-at its shortest songs, and a listener that records what the runner announces."""
+at its shortest songs, and a recorder that follows what the runner announces on the event bus."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from cassetted.config import GenerationSettings, RoomSettings, Settings
 from cassetted.contract.schemas import JobEvent, JobState, QueueState, SongInfo
+from cassetted.events import EventBus, JobChanged, QueueChanged, SongReady
 
 SHORT_S = 10  # the shortest song a request may ask for (MIN_DURATION_S)
 
@@ -34,20 +35,18 @@ def settings(tmp_path: Path) -> Settings:
 
 @dataclass
 class Recorder:
-    """A JobListener (the runner's only outward interface) that keeps every call."""
+    """Follows the bus the runner announces on (its only outward interface) and keeps
+    every event."""
 
+    bus: EventBus = field(default_factory=EventBus)
     events: list[JobEvent] = field(default_factory=list)
     queues: list[QueueState] = field(default_factory=list)
     ready: list[tuple[SongInfo, str]] = field(default_factory=list)
 
-    def job_changed(self, event: JobEvent) -> None:
-        self.events.append(event)
-
-    def queue_changed(self, state: QueueState) -> None:
-        self.queues.append(state)
-
-    def song_ready(self, song: SongInfo, job_id: str) -> None:
-        self.ready.append((song, job_id))
+    def __post_init__(self) -> None:
+        self.bus.subscribe(JobChanged, lambda e: self.events.append(e.event))
+        self.bus.subscribe(QueueChanged, lambda e: self.queues.append(e.state))
+        self.bus.subscribe(SongReady, lambda e: self.ready.append((e.song, e.job_id)))
 
     def states(self, job_id: str) -> list[JobState]:
         """The states announced for one job, repeats folded."""

@@ -30,7 +30,7 @@ def run(test: Callable[[JobRunner, Store], Awaitable[T]], settings: Settings,
     async def main() -> T:
         store = Store(None, settings.state_dir)
         await store.open()
-        runner = JobRunner(store, settings, recorder)
+        runner = JobRunner(store, settings, recorder.bus)
         try:
             return await asyncio.wait_for(test(runner, store), timeout)
         finally:
