@@ -126,7 +126,9 @@ class Daemon:
         if self._rebuild_library:
             return
         files = await asyncio.to_thread(library_index.audio_files, self.settings.library_dir)
-        if files and await self.store.call(is_empty, self._db_url, self.settings.state_dir):
+        empty: bool = bool(files) and await self.store.call(is_empty, self._db_url,
+                                                            self.settings.state_dir)
+        if empty:
             raise StoreError(
                 f"the database {describe(self._db_url, self.settings.state_dir)} is empty but "
                 f"the library {self.settings.library_dir} holds {len(files)} song file(s): "

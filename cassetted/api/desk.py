@@ -39,7 +39,7 @@ class SongDesk:
         return self._household.bridge_caller(user)
 
     async def admit_and_submit(self, request: SongRequest, caller: Caller,
-                                echo: bool = False, **extra: object) -> Reply:
+                                echo: bool = False, **extra: Any) -> Reply:
         """Admission (household), then the queue; the Reply of a song request (with the
         request as admitted when `echo`: a voice command shows what it was read as)."""
         async with self._household.admission(caller):
@@ -55,7 +55,7 @@ class SongDesk:
             request, quota, extras = await self._household.admit(request, caller)
             if echo:
                 extras["request"] = request.model_dump(exclude_none=True,
-                                                       exclude=ENVELOPE_FIELDS)
+                                                       exclude=set(ENVELOPE_FIELDS))
             job, duplicate = await self._runner.submit(request)
         if request.party:
             extras.update(await self._party.enqueue(job.id, request, caller))

@@ -162,7 +162,7 @@ class RoomModes:
 
     # ------------------------------------------------------------------ what others read
 
-    def view(self, room_id: str) -> dict[str, object]:
+    def view(self, room_id: str) -> dict[str, Any]:
         """The room's part of its retained state."""
         state = self._rooms.get(room_id)
         if state is None:
@@ -233,12 +233,12 @@ class RoomModes:
         drawn = rng.choice(allowed)
         for preferred in (getattr(room, f"default_{dimension}", None),
                           getattr(self._settings.generation, f"default_{dimension}", None)):
-            if preferred in allowed:
+            if isinstance(preferred, str) and preferred in allowed:
                 return preferred
         return drawn
 
     async def _log(self, request: SongRequest, caller: Caller, outcome: str, reason: str) -> None:
-        body = request.model_dump_json(exclude_none=True, exclude=ENVELOPE_FIELDS)
+        body = request.model_dump_json(exclude_none=True, exclude=set(ENVELOPE_FIELDS))
         await self._store.call(_write_log, request.room, caller.user, body, outcome, reason)
 
     async def screen_room_command(self, room_id: str, command: RoomCommand,
@@ -281,7 +281,7 @@ class RoomModes:
             raise errors.Unsupported("karaoke mode starts with karaoke/start", "mode")
         if command.mode is not None:  # turning child-safe on is for anyone, the rest is not
             policy.check_room(self._settings, caller, room_id)
-        extras: dict[str, object] = {}
+        extras: dict[str, Any] = {}
         async with self._changing[room_id]:
             if command.child_safe is not None:
                 await self._set_child_safe(room_id, command.child_safe, command.pin, caller)
@@ -376,7 +376,7 @@ class RoomModes:
 
     # ------------------------------------------------------------------ sleep
 
-    async def _sleep(self, room_id: str, fade_min: float | None) -> dict[str, object]:
+    async def _sleep(self, room_id: str, fade_min: float | None) -> dict[str, Any]:
         """Enter (or restart) sleep: ambient music, then the fade. Reply extras."""
         state = self._rooms[room_id]
         previous = state.sleep if state.mode == "sleep" else {}
@@ -387,7 +387,7 @@ class RoomModes:
         state.sleep = {"fade_s": (fade_min or self._settings.sleep.fade_min) * 60,
                        "fade_from": volume, "volume_before": previous.get("volume_before", volume),
                        "jobs": [], "faded": False}
-        extras: dict[str, object] = {"fade_min": state.sleep["fade_s"] / 60}
+        extras: dict[str, Any] = {"fade_min": state.sleep["fade_s"] / 60}
         try:
             job, _ = await self._submit_direct(self._sleep_request(room_id, state))
             state.sleep["jobs"] = extras["job_ids"] = [job.id]

@@ -21,10 +21,12 @@ MQTT publisher, Home Assistant, the party) only hears about changes; nothing cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cassetted.config import RoomSettings, Settings
 from cassetted.contract import errors
@@ -69,7 +71,7 @@ Deliver = Callable[[SongInfo], Awaitable[bool]]
 def _event(job: Job, **extra: object) -> JobEvent:
     error = (ErrorInfo(code=job.error_code, message=job.error_message or "")
              if job.error_code else None)
-    values: dict[str, object] = dict(
+    values: dict[str, Any] = dict(
         job_id=job.id, request_id=job.request_id, state=JobState(job.state),
         progress=job.progress, song_id=job.song_id, error=error, ts=time.time(),
     )
@@ -95,7 +97,8 @@ class _Running:
 
 
 def _find_by_request_id(request_id: str) -> Job | None:
-    return Job.get_or_none(Job.request_id == request_id)
+    job: Job | None = Job.get_or_none(Job.request_id == request_id)
+    return job
 
 
 def _insert(request: SongRequest, max_pending: int) -> tuple[Job, bool]:
@@ -109,7 +112,7 @@ def _insert(request: SongRequest, max_pending: int) -> tuple[Job, bool]:
         raise errors.QueueFull(f"{max_pending} requests are already waiting; try again later")
     job = Job.create(
         id=new_id(), request_id=request.request_id,
-        request=request.model_dump_json(exclude=ENVELOPE_FIELDS), user=request.user,
+        request=request.model_dump_json(exclude=set(ENVELOPE_FIELDS)), user=request.user,
         state=JobState.queued.value, progress=0.0,
     )
     return job, False
@@ -131,7 +134,8 @@ def _retry_failed(job: Job) -> Job:
     now = time.time()
     Job.update(state=JobState.queued.value, progress=0.0, attempts=0, finished_at=None,
                updated_at=now).where(Job.id == job.id).execute()
-    return Job.get_by_id(job.id)
+    requeued: Job = Job.get_by_id(job.id)
+    return requeued
 
 
 def _insert_batch(requests: list[SongRequest],
@@ -161,25 +165,29 @@ def _claim_next(waiting: tuple[str, ...] = ()) -> Job | None:
                               error_message=None)
                    .where((Job.id == job.id) & (Job.state == JobState.queued.value)).execute())
         if claimed:
-            return Job.get_by_id(job.id)
+            mine: Job = Job.get_by_id(job.id)
+            return mine
     return None
 
 
 def _set(job_id: str, **fields: object) -> Job:
     fields["updated_at"] = time.time()
     Job.update(**fields).where(Job.id == job_id).execute()
-    return Job.get_by_id(job_id)
+    job: Job = Job.get_by_id(job_id)
+    return job
 
 
 def _cancel_if_queued(job_id: str) -> Job | None:
     now = time.time()
     changed = (Job.update(state=JobState.cancelled.value, finished_at=now, updated_at=now)
                .where((Job.id == job_id) & (Job.state == JobState.queued.value)).execute())
-    return Job.get_by_id(job_id) if changed else None
+    job: Job | None = Job.get_by_id(job_id) if changed else None
+    return job
 
 
 def _queue_counts() -> int:
-    return Job.select().where(Job.state == JobState.queued.value).count()
+    queued: int = Job.select().where(Job.state == JobState.queued.value).count()
+    return queued
 
 
 def _recover(job_ids: list[str] | None = None) -> list[Job]:
@@ -347,7 +355,7 @@ class JobRunner:
                     if not future.done():
                         future.set_exception(fault or error)
                 continue
-            for (_, future), result in zip(batch, results):
+            for (_, future), result in zip(batch, results, strict=True):
                 if isinstance(result, errors.CassettedError):
                     if not future.done():
                         future.set_exception(result)
@@ -399,7 +407,7 @@ class JobRunner:
                                         f"{', '.join(sorted(known)) or 'none configured'})", "lora")
 
     async def cancel(self, job_id: str) -> Job:
-        job = await self._store.call(Job.get_or_none, Job.id == job_id)
+        job: Job | None = await self._store.call(Job.get_or_none, Job.id == job_id)
         if job is None:
             raise errors.UnknownJob(f"no job {job_id!r}", "job_id")
         if JobState(job.state).terminal:
@@ -481,10 +489,8 @@ class JobRunner:
             if job is None:
                 timeout = (min(self._retry_at.values()) - asyncio.get_running_loop().time()
                            if self._retry_at else None)
-                try:
+                with contextlib.suppress(TimeoutError):  # a retry is due
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
-                except TimeoutError:
-                    pass  # a retry is due
                 return None
         self._wakeup.set()  # let an idle sibling look for more work
         return job

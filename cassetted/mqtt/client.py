@@ -79,7 +79,7 @@ def make_client(settings: MqttSettings, *, identifier: str | None = None,
             keyfile=str(settings.keyfile) if settings.keyfile else None,
             cert_reqs=ssl.CERT_REQUIRED,
         )
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, Any] = {}  # the session options differ between MQTT 3.1.1 and 5
     if v5:
         if persistent:
             props = Properties(PacketTypes.CONNECT)
@@ -245,11 +245,15 @@ class MqttLink:
             for task in pending:
                 task.cancel()
 
-    async def flush(self, timeout: float = 5.0) -> None:
-        """Wait (bounded) until the outbox is empty: used before a clean shutdown."""
+    async def flush(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - shutdown must stay bounded whoever calls it
+        """Wait (bounded) until the outbox is empty: used before a clean shutdown.
+
+        Polls: the outbox empties from many send tasks and a lost connection also ends the
+        wait, and this runs once per shutdown; an event per cause would buy nothing.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._outbox and self.connected.is_set() and loop.time() < deadline:
+        while self._outbox and self.connected.is_set() and loop.time() < deadline:  # noqa: ASYNC110 - see above
             await asyncio.sleep(0.02)
 
     # ------------------------------------------------------------------ the loop
