@@ -25,7 +25,7 @@ from pydantic.json_schema import models_json_schema
 
 from cassetted import __version__
 from cassetted.contract.schemas import PAYLOADS
-from cassetted.homeassistant.payloads import GenerationState, PanelState
+from cassetted.contract.homeassistant import GenerationState, PanelState
 
 REF = "#/components/schemas/{model}"
 BINDING_VERSION = "0.1.0"

@@ -45,7 +45,7 @@ from cassetted.events import BrokerConnected, EventBus, JobChanged, SongReady
 from cassetted.homeassistant import discovery
 from cassetted.homeassistant.discovery import Topics
 from cassetted.homeassistant.panel import STATE_FILE_NAME, Panel, PanelValueError
-from cassetted.homeassistant.payloads import GenerationState
+from cassetted.contract.homeassistant import GenerationState
 from cassetted.mqtt.router import match
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from cassetted.contract.schemas import (
     SongRequest,
 )
 from cassetted.homeassistant.discovery import BPM_AUTO, TEXT_MAX, PanelOptions
-from cassetted.homeassistant.payloads import PanelState
+from cassetted.contract.homeassistant import PanelState
 
 log = logging.getLogger(__name__)
 

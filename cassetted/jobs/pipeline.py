@@ -20,7 +20,7 @@ from cassetted.contract import errors
 from cassetted.contract.schemas import JobState, SongSpec
 from cassetted.library import lrc
 from cassetted.library.incoming import incoming_dir
-from cassetted.lyrics.base import LyricsResult
+from cassetted.lyrics.base import LyricsResult, LyricsWriter
 from cassetted.music.base import (
     Audio,
     Cancelled,
@@ -35,7 +35,6 @@ from cassetted.music.task import EngineTask
 
 # report(state, overall progress 0..1)
 Reporter = Callable[[JobState, float], None]
-LyricsWriter = Callable[[SongSpec], LyricsResult]
 
 # Share of the overall progress each stage covers.
 _LYRICS_END = 0.05

@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import peewee as pw
 
 from cassetted.contract import errors
 from cassetted.contract.schemas import LibraryQuery, LibraryStats, SongInfo
-from cassetted.household.identity import Caller
 from cassetted.store.database import Job, Song, Vote
 
 if TYPE_CHECKING:
     from cassetted.config import Settings
+
+
+class Caller(Protocol):
+    """What the library needs to know of whoever asks. The household's
+    `cassetted.household.identity.Caller` is one; the library sits below the household and
+    does not import it."""
+
+    @property
+    def user(self) -> str | None: ...
+
+    @property
+    def is_owner(self) -> bool: ...
+
+    def may_manage(self, user: str | None) -> bool: ...
 
 _SCORE = pw.fn.COALESCE(pw.fn.SUM(Vote.value), 0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,3 +35,7 @@ class LyricsProvider(Protocol):
     name: str
 
     def write(self, spec: SongSpec) -> LyricsResult: ...
+
+
+# What the pipeline calls to get a song's words: a provider's `write`, or the chain's.
+LyricsWriter = Callable[[SongSpec], LyricsResult]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cassetted.config import Settings
 from cassetted.contract.schemas import SongRequest
-from cassetted.jobs.pipeline import LyricsWriter
+from cassetted.lyrics.base import LyricsWriter
 from cassetted.lyrics.chain import build_chain
 from cassetted.store.credentials import CredentialStore
 

@@ -1,6 +1,6 @@
-"""The payloads of the Home Assistant topics under `<base>/ha/` (they are ours, not the
-contract's: HA reads them through discovery templates). Modelled so the AsyncAPI document
-describes them like every other payload."""
+"""The payloads of the Home Assistant topics under `<base>/ha/`. Home Assistant reads them
+through our discovery templates, but automations read them too, so they are part of the
+published contract and the AsyncAPI document describes them like every other payload."""
 
 from __future__ import annotations
 
