@@ -18,6 +18,7 @@ the player goes idle after playing our track, the next track is started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +27,7 @@ from cassetted.homeassistant.rest import HomeAssistantClient, HomeAssistantError
 from cassetted.homeassistant.settings import HomeAssistantSettings, HomeAssistantZoneSettings
 from cassetted.playback.base import PlayerState, StateCallback, Track, ZoneError, ZoneStatus
 from cassetted.store.credentials import Secret
+from cassetted.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class HomeAssistantZone:
         self._stopping = False
         self.pushed = False  # True while the websocket subscription is live
         self._on_state: StateCallback | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks(f"ha-zone-{room_id}")
         self._wake = asyncio.Event()
         self._status = ZoneStatus("unavailable", extra={"reason": "not polled yet"})
         self._queue: list[Track] = []
@@ -78,14 +80,14 @@ class HomeAssistantZone:
 
     async def start(self, on_state: StateCallback) -> None:
         self._on_state = on_state
-        self._task = asyncio.create_task(self._state_loop(), name=f"ha-zone-{self.room_id}")
+        self._stopping = False  # a zone stopped earlier may be started again
+        self._tasks.spawn(self._state_loop(), "state", replace=True)
 
     async def stop(self) -> None:
         self._stopping = True  # also ends the loops should a cancellation be swallowed
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=5)
-            self._task = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):  # a request stuck in HA's client must not hold stop
+                await self._tasks.cancel_all()
 
     # ------------------------------------------------------------------ commands
 

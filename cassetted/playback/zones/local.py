@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import soundfile as sf
@@ -39,8 +39,8 @@ def sounddevice_factory(device: str | int | None = None) -> StreamFactory:
     import sounddevice
 
     def make(rate: int, channels: int, callback: Callable[..., None]) -> OutputStream:
-        return sounddevice.OutputStream(samplerate=rate, channels=channels, dtype="float32",
-                                        callback=callback, device=device)
+        return cast("OutputStream", sounddevice.OutputStream(
+            samplerate=rate, channels=channels, dtype="float32", callback=callback, device=device))
 
     return make
 

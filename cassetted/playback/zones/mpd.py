@@ -25,6 +25,7 @@ from mpd.base import ConnectionError as MpdConnectionError
 
 from cassetted.playback.base import StateCallback, Track, ZoneError, ZoneStatus
 from cassetted.playback.settings import MpdEndpoint
+from cassetted.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,9 @@ class MpdZone:
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
         self._client: MPDClient | None = None  # set only while connected
+        self._connected = asyncio.Event()  # set exactly while _client is
         self._on_state: StateCallback | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks(f"mpd-{room_id}")
         self._status = ZoneStatus("unavailable", extra={"reason": "not connected yet"})
         self._db_changed = asyncio.Event()  # replaced after every set: see _signal_db
         self._uri_ids: dict[str, str] = {}  # MPD URI -> song id, for URIs we placed
@@ -73,20 +75,15 @@ class MpdZone:
 
     async def start(self, on_state: StateCallback) -> None:
         self._on_state = on_state
-        self._task = asyncio.create_task(self._run(), name=f"mpd-{self.room_id}")
+        self._tasks.spawn(self._run(), "connection", replace=True)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._tasks.cancel_all()
 
-    async def wait_connected(self, timeout: float = 10.0) -> None:
+    async def wait_connected(self, timeout_s: float = 10.0) -> None:
         """For callers that need MPD now (tests, the benchmark); the daemon never waits."""
-        async with asyncio.timeout(timeout):
-            while self._client is None:
-                await asyncio.sleep(0.01)
+        async with asyncio.timeout(timeout_s):
+            await self._connected.wait()
 
     async def _run(self) -> None:
         delay = self._reconnect_min_s
@@ -99,6 +96,7 @@ class MpdZone:
                 if self._endpoint.password is not None:
                     await client.password(self._endpoint.password.get_secret_value())
                 self._client = client
+                self._connected.set()
                 delay = self._reconnect_min_s
                 log.info("room %s: connected to MPD %s", self.room_id, self.where)
                 await self._refresh(client)
@@ -117,6 +115,7 @@ class MpdZone:
                 reason = repr(error)
             finally:
                 self._client = None
+                self._connected.clear()
                 with contextlib.suppress(Exception):
                     client.disconnect()
                 self._signal_db()  # waiters re-check and find the connection gone
@@ -230,7 +229,7 @@ class MpdZone:
     async def _deliver(self, tracks: list[Track]) -> list[str]:
         """Place the tracks in MPD's music directory and make MPD's database know them."""
         placed = [await asyncio.to_thread(self._place, track) for track in tracks]
-        for track, (uri, _new) in zip(tracks, placed):
+        for track, (uri, _new) in zip(tracks, placed, strict=True):
             self._uri_ids[uri] = track.song_id
         new = [uri for uri, is_new in placed if is_new]
         if new:
@@ -260,14 +259,14 @@ class MpdZone:
         with an older database, or someone removed it)."""
         args = [uri] if position is None else [uri, position]
         try:
-            return await client.addid(*args)
+            return str(await client.addid(*args))
         except CommandError as error:
             unknown_file = "No such" in str(error) or "Not found" in str(error)
             if uri.startswith("file://") or not unknown_file:
                 raise
         await self._update(uri)
         try:
-            return await client.addid(*args)
+            return str(await client.addid(*args))
         except CommandError as error:
             raise ZoneError(f"MPD does not find {uri!r} after an update ({error}); is "
                             f"mpd.music_dir ({self._endpoint.music_dir}) MPD's music_directory?"

@@ -21,9 +21,10 @@ import itertools
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cassetted.playback.base import StateCallback, Track, ZoneError, ZoneStatus
+from cassetted.tasks import BackgroundTasks
 
 if TYPE_CHECKING:  # python-mpd2 is the optional extra `mpd`; a zone without a feeder needs none
     from cassetted.playback.zones.mpd import MpdZone
@@ -55,8 +56,7 @@ class SnapcastClient:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._listeners: list[Listener] = []
-        self._task: asyncio.Task[None] | None = None
-        self._refresh_task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks("snapcast")
         self._connected_event = asyncio.Event()
 
     @property
@@ -66,19 +66,14 @@ class SnapcastClient:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="snapcast")
+        if self._tasks.get("connection") is None:
+            self._tasks.spawn(self._run(), "connection")
 
     async def stop(self) -> None:
-        for task in (self._task, self._refresh_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._task = self._refresh_task = None
+        await self._tasks.cancel_all()
 
-    async def wait_connected(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(self._connected_event.wait(), timeout)
+    async def wait_connected(self, timeout_s: float = 10.0) -> None:
+        await asyncio.wait_for(self._connected_event.wait(), timeout_s)
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -103,7 +98,7 @@ class SnapcastClient:
                 reader, self._writer = await asyncio.wait_for(
                     asyncio.open_connection(self.host, self.port, limit=_LINE_LIMIT),
                     self._request_timeout_s)
-                reader_task = asyncio.create_task(self._read(reader))
+                reader_task = self._tasks.spawn(self._read(reader), "reader", replace=True)
                 result = await self.request("Server.GetStatus")
                 self.server = result["server"]
                 self.connected = True
@@ -139,8 +134,14 @@ class SnapcastClient:
             delay = min(delay * 2, self._reconnect_max_s)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
+        """Until the connection ends; a reset or an over-long line ends it like a close (the
+        connection task reconnects), not as a task failure."""
         while True:
-            line = await reader.readline()
+            try:
+                line = await reader.readline()
+            except (OSError, ValueError) as error:
+                log.warning("snapserver %s: reading failed: %s", self.where, error)
+                return
             if not line:
                 return
             try:
@@ -154,8 +155,8 @@ class SnapcastClient:
                 future = self._pending.pop(message["id"], None)
                 if future is not None and not future.done():
                     if "error" in message:
-                        error = message["error"] or {}
-                        detail = error.get("data") or error.get("message") or "error"
+                        fault = message["error"] or {}
+                        detail = fault.get("data") or fault.get("message") or "error"
                         future.set_exception(SnapcastError(f"snapserver: {detail}"))
                     else:
                         future.set_result(message.get("result"))
@@ -221,7 +222,7 @@ class SnapcastClient:
         for group in self.groups():
             for client in group.get("clients", []):
                 if client.get("id") == client_id:
-                    return client
+                    return cast("dict[str, Any]", client)
         return None
 
     def find_group(self, ref: str) -> dict[str, Any] | None:
@@ -283,7 +284,7 @@ class SnapcastClient:
         self._notify(method)
 
     def _refresh(self) -> None:
-        if self._refresh_task is not None and not self._refresh_task.done():
+        if self._tasks.get("refresh") is not None:
             return
 
         async def refresh() -> None:
@@ -293,7 +294,7 @@ class SnapcastClient:
             except (SnapcastError, KeyError, TypeError) as error:
                 log.warning("could not refresh snapserver status: %s", error)
 
-        self._refresh_task = asyncio.create_task(refresh())
+        self._tasks.spawn(refresh(), "refresh")
 
 
 class SnapcastZone:
@@ -375,7 +376,7 @@ class SnapcastZone:
     async def _join_stream(self) -> None:
         group = self.group()
         if group is None:
-            raise ZoneError(self._compute().extra.get("reason", "snapserver unavailable"))  # type: ignore[arg-type]
+            raise ZoneError(self._compute().extra.get("reason", "snapserver unavailable"))
         if self._stream_id is not None and group.get("stream_id") != self._stream_id:
             try:
                 await self._client.set_group_stream(group["id"], self._stream_id)

@@ -448,3 +448,25 @@ def test_entity_events_fold_into_a_state() -> None:
                                                               "-": {"a": ["y"]}}}})
     assert state == {"entity_id": ENTITY, "state": "idle", "attributes": {"x": 5}}
     assert apply_entity_event(state, ENTITY, {"r": [ENTITY]})["state"] == "unavailable"
+
+
+def test_a_stopped_zone_starts_again(ha: FakeHomeAssistant) -> None:
+    """stop() ends the state loop for good only until the next start(): a room re-added
+    after a configuration reload follows its player again."""
+    async def main() -> None:
+        statuses: list[ZoneStatus] = []
+        zone = _zone(ha)
+        await zone.start(statuses.append)
+        await _wait_for(statuses, lambda s: s.state == "idle")
+        await zone.stop()
+        assert zone._tasks.running() == []
+        statuses.clear()
+        ha.state["state"] = "paused"
+        await zone.start(statuses.append)
+        try:
+            await _wait_for(statuses, lambda s: s.state == "paused")
+        finally:
+            await zone.stop()
+        assert zone._tasks.running() == []
+
+    asyncio.run(main())

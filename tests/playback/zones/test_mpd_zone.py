@@ -191,3 +191,27 @@ def test_errors_are_zone_errors(mpd_server: MpdServer, tmp_path: Path) -> None:
         await zone.stop()
 
     run(body())
+
+
+def test_stop_ends_every_task_and_a_stopped_zone_starts_again(mpd_server: MpdServer,
+                                                              tracks: Callable[..., Track]) -> None:
+    """The zone's connection is one owned task: stop leaves nothing running, and a room
+    re-added after a reload starts the same zone object again."""
+    track = tracks("d4e5f6")
+
+    async def body() -> None:
+        states = Recorder()
+        zone = _zone(mpd_server)
+        await zone.start(states)
+        await zone.wait_connected()
+        assert zone._tasks.running() == ["mpd-living_room-connection"]
+        await zone.stop()
+        assert zone._tasks.running() == []
+        await zone.start(states)
+        await zone.wait_connected()
+        await zone.play_now(track)
+        assert (await states.wait(lambda s: s.state == "playing")).song_id == "d4e5f6"
+        await zone.stop()
+        assert zone._tasks.running() == []
+
+    run(body())

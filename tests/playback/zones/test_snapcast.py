@@ -232,3 +232,22 @@ def test_snapcast_zone_follows_a_snapserver_restart(snapserver: SnapServer) -> N
         await client.stop()
 
     run(body())
+
+
+def test_stop_ends_the_reader_too_and_the_client_starts_again(snapserver: SnapServer) -> None:
+    """The connection, its reader and any status refresh are one owner's tasks: stop ends
+    all of them (a reader left behind would keep the socket), and start reconnects."""
+    async def body() -> None:
+        client = _client(snapserver)
+        await client.start()
+        await client.wait_connected()
+        assert {"snapcast-connection", "snapcast-reader"} <= set(client._tasks.running())
+        await client.stop()
+        assert client._tasks.running() == []
+        await client.start()
+        await client.wait_connected()
+        assert client.find_group("kitchen") is not None
+        await client.stop()
+        assert client._tasks.running() == []
+
+    run(body())
