@@ -40,13 +40,15 @@ def bench_builtin(n: int) -> None:
 
     writer = BuiltinLyrics()
     writer.write(_spec())
-    print(f"builtin cold start (import + CMUdict load + first song): {(time.perf_counter() - t0) * 1e3:.0f} ms")
+    cold_ms = (time.perf_counter() - t0) * 1e3
+    print(f"builtin cold start (import + CMUdict load + first song): {cold_ms:.0f} ms")
     from cassetted.contract.schemas import GENRES, MOODS
 
     for duration in (30, 120, 240, 600):
         times = []
         for i in range(n):
-            spec = _spec(duration_s=duration, seed=i, genre=GENRES[i % len(GENRES)], mood=MOODS[i % len(MOODS)])
+            spec = _spec(duration_s=duration, seed=i, genre=GENRES[i % len(GENRES)],
+                         mood=MOODS[i % len(MOODS)])
             start = time.perf_counter()
             writer.write(spec)
             times.append((time.perf_counter() - start) * 1e3)

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpd.asyncio import MPDClient
+from tests.playback.servers import HOST, MpdServer, write_flac
 
 from cassetted.config import MpdSettings, RoomSettings, Settings
 from cassetted.contract.schemas import RoomState
@@ -32,14 +33,13 @@ from cassetted.events import EventBus
 from cassetted.library.access import song_info
 from cassetted.playback.controller import PlaybackController
 from cassetted.store.database import Song, Store
-from tests.playback.servers import HOST, MpdServer, write_flac
 
 ROOM = "living_room"
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _make_song(index: int, library: Path) -> Song:
@@ -62,10 +62,12 @@ async def bench(songs: int, workdir: Path) -> dict[str, list[float]]:
     infos = [song_info(row, settings) for row in rows]
 
     published: dict[str, float] = {}
+    progress = asyncio.Event()  # set whenever `published` or `seen` gains a song
 
     def publish_state(room: str, state: RoomState) -> None:
         if state.state == "playing" and state.song is not None:
             published.setdefault(state.song.id, time.perf_counter())
+            progress.set()
 
     controller = PlaybackController(settings, store, EventBus(), publish_state, lambda event: None)
     await controller.start()
@@ -75,7 +77,6 @@ async def bench(songs: int, workdir: Path) -> dict[str, list[float]]:
     observer.IMMEDIATE_COMMAND_TIMEOUT = 0.001
     await observer.connect(HOST, server.port)
     seen: dict[str, float] = {}
-    arrived = asyncio.Event()
 
     async def watch() -> None:
         async for _changes in observer.idle(["player"]):
@@ -84,21 +85,21 @@ async def bench(songs: int, workdir: Path) -> dict[str, list[float]]:
                 song_id = Path(current["file"]).stem
                 if song_id not in seen:
                     seen[song_id] = time.perf_counter()
-                    arrived.set()
+                    progress.set()
 
     watcher = asyncio.create_task(watch())
     await asyncio.sleep(0.2)
     figures: dict[str, list[float]] = {"returned": [], "mpd": [], "published": []}
     try:
         for info in infos:
-            arrived.clear()
             started = time.perf_counter()
             if not await controller.song_ready(info):
                 raise SystemExit(f"song {info.id} did not start")
             returned = time.perf_counter()
             async with asyncio.timeout(5):
                 while info.id not in seen or info.id not in published:
-                    await asyncio.sleep(0.001)
+                    progress.clear()
+                    await progress.wait()
             figures["returned"].append((returned - started) * 1000)
             figures["mpd"].append((seen[info.id] - started) * 1000)
             figures["published"].append((published[info.id] - started) * 1000)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -281,12 +282,15 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if _TOML_FILE is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_TOML_FILE))
+        toml_file = _TOML_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
 
 
-_TOML_FILE: Path | None = None
+# The file load() is reading: pydantic-settings asks for its sources on a classmethod, so the
+# path reaches it through a context variable (safe should two threads load at once).
+_TOML_FILE: ContextVar[Path | None] = ContextVar("cassetted_toml_file", default=None)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -409,9 +413,8 @@ def format_validation_error(error: ValidationError, root: type[BaseModel] = Sett
 
 def load(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Build the settings or raise ConfigError with a one-line message."""
-    global _TOML_FILE
     path = find_config_file(config_file)
-    _TOML_FILE = path
+    reading = _TOML_FILE.set(path)
     cls: type[Settings] = Settings
     try:
         cls = assembled()
@@ -424,6 +427,6 @@ def load(config_file: str | os.PathLike[str] | None = None, **overrides: Any) ->
     except (OSError, ValueError) as error:  # unreadable or malformed TOML
         raise ConfigError(f"cannot read {path}: {error}") from None
     finally:
-        _TOML_FILE = None
+        _TOML_FILE.reset(reading)
     settings._source_file = path
     return settings

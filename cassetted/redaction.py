@@ -31,7 +31,7 @@ _MIN_SECRET = 8         # shorter values (a PIN) cannot be told from ordinary wo
 _MAX_SECRETS = 256
 MASK = "[redacted]"
 
-_RUN = re.compile(r"[A-Za-z0-9+/=_.:~-]{%d,}" % MIN_MATCH)  # a key-like run of text
+_RUN = re.compile(rf"[A-Za-z0-9+/=_.:~-]{{{MIN_MATCH},}}")  # a key-like run of text
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
 _lock = threading.Lock()
@@ -60,7 +60,7 @@ def _grams_of(secrets: Iterable[str]) -> frozenset[str]:
 
 def hide(secret: str | None) -> None:
     """Remember a secret this process uses, so that no log line shows it in any form."""
-    global _grams
+    global _grams  # noqa: PLW0603 - swapped whole under the lock, so readers need no lock
     if not secret or len(secret) < _MIN_SECRET or secret in _secrets:
         return
     with _lock:

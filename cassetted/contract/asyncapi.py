@@ -24,8 +24,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from cassetted import __version__
-from cassetted.contract.schemas import PAYLOADS
 from cassetted.contract.homeassistant import GenerationState, PanelState
+from cassetted.contract.schemas import PAYLOADS
 
 REF = "#/components/schemas/{model}"
 BINDING_VERSION = "0.1.0"

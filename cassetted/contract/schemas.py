@@ -34,7 +34,7 @@ ROOM_ID_PATTERN = r"^[a-z0-9_]{1,64}$"
 USER_ID_PATTERN = r"^[a-z0-9_.-]{1,64}$"
 
 Role = Literal["owner", "family", "guest"]
-ROLES: tuple[str, ...] = ("owner", "family", "guest")
+ROLES: tuple[Role, ...] = ("owner", "family", "guest")
 RoomMode = Literal["normal", "sleep", "karaoke"]
 
 MAX_PAGE = 1_000_000  # library pages; beyond, OFFSET would overflow SQL's 64-bit integers

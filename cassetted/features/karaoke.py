@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from cassetted.config import Settings
 from cassetted.contract import errors
@@ -37,6 +37,7 @@ from cassetted.contract.schemas import (
     SongInfo,
     SongRequest,
     SongSpec,
+    TimeSignature,
     VoiceCommand,
 )
 from cassetted.events import EventBus, PlaybackChanged
@@ -96,20 +97,21 @@ def _find_source(song_id: str | None, title: str | None, caller: Caller) -> Song
         song = visible.where(Song.id == song_id).first()
         if song is None:
             raise errors.UnknownSong(f"no song {song_id!r}", "song_id")
-        return song
+        return cast("Song", song)
     assert title is not None
     matches = list(visible.where(Song.title.contains(title))
                    .order_by(Song.created_at.desc(), Song.id.desc()).limit(_TITLE_CANDIDATES))
     if not matches:
         raise errors.UnknownSong(f"no song titled like {title!r}", "title")
-    return next((s for s in matches if not s.title.endswith(COVER_SUFFIX)), matches[0])
+    return cast("Song", next((s for s in matches if not s.title.endswith(COVER_SUFFIX)), matches[0]))
 
 
 def _spec_of(song: SongInfo) -> SongSpec:
     """The spec a stored song was made from (what the timings are computed from)."""
     return SongSpec(
         prompt=song.prompt, genre=song.genre, mood=song.mood, bpm=song.bpm, key=song.key,
-        time_signature=song.time_signature, duration_s=song.duration_s, language=song.language,
+        time_signature=cast("TimeSignature", song.time_signature), duration_s=song.duration_s,
+        language=song.language,
         instrumental=song.instrumental, seed=song.seed, title=song.title, lyrics=song.lyrics)
 
 

@@ -217,7 +217,7 @@ class PartyHost:
         """The playlists parties left behind (start one again with party/set playlist)."""
         return await self._store.call(party_queue.saved_playlists)
 
-    async def create_guest(self, command: GuestCreate, caller: Caller) -> dict[str, object]:
+    async def create_guest(self, command: GuestCreate, caller: Caller) -> dict[str, Any]:
         """A guest of the running party: counted from its start against [party]
         guest_song_limit, expired when it stops."""
         party = self._party
@@ -250,7 +250,7 @@ class PartyHost:
         place = _position(queue, job_id=job_id)
         return {"party_position": place} if place else {}
 
-    async def vote_changed(self, song_id: str) -> dict[str, int]:
+    async def vote_changed(self, song_id: str) -> dict[str, Any]:
         """A vote may move a queued song: the party MPD and party/state follow."""
         if self._party is None or song_id not in self._songs:
             return {}
@@ -397,7 +397,7 @@ class PartyHost:
         self._jobs.add(job.id)
         await self._store.call(party_queue.add, party.id, job_id=job.id, starter=starter,
                                filler=filler)
-        return job.id
+        return str(job.id)
 
     async def _top_up(self) -> None:
         """Fillers when fewer than `low_water` songs wait: the party's mean tempo and its

@@ -15,6 +15,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import cast
 
 import peewee as pw
 
@@ -78,7 +79,7 @@ def add(party_id: str, *, job_id: str | None = None, song_id: str | None = None,
         existing = PartyQueueEntry.get_or_none((PartyQueueEntry.party == party_id)
                                                & (PartyQueueEntry.job_id == job_id))
         if existing is not None:
-            return existing.song_id
+            return cast("str | None", existing.song_id)
         job = Job.get_or_none(Job.id == job_id)
         song_id = job.song_id if job is not None else None
     PartyQueueEntry.create(party=party_id, job_id=job_id, song=song_id, user=user,

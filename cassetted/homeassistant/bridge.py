@@ -13,8 +13,8 @@ callables, so the daemon wires it to the real handlers and tests wire it to reco
   there, so what one message can cause is bounded: only well-formed room ids count, at
   most `MAX_STALE_ROOMS` of them, and a clean-up runs once per connection (the retained
   copy) and otherwise at most once every `ROOMS_INTERVAL_S`.
-- Following the bus (JobChanged, SongReady) it keeps the retained `<base>/ha/generation` (state and progress of the
-  newest job) and remembers the latest song for Like/Dislike.
+- Following the bus (JobChanged, SongReady) it keeps the retained `<base>/ha/generation`
+  (state and progress of the newest job) and remembers the latest song for Like/Dislike.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from cassetted.config import Settings
+from cassetted.contract.homeassistant import GenerationState
 from cassetted.contract.schemas import (
     ROOM_ID_PATTERN,
     ErrorInfo,
@@ -45,14 +46,13 @@ from cassetted.events import BrokerConnected, EventBus, JobChanged, SongReady
 from cassetted.homeassistant import discovery
 from cassetted.homeassistant.discovery import Topics
 from cassetted.homeassistant.panel import STATE_FILE_NAME, Panel, PanelValueError
-from cassetted.contract.homeassistant import GenerationState
 from cassetted.mqtt.router import match
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[..., None]
 Submit = Callable[[SongRequest], Awaitable[Any]]
-Vote = Callable[[str, int], Awaitable[Any]]
+Vote = Callable[[str, Literal[-1, 0, 1]], Awaitable[Any]]
 RoomCommandFn = Callable[[str, RoomCommand], Awaitable[Any]]
 PartyCommandFn = Callable[[PartyCommand], Awaitable[Any]]
 ModeCommandFn = Callable[[str, RoomModeCommand], Awaitable[Any]]

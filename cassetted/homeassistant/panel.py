@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cassetted.config import Settings
+from cassetted.contract.homeassistant import PanelState
 from cassetted.contract.schemas import (
     GENRES,
     MAX_BPM,
@@ -29,7 +30,6 @@ from cassetted.contract.schemas import (
     SongRequest,
 )
 from cassetted.homeassistant.discovery import BPM_AUTO, TEXT_MAX, PanelOptions
-from cassetted.contract.homeassistant import PanelState
 
 log = logging.getLogger(__name__)
 

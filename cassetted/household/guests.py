@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from cassetted.config import Settings
 from cassetted.contract import errors
@@ -22,7 +23,7 @@ def _may_manage(caller: Caller) -> None:
 
 
 def create(settings: Settings, command: GuestCreate, caller: Caller,
-           party: str | None = None, since: float | None = None) -> dict[str, object]:
+           party: str | None = None, since: float | None = None) -> dict[str, Any]:
     """A new guest pass; an existing guest of the same name gets a fresh one."""
     _may_manage(caller)
     for room in command.rooms or ():

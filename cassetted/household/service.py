@@ -145,7 +145,8 @@ class Household:
         async with self._locks[caller.user]:
             yield
 
-    async def admit(self, request: SongRequest, caller: Caller) -> tuple[SongRequest, QuotaInfo, dict[str, Any]]:
+    async def admit(self, request: SongRequest,
+                    caller: Caller) -> tuple[SongRequest, QuotaInfo, dict[str, Any]]:
         """The request as it will be queued, the caller's quota after it, and reply extras
         (`learned`: the defaults the room filled in). Raises Forbidden, ModeRefused,
         QuotaExceeded.
@@ -294,7 +295,7 @@ class Household:
     # ------------------------------------------------------------------ guests
 
     async def create_guest(self, command: GuestCreate, caller: Caller, *, party: str | None = None,
-                           since: float | None = None) -> dict[str, object]:
+                           since: float | None = None) -> dict[str, Any]:
         return await self._store.call(guests.create, self.settings, command, caller, party, since)
 
     async def remove_guest(self, user_id: str, caller: Caller) -> None:

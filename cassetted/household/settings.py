@@ -37,6 +37,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from cassetted.contract.schemas import MAX_BPM, MIN_BPM, Genre, Mood, Role
 
 IdentifyBy = Literal["token", "mqtt_username", "user_field"]
+_IDENTIFY_BY_DEFAULT: tuple[IdentifyBy, ...] = ("token", "mqtt_username", "user_field")
+# Child-safe mode's defaults: the genres and moods that suit a children's room.
+_CHILD_SAFE_GENRES: tuple[Genre, ...] = ("pop", "jazz", "classical", "country", "ambient", "electronic")
+_CHILD_SAFE_MOODS: tuple[Mood, ...] = ("uplifting", "relaxing", "energetic")
 
 # The user id anonymous requests' jobs and songs are recorded under: they share one quota,
 # and no caller can be it (no member, guest or login may take the name).
@@ -54,7 +58,7 @@ class QuotaSettings(_Section):
     per_hours: float = Field(24.0, gt=0, le=24 * 365)
 
 
-def _default_quotas() -> dict[str, QuotaSettings]:
+def _default_quotas() -> dict[Role, QuotaSettings]:
     return {"guest": QuotaSettings(songs=10, per_hours=24.0)}
 
 
@@ -71,7 +75,7 @@ class LearningSettings(_Section):
 class HouseholdSettings(_Section):
     enabled: bool = False
     identify_by: list[IdentifyBy] = Field(
-        default_factory=lambda: ["token", "mqtt_username", "user_field"], min_length=1)
+        default_factory=lambda: list(_IDENTIFY_BY_DEFAULT), min_length=1)
     anonymous_role: Role | Literal["none"] = "guest"
     unknown_user_role: Role | Literal["none"] = "guest"
     trusted_user_field: bool = Field(
@@ -140,8 +144,8 @@ class SleepSettings(_Section):
 class ChildSafeSettings(_Section):
     pin: SecretStr | None = Field(None, description="Needed to turn child-safe mode off")
     genres: list[Genre] = Field(
-        default_factory=lambda: ["pop", "jazz", "classical", "country", "ambient", "electronic"])
-    moods: list[Mood] = Field(default_factory=lambda: ["uplifting", "relaxing", "energetic"])
+        default_factory=lambda: list(_CHILD_SAFE_GENRES))
+    moods: list[Mood] = Field(default_factory=lambda: list(_CHILD_SAFE_MOODS))
     volume_cap: int = Field(70, ge=0, le=100)
     max_pin_attempts: int = Field(5, ge=1, description="Wrong PINs before a 15-minute lock-out")
 

@@ -77,12 +77,15 @@ class Produced:
         return (self.spec.seed + take) % 2**32
 
 
-def _audio():  # type: ignore[no-untyped-def]
-    """cassetted.audio, imported on first use: it pulls in SciPy (seconds), which only the
-    processes that produce songs need, not the daemon's event loop."""
-    from cassetted import audio
+# cassetted.audio is imported inside the functions that use it: it pulls in SciPy (seconds),
+# which only the processes that produce songs need, not the daemon's event loop.
 
-    return audio
+
+def _variant_progress(progress: ProgressCallback, i: int, n: int) -> ProgressCallback:
+    """Variant i of n reports its share of the overall progress."""
+    def report(fraction: float, note: str | None = None) -> None:
+        progress((i + fraction) / n, note)
+    return report
 
 
 def slugify(text: str, limit: int = 48) -> str:
@@ -138,7 +141,7 @@ def produce(
         spec = spec.model_copy(update={"title": asked_title or written.title or spec.title,
                                        "lyrics": written.lyrics, "style": written.style})
         note = f"{engine.name} could not write the lyrics ({str(why)[:160]}); {written.provider} did"
-        takes = [dataclasses.replace(take, notes=take.notes + (note,))
+        takes = [dataclasses.replace(take, notes=(*take.notes, note))
                  for take in _compose(engine, spec, progress, order)]
     if takes[0].rendered is not None:  # the engine chose lyrics, caption or metas itself
         spec = takes[0].rendered.model_copy(update={"title": spec.title, "seed": spec.seed})
@@ -146,7 +149,9 @@ def produce(
     rendered = round(takes[0].duration_s, 2)
     if abs(rendered - spec.duration_s) > 0.05:  # the engine could not render the length asked
         spec = spec.model_copy(update={"duration_s": rendered})
-    return spec, [dataclasses.replace(_audio().normalize_loudness(take), seed=take.seed,
+    from cassetted.audio import normalize_loudness
+
+    return spec, [dataclasses.replace(normalize_loudness(take), seed=take.seed,
                                       notes=take.notes) for take in takes], written.provider
 
 
@@ -166,7 +171,7 @@ def _compose(engine: MusicEngine, spec: SongSpec, progress: ProgressCallback,
         # are renders with the next seeds, one after the other.
         n = order.variants
         return [engine.generate(spec.model_copy(update={"seed": (spec.seed + i) % 2**32}),
-                                lambda f, _note=None, i=i: progress((i + f) / n))
+                                _variant_progress(progress, i, n))
                 for i in range(n)]
     source = None
     if order.source_path is not None:
@@ -184,7 +189,8 @@ def _compose(engine: MusicEngine, spec: SongSpec, progress: ProgressCallback,
 
 def save(song: Audio, spec: SongSpec, path: Path, fmt: str) -> Path:
     """Encode and tag the file that players will read."""
-    audio = _audio()
+    from cassetted import audio
+
     return audio.encode(song, path, fmt, audio.Tags(
         title=spec.title, genre=spec.genre, lyrics=spec.lyrics, bpm=spec.bpm, key=spec.key,
         comment=spec.prompt, date=time.strftime("%Y-%m-%d"),
@@ -211,6 +217,8 @@ class Pipeline:
         order: TaskOrder | None = None,
     ) -> Produced:
         spec, takes, provider = produce(spec, write_lyrics, engine, report, cancel, order)
+        from cassetted.audio import FORMATS
+
         report(JobState.encoding, 0.95)
         files = []
         seeds = tuple(take.seed if take.seed is not None else (spec.seed + i) % 2**32
@@ -219,7 +227,7 @@ class Pipeline:
         for i, take in enumerate(takes):
             suffix = f"-{i + 1}" if i else ""
             relative = Path(f"{slugify(spec.title)}-{song_id}{suffix}"
-                            f"{_audio().FORMATS[self.format]}")
+                            f"{FORMATS[self.format]}")
             take_spec = spec.model_copy(update={"seed": seeds[i]})
             path = save(take, take_spec, incoming_dir(self.library_dir) / relative, self.format)
             lrc.write_sidecar(path, take_spec, engine.name)  # timed lyrics beside the audio

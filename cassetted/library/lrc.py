@@ -39,7 +39,7 @@ def timed_lines(spec: SongSpec, engine: str = "builtin") -> list[TimedLine]:
 
 
 def _stamp(seconds: float) -> str:
-    centis = int(round(max(0.0, seconds) * 100))
+    centis = round(max(0.0, seconds) * 100)
     minutes, centis = divmod(centis, 6000)
     return f"{minutes:02d}:{centis // 100:02d}.{centis % 100:02d}"
 
@@ -49,7 +49,7 @@ def to_lrc(lines: list[TimedLine], title: str, artist: str = ARTIST,
     """Standard LRC: [ti:], [ar:], [length:] tags, then one [mm:ss.xx] line per sung line."""
     head = [f"[ti:{_tag_text(title)}]", f"[ar:{_tag_text(artist)}]"]
     if duration_s is not None:
-        minutes, seconds = divmod(int(round(duration_s)), 60)
+        minutes, seconds = divmod(round(duration_s), 60)
         head.append(f"[length:{minutes:02d}:{seconds:02d}]")
     head.append(f"[re:{ARTIST}]")
     body = [f"[{_stamp(t)}]{' '.join(text.split())}" for t, text in lines]

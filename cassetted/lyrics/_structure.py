@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 from cassetted.contract.schemas import MAX_LYRICS_CHARS, SongSpec
 
@@ -99,7 +100,7 @@ def _cmu() -> dict[str, list[str]]:
     import pronouncing
 
     pronouncing.init_cmu()
-    return pronouncing.lookup
+    return cast("dict[str, list[str]]", pronouncing.lookup)
 
 
 def phones(word: str) -> list[str]:

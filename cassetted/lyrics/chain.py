@@ -53,7 +53,7 @@ class LyricsChain:
             try:
                 result = provider.write(spec)
                 _final_check(result, spec)
-            except Exception as error:  # any failure of one provider is the next one's turn
+            except Exception as error:  # noqa: BLE001 - any failure of one provider is the next one's turn
                 reason = str(error) if isinstance(error, LyricsError) else type(error).__name__
                 log.warning("lyrics provider %s failed: %s", provider.name, reason)
                 failures.append(f"{provider.name} skipped: {reason}")

@@ -4,7 +4,8 @@ imported when a song is written so the daemon runs without it).
 `chat` is the one request path, for `write` (lyrics) and the LLM-assisted voice parse
 (`lyrics.ask`) alike. Non-streamed (one JSON body) or streamed (`stream = true`: NDJSON,
 one ChatResponse a line, the last with `"done": true`); `timeout_s` bounds the whole
-request either way, not only each read, so a server that trickles bytes still hands the turn to the next provider.
+request either way, not only each read, so a server that trickles bytes still hands the turn
+to the next provider.
 Error messages name the HTTP status, never the server's error text: a proxy in front of
 Ollama may echo the Authorization header in it.
 """

@@ -9,6 +9,7 @@ put in a log line or an exception.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import re
@@ -157,7 +158,7 @@ def _error_code(error: urllib.error.HTTPError, secret: str | None = None) -> str
                         continue  # the key, a piece of it, or the key in a disguise
                     parts.append(value)
         return " ".join(parts)
-    except Exception:
+    except (OSError, ValueError, http.client.HTTPException):  # unreadable or not JSON: no code
         return ""
 
 

@@ -31,8 +31,7 @@ _WORD = re.compile(r"[A-Za-z0-9@$!*'’-]+")
 
 
 def _normalise(token: str) -> str:
-    word = token.lower().translate(_LEET).strip("'’-")
-    return word
+    return token.lower().translate(_LEET).strip("'’-")
 
 
 def _is_explicit(word: str) -> bool:

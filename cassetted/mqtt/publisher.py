@@ -121,7 +121,7 @@ class MqttPublisher:
     def song_ready(self, song: SongInfo, job_id: str) -> None:
         if song.shared:
             self._retain(f"{self._base}/song/latest", song.model_dump_json())
-            event = Event(  # type: ignore[call-arg]  # Event allows extra fields (extra="allow")
+            event = Event(  # Event allows extra fields (extra="allow")
                 type="song_ready", ts=time.time(), job_id=job_id, song_id=song.id, room=song.room,
                 title=song.title, file=song.file)
         else:

@@ -197,7 +197,7 @@ class Router:
         if not reply.ok and reply.error is not None:
             log.info("rejected %s: %s %s", _loggable(topic), reply.error.code,
                      _loggable(reply.error.message))
-            event = Event(  # type: ignore[call-arg]  # Event allows extra fields (extra="allow")
+            event = Event(  # Event allows extra fields (extra="allow")
                 type="error", ts=time.time(), error=reply.error, topic=topic,
                 request_id=reply.request_id)
             self._publish(f"{self.base}/event", event.model_dump_json(exclude_none=True))

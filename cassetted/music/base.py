@@ -45,7 +45,7 @@ class Audio:
 
     @property
     def duration_s(self) -> float:
-        return self.samples.shape[0] / self.sample_rate
+        return float(self.samples.shape[0] / self.sample_rate)
 
 
 class NeedsLyrics(Exception):

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cassetted.contract import errors
 from cassetted.contract.schemas import (
@@ -69,7 +70,7 @@ def snapcast_settings(settings: Settings) -> SnapcastPlaybackSettings:
 
 
 def _load_song(song_id: str) -> Song | None:
-    return Song.get_or_none(Song.id == song_id)
+    return cast("Song | None", Song.get_or_none(Song.id == song_id))
 
 
 def _playlist(room: str) -> list[Song]:
@@ -207,7 +208,7 @@ class PlaybackController:
             zone = self.zones.get(room_id)
             self._on_state(room_id, getattr(zone, "status", ZoneStatus("unavailable" if zone else "idle")))
         for room_id, zone in self.zones.items():
-            await zone.start(lambda status, room_id=room_id: self._on_state(room_id, status))
+            await zone.start(functools.partial(self._on_state, room_id))
 
     async def stop(self) -> None:
         """Stop the zones and connections. Music keeps playing: MPD and Snapcast run on."""
@@ -444,7 +445,8 @@ class PlaybackController:
             return False
 
     async def _mirror_append(self, room_id: str, song: SongInfo) -> None:
-        append = m.append_to_playlist if (m := playlist_mirror(self._settings.rooms.get(room_id), self.zones.get(room_id))) else None
+        mirror = playlist_mirror(self._settings.rooms.get(room_id), self.zones.get(room_id))
+        append = mirror.append_to_playlist if mirror else None
         if append is not None:
             try:
                 await append(PLAYLIST_PREFIX + room_id, self._track(song))

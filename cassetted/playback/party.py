@@ -156,8 +156,5 @@ class PartyMode:
         """The group itself, or else the groups that now hold its clients."""
         if self._client.group(saved.group_id) is not None:
             return [saved.group_id]
-        holders = []
-        for group in self._client.groups():
-            if any(c.get("id") in saved.volumes for c in group.get("clients", [])):
-                holders.append(group["id"])
-        return holders
+        return [group["id"] for group in self._client.groups()
+                if any(c.get("id") in saved.volumes for c in group.get("clients", []))]

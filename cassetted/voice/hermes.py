@@ -202,10 +202,10 @@ class HermesAdapter:
             await self._apologise(raw, "Sorry, I could not understand that request.")
             return
 
-        session_id = data.get("sessionId") if isinstance(data.get("sessionId"), str) else None
-        site_id = data.get("siteId") if isinstance(data.get("siteId"), str) else "default"
-        site_id = site_id[:128]
-        text = data.get("input") if isinstance(data.get("input"), str) else ""
+        session, site, said = data.get("sessionId"), data.get("siteId"), data.get("input")
+        session_id = session if isinstance(session, str) else None
+        site_id = (site if isinstance(site, str) else "default")[:128]
+        text = said if isinstance(said, str) else ""
 
         request, unknown_room, warnings = self.request_from_intent(data, text, site_id, session_id)
         for warning in warnings:

@@ -506,9 +506,9 @@ def _room_matcher(rooms: Mapping[str, RoomSettings]) -> _RoomMatcher:
                 phrases.setdefault(tuple(words), rid)
                 room_words.update(w for w in words if len(w) >= _TYPO_MIN_LEN and w.isalpha())
     alternatives, group_rooms = [], {}
-    for index, (words, rid) in enumerate(sorted(phrases.items(), key=lambda p: -len(" ".join(p[0])))):
+    for index, (key, rid) in enumerate(sorted(phrases.items(), key=lambda p: -len(" ".join(p[0])))):
         group_rooms[f"r{index}"] = rid
-        alternatives.append(f"(?P<r{index}>" + r"[\s_\-]*".join(_token_pattern(w) for w in words) + ")")
+        alternatives.append(f"(?P<r{index}>" + r"[\s_\-]*".join(_token_pattern(w) for w in key) + ")")
     pattern = None
     if alternatives:
         pattern = re.compile(
@@ -654,7 +654,7 @@ class _Parse:
             number = parse_number(m["n"] or m["t"])
             if number is None:
                 continue
-            bpm = int(round(number))
+            bpm = round(number)
             if not MIN_BPM <= bpm <= MAX_BPM:
                 self.warnings.append(f"tempo {bpm} bpm is out of range ({MIN_BPM}-{MAX_BPM}); ignored")
                 continue
@@ -934,7 +934,7 @@ def _validate_field(name: str, raw: Any, rooms: Mapping[str, RoomSettings]) -> A
         if number is None or not math.isfinite(number):
             return None
         if name == "bpm":
-            bpm = int(round(number))
+            bpm = round(number)
             return bpm if MIN_BPM <= bpm <= MAX_BPM else None
         return float(number) if MIN_DURATION_S <= number <= MAX_DURATION_S else None
     if not isinstance(raw, str) or len(raw) > (2000 if name == "prompt" else 64):
@@ -959,7 +959,7 @@ def _validate_field(name: str, raw: Any, rooms: Mapping[str, RoomSettings]) -> A
 def _apply_llm(p: _Parse, llm: LlmParser) -> None:
     try:
         answer = llm(p.text)
-    except Exception as error:  # any failure of an optional helper is only a warning
+    except Exception as error:  # noqa: BLE001 - any failure of an optional helper is only a warning
         p.warnings.append(f"LLM parse failed ({type(error).__name__}); ignored")
         return
     for name, value in validate_fields(answer, p.rooms, p.warnings, source="LLM").items():

@@ -145,10 +145,8 @@ def phrase_alternation(phrases: list[str]) -> str:
 
     Longest first, so "heavy metal" wins over "heavy" at the same position.
     """
-    parts = []
-    for phrase in sorted(set(phrases), key=len, reverse=True):
-        parts.append(r"[\s\-']*".join(re.escape(word) for word in phrase.split(" ")))
-    return "|".join(parts)
+    return "|".join(r"[\s\-']*".join(re.escape(word) for word in phrase.split(" "))
+                    for phrase in sorted(set(phrases), key=len, reverse=True))
 
 
 # Typo tolerance: a word of four letters or more that is one edit (a letter missing,
