@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +115,30 @@ def test_drain_waits_for_pending_work_to_finish_by_itself() -> None:
 
     asyncio.run(main())
     assert done == [1, 2, 3]
+
+
+def test_no_module_but_the_owner_creates_tasks() -> None:
+    """Every background task goes through a BackgroundTasks owner: a bare create_task (or
+    ensure_future, or a TaskGroup) elsewhere would be a task nobody cancels on stop and
+    whose failure nobody logs."""
+    package = Path(__file__).resolve().parent.parent / "cassetted"
+    # A future awaited and cancelled within one function never outlives its caller.
+    scoped = {"cassetted/playback/zones/homeassistant.py _sleep_or_wake"}
+    bare = []
+    for path in sorted(package.rglob("*.py")):
+        if path == package / "tasks.py":
+            continue
+        where = path.relative_to(package.parent).as_posix()
+        functions = [f for f in ast.walk(ast.parse(path.read_text(), str(path)))
+                     if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+        for function in functions:
+            for node in ast.walk(function):
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                name = (func.attr if isinstance(func, ast.Attribute)
+                        else func.id if isinstance(func, ast.Name) else None)
+                if name in {"create_task", "ensure_future", "TaskGroup"} \
+                        and f"{where} {function.name}" not in scoped:
+                    bare.append(f"{where}:{node.lineno} {name}")
+    assert bare == []
