@@ -31,6 +31,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cassetted.cluster.settings import ClusterSettings
 from cassetted.contract.schemas import ROLES, ROOM_ID_PATTERN, USER_ID_PATTERN, Genre, Mood, Role
 from cassetted.homeassistant.settings import HomeAssistantSettings, HomeAssistantZoneSettings
 from cassetted.household.settings import (
@@ -210,6 +211,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     lyrics: LyricsSettings = Field(default_factory=LyricsSettings)
     acestep: AceStepSettings = Field(default_factory=AceStepSettings)
     acestep_api: AceStepApiSettings = Field(default_factory=AceStepApiSettings)

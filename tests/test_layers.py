@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("audio", "music", "lyrics"),      # making a song's parts
     ("library",),                      # songs as the household sees them
     ("jobs",),                         # the queue, the workers, the pipeline
+    ("cluster",),                      # the queue spread over machines (NATS JetStream)
     ("household",),                    # who asks, quotas, guests, learning
     ("playback",),                     # rooms and their zones
     ("mqtt",),                         # transport
@@ -31,7 +32,8 @@ LAYERS: list[tuple[str, ...]] = [
 # Each plugin's settings model lives with its plugin, and `config` assembles them: these
 # modules sit in the config layer whatever their package (they import only the layers below).
 CONFIG_LAYER = {
-    "cassetted.homeassistant.settings", "cassetted.household.settings",
+    "cassetted.cluster.settings", "cassetted.homeassistant.settings",
+    "cassetted.household.settings",
     "cassetted.library.media", "cassetted.lyrics.settings", "cassetted.music.acestep.settings",
     "cassetted.playback.plugin", "cassetted.playback.settings",
 }

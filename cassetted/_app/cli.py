@@ -1,4 +1,4 @@
-"""`cassetted run | generate | request | schemas | parse | keys | doctor`.
+"""`cassetted run | generate | request | schemas | parse | keys | doctor | worker | cluster`.
 
 Every subcommand loads the configuration the same way (`--config`, then the usual places)
 and exits with status 2 and one line on stderr when it is invalid.
@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         return daemon.run(settings, rebuild_library=args.rebuild_library)
-    except StoreError as error:  # one line, not a traceback in a restart loop
+    except (StoreError, config.ConfigError) as error:  # one line, not a traceback in a loop
         print(f"cassetted: {error}", file=sys.stderr)
         return EXIT_CONFIG
 
@@ -187,12 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _plugins() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
     """Subcommands that live beside the feature they drive."""
+    from cassetted._app import cluster as cluster_cli
     from cassetted._app import doctor as doctor_cli
     from cassetted._app import keys as keys_cli
     from cassetted._app import parse as parse_cli
     from cassetted._app import tokens as token_cli
 
-    return [parse_cli.register, keys_cli.register, token_cli.register, doctor_cli.register]
+    return [parse_cli.register, keys_cli.register, token_cli.register, doctor_cli.register,
+            cluster_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,12 +6,14 @@ desk, karaoke, the command handlers, Hermes, Home Assistant). Each part is given
 uses when it is built; parts hear about each other through the bus (cassetted.events).
 
 Start, each step logged: store (open, migrate) -> media server -> household -> room modes
--> party (before the runner: no finished party song goes unheard) -> job runner (recover
+-> party (before the runner: no finished party song goes unheard) -> with [cluster], the
+scheduler (NATS) and the local workers -> job runner (recover
 interrupted jobs, start workers) -> playback zones -> karaoke -> Hermes -> the MQTT link
 (connect, retry forever; commands arrive only now that every part is up) -> READY=1 to
 systemd once the broker answered. Stop (SIGTERM/SIGINT) runs the same steps in exact
 reverse in `finally`: the link first (no new command; queued messages flushed, `offline`),
-then Hermes, karaoke, playback, the runner (running jobs go back to the queue), the party,
+then Hermes, karaoke, playback, the runner (running jobs go back to the queue), the local
+workers and the scheduler, the party,
 the modes, the household, the media server, and the store last.
 """
 
@@ -27,13 +29,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cassetted import __version__
 from cassetted._app import sdnotify
 from cassetted.api.commands import Commands
 from cassetted.api.desk import SongDesk
-from cassetted.config import Settings
+from cassetted.config import ConfigError, Settings
 from cassetted.contract.schemas import VoteCommand
 from cassetted.events import BrokerConnected, EventBus
 from cassetted.features.karaoke import Karaoke
@@ -41,17 +43,21 @@ from cassetted.features.modes import RoomModes
 from cassetted.features.party import PartyHost
 from cassetted.homeassistant.bridge import HomeAssistantBridge
 from cassetted.household.service import Household
-from cassetted.jobs.runner import JobRunner
+from cassetted.jobs.runner import JobRunner, Producer
 from cassetted.library import index as library_index
 from cassetted.library.media import MediaServer, song_file_lookup
 from cassetted.mqtt.client import OUTBOX_LIMIT, MqttLink
 from cassetted.mqtt.publisher import MqttPublisher, ReplyFirst
 from cassetted.mqtt.router import Router
 from cassetted.playback.controller import PlaybackController
-from cassetted.store.database import REBUILD_HINT, Store, StoreError, describe, is_empty
+from cassetted.store.database import REBUILD_HINT, Job, Store, StoreError, describe, is_empty
 from cassetted.tasks import BackgroundTasks
 from cassetted.voice import intake
 from cassetted.voice.hermes import HermesAdapter, HermesAnnouncer
+
+if TYPE_CHECKING:
+    from cassetted.cluster.local import LocalWorkers
+    from cassetted.cluster.scheduler import ClusterScheduler
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +159,9 @@ class Daemon:
 
         # The core: playback, the queue, the room modes, the household.
         playback = PlaybackController(settings, store, bus, publisher.room_state, publisher.event)
+        cluster, local_workers, producers = self._cluster()
         runner = JobRunner(store, settings, bus, read_prompt=intake.read_prompt,
-                           deliver=playback.song_ready)
+                           deliver=playback.song_ready, producers=producers)
         modes = RoomModes(settings, store, bus, playback=playback, submit_direct=runner.submit,
                           cancel_job=runner.cancel, publish_event=publisher.event)
         household = Household(settings, store, bus, modes=modes,
@@ -197,6 +204,9 @@ class Daemon:
             Step("household", household.start, household.stop),
             Step("room modes", modes.start, modes.stop),
             Step("party", party.start, party.stop),
+            Step("cluster", cluster.start, cluster.stop) if cluster is not None else None,
+            Step("local workers", local_workers.start, local_workers.stop)
+            if local_workers is not None else None,
             Step("job runner", runner.start, runner.stop),
             Step("playback", playback.start, playback.stop),
             Step("karaoke", _nothing, karaoke.stop),
@@ -205,6 +215,36 @@ class Daemon:
                  functools.partial(self._disconnect, link)),
         ]
         return _Parts(link=link, steps=[step for step in steps if step is not None])
+
+    def _cluster(self) -> tuple[ClusterScheduler | None, LocalWorkers | None,
+                                list[Producer] | None]:
+        """With [cluster] nats_url: the scheduler, the runner's slots on it and the local
+        workers; without, nothing (the runner makes songs in its own worker processes)."""
+        settings = self.settings
+        if not settings.cluster.enabled:
+            return None, None, None
+        try:
+            import nats  # noqa: F401 - only to say plainly that the extra is missing
+        except ImportError:
+            raise ConfigError("[cluster] nats_url needs the NATS client: "
+                              "pip install 'cassetted[cluster]'") from None
+        from cassetted.cluster.local import LocalWorkers
+        from cassetted.cluster.scheduler import ClusterScheduler, ClusterSlot
+        from cassetted.cluster.worker import default_name
+
+        store = self.store
+
+        async def job_state(job_id: str) -> str | None:
+            job = await store.call(Job.get_or_none, Job.id == job_id)
+            return str(job.state) if job is not None else None
+
+        scheduler = ClusterScheduler(settings, job_state)
+        slots: list[Producer] = [ClusterSlot(scheduler, i)
+                                 for i in range(settings.cluster.max_in_flight)]
+        host = default_name()
+        local = LocalWorkers(settings, [f"{host}-local-{i}"
+                                        for i in range(settings.cluster.local_workers)])
+        return scheduler, local, slots
 
     def _voice_parser(self) -> Callable[..., Any]:
         """The voice handler's parser; with [voice] llm_fallback it uses the asking user's

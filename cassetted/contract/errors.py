@@ -85,6 +85,18 @@ class Interrupted(CassettedError):
     system_fault = True
 
 
+class NoWorker(CassettedError):
+    """[cluster]: no live worker offers the engine a job asks for (for `no_worker_s`)."""
+
+    code = "no_worker"
+
+
+class WorkerLost(CassettedError):
+    """[cluster]: the job was handed to `max_deliver` workers and none finished it."""
+
+    code = "worker_lost"
+
+
 class Unauthorized(CassettedError):
     """No known identity where one is needed, or a token that matches nobody."""
 

@@ -410,6 +410,8 @@ class JobEvent(BaseModel):
     retry_in_s: float | None = Field(
         None, ge=0.0, description="Queued again after a failure that was the system's fault "
         "(disk, database, a killed worker): the next attempt starts in this many seconds")
+    worker: str | None = Field(None, description="The worker that made the song (on `ready`, "
+                               "`playing`, `done`): a local process or a `cassetted worker`")
     ts: float = Field(description="Unix time of the transition.")
 
 
@@ -447,6 +449,8 @@ class SongInfo(BaseModel):
     variant_of: str | None = Field(None, description="The first take, for the other takes")
     shared: bool = True
     score: int | None = Field(None, description="Sum of votes (library queries)")
+    worker: str | None = Field(None, description="The worker that made it (none for songs made "
+                               "before workers were recorded, or indexed from files)")
     created_at: float
 
 

@@ -69,6 +69,8 @@ class Produced:
     variant_files: tuple[str, ...] = ()  # takes 2..n
     seeds: tuple[int, ...] = ()  # the seed of each take as the engine rendered it
     notes: tuple[str, ...] = ()  # what the engine wants the household to know
+    worker: str | None = None  # the worker that made it (set by whoever ran the pipeline)
+    song_id: str | None = None  # set when the song's id is not the one asked for (cluster)
 
     def seed_of(self, take: int) -> int:
         """The seed that reproduces take `take` (0 = the song itself)."""

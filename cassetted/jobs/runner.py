@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cassetted.config import RoomSettings, Settings
 from cassetted.contract import errors
@@ -68,6 +68,35 @@ _DELIVER_TIMEOUT_S = 60   # a song is ready even if its room's player never answ
 Deliver = Callable[[SongInfo], Awaitable[bool]]
 
 
+class Producer(Protocol):
+    """Where a job's song is made: a local worker process (cassetted.jobs.worker) or a slot
+    of the cluster's queue (cassetted.cluster.scheduler). The runner holds one per job it
+    may run at once."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    async def restart(self) -> None: ...
+
+    async def produce(self, job_id: str, song_id: str, spec: SongSpec, request: SongRequest,
+                      order: TaskOrder | None,
+                      report: Callable[[JobState, float], None]) -> Produced:
+        """The finished files in the library's .incoming/; raises Cancelled or a
+        CassettedError."""
+        ...
+
+    def cancel(self) -> None: ...
+
+    async def committed(self, job_id: str) -> None:
+        """The song row is stored: whatever held the result for a retry may let it go."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
 def _event(job: Job, **extra: object) -> JobEvent:
     error = (ErrorInfo(code=job.error_code, message=job.error_message or "")
              if job.error_code else None)
@@ -84,7 +113,7 @@ class _Running:
     """In-memory view of a job being produced (the row holds the durable part)."""
 
     job: Job
-    worker: WorkerProcess
+    worker: Producer
     started: float = field(default_factory=time.monotonic)
     expected_s: float = 60.0
     last_published: float = 0.0
@@ -233,7 +262,7 @@ def _store_song(job_id: str, song_id: str, produced: Produced,
         time_signature=spec.time_signature, duration_s=spec.duration_s, language=spec.language,
         instrumental=spec.instrumental, child_safe=spec.child_safe,
         room=request.room, user=request.user, shared=not request.private, engine=produced.engine,
-        lyrics_provider=produced.lyrics_provider, format=produced.format,
+        lyrics_provider=produced.lyrics_provider, format=produced.format, worker=produced.worker,
     )
     with Song._meta.database.atomic():
         song = Song.create(id=song_id, seed=spec.seed, file=produced.relative_file, **fields)
@@ -257,6 +286,7 @@ class JobRunner:
         bus: EventBus,
         read_prompt: spec_module.PromptReader = spec_module._no_reading,
         deliver: Deliver | None = None,
+        producers: list[Producer] | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -264,8 +294,10 @@ class JobRunner:
         self._tasks = BackgroundTasks("jobs")
         self._read_prompt = read_prompt
         self._deliver = deliver
-        self._concurrency = settings.generation.max_concurrent
-        self._processes = [WorkerProcess(settings, i) for i in range(self._concurrency)]
+        # Local worker processes unless the daemon hands in others (the cluster's slots).
+        self._processes: list[Producer] = producers if producers is not None else [
+            WorkerProcess(settings, i) for i in range(settings.generation.max_concurrent)]
+        self._concurrency = len(self._processes)
         self._wakeup = asyncio.Event()
         self._running: dict[str, _Running] = {}
         self._pending = 0
@@ -428,7 +460,7 @@ class JobRunner:
 
     # ------------------------------------------------------------------ workers
 
-    async def _worker(self, process: WorkerProcess) -> None:
+    async def _worker(self, process: Producer) -> None:
         """Claim and run jobs forever. Supervised here: whatever escapes a job (a database
         that cannot be written, a worker process that cannot start) is logged at ERROR, the
         job held is kept for later, and the loop carries on after a growing pause."""
@@ -507,7 +539,7 @@ class JobRunner:
         self._stranded.difference_update(ids)
         await self._refresh_queue()
 
-    async def _run(self, job: Job, process: WorkerProcess) -> None:
+    async def _run(self, job: Job, process: Producer) -> None:
         request = SongRequest.model_validate_json(job.request)
         room = self._settings.rooms.get(request.room) if request.room else None
         running = _Running(job=job, worker=process)
@@ -529,10 +561,11 @@ class JobRunner:
             consumer = self._tasks.spawn(self._follow(running, updates), f"follow-{job.id}")
             started = time.monotonic()
             try:
-                produced = await process.produce(song_id, spec, request, order, report)
+                produced = await process.produce(job.id, song_id, spec, request, order, report)
             finally:
                 updates.put_nowait(None)
                 await consumer
+            song_id = produced.song_id or song_id  # a cluster job re-attached after a restart
             self._learn(engine, (time.monotonic() - started) / spec.duration_s)
             try:
                 job, song, variants = await self._store.call(
@@ -542,6 +575,10 @@ class JobRunner:
                 incoming.discard(self._settings.library_dir,
                                  [produced.relative_file, *produced.variant_files])
                 raise
+            try:
+                await process.committed(job.id)
+            except Exception:  # the result is kept for a while; a duplicate is recognised
+                log.exception("job %s: could not release its result", job.id)
             # Committed: now the files may enter the library (a crash before this line
             # leaves them in .incoming/, which the next start settles).
             try:
@@ -550,17 +587,18 @@ class JobRunner:
             except OSError as error:  # the row is there: the next start moves them in
                 log.error("song %s: files not moved into the library yet: %s", song_id, error)
             info = song_info(song, self._settings)
-            self._job_changed(_event(job, file=info.file, room=song.room,
-                                              variants=variants or None,
-                                              warnings=list(produced.notes) or None))
+            self._job_changed(_event(job, file=info.file, room=song.room, worker=produced.worker,
+                                     variants=variants or None,
+                                     warnings=list(produced.notes) or None))
             ready = SongReady(info, job.id)
             self._bus.emit(ready)  # the party may hold it: it plays in the party's order
             if self._deliver is not None and song.room and not ready.held_by and await self._play(info):
                 job = await self._store.call(_set, job.id, state=JobState.playing.value)
-                self._job_changed(_event(job, file=info.file, room=song.room))
+                self._job_changed(_event(job, file=info.file, room=song.room,
+                                         worker=produced.worker))
             job = await self._store.call(_set, job.id, state=JobState.done.value,
                                          finished_at=time.time())
-            self._job_changed(_event(job, file=info.file, room=song.room))
+            self._job_changed(_event(job, file=info.file, room=song.room, worker=produced.worker))
         except Cancelled:
             job = await self._store.call(_set, job.id, state=JobState.cancelled.value,
                                          finished_at=time.time())

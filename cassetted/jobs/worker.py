@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import threading
@@ -42,7 +43,7 @@ _ERRORS: dict[str, type[errors.CassettedError]] = {
 # ------------------------------------------------------------------------------- the child
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: have the kernel kill this child when the daemon dies, even by SIGKILL.
 
     A child outliving a killed daemon would finish its song after the next start already
@@ -63,7 +64,7 @@ def _die_with_parent() -> None:
 
 def _child_main(conn: Connection, settings: Settings) -> None:
     """Serve jobs until told to stop or the parent goes away."""
-    _die_with_parent()
+    die_with_parent()
     logging.basicConfig(level=settings.log.level,
                         format="%(levelname)s %(name)s[worker]: %(message)s")
     from cassetted import redaction
@@ -131,9 +132,10 @@ def _child_main(conn: Connection, settings: Settings) -> None:
 class WorkerProcess:
     """The parent's handle on one child: start, produce, cancel, stop, restart if it died."""
 
-    def __init__(self, settings: Settings, index: int) -> None:
+    def __init__(self, settings: Settings, index: int, name: str | None = None) -> None:
         self._settings = settings
         self._index = index
+        self.name = name or f"local-{index}"  # the `worker` of the songs it makes
         self._process: Any = None
         self._conn: Connection | None = None
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
@@ -168,7 +170,7 @@ class WorkerProcess:
             asyncio.get_running_loop().remove_reader(self._conn.fileno())
             self._inbox.put_nowait(("died",))
 
-    async def produce(self, song_id: str, spec: SongSpec, request: SongRequest,
+    async def produce(self, job_id: str, song_id: str, spec: SongSpec, request: SongRequest,
                       order: TaskOrder | None,
                       report: Callable[[JobState, float], None]) -> Produced:
         """Run one job in the child; raises Cancelled or a CassettedError."""
@@ -184,7 +186,7 @@ class WorkerProcess:
                 report(JobState(message[1]), message[2])
             elif kind == "done":
                 produced: Produced = message[1]
-                return produced
+                return dataclasses.replace(produced, worker=self.name)
             elif kind == "cancelled":
                 raise Cancelled()
             elif kind == "error":
@@ -194,6 +196,9 @@ class WorkerProcess:
                 await self.restart()
                 # Killed (out of memory, a crashing engine): the system's fault, retried.
                 raise errors.Interrupted(f"the worker process died (exit code {code})")
+
+    async def committed(self, job_id: str) -> None:
+        """Nothing to release: the files are already in the library's .incoming/."""
 
     def cancel(self) -> None:
         if self._conn is not None:

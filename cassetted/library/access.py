@@ -156,5 +156,5 @@ def song_info(song: Song, settings: Settings) -> SongInfo:
         seed=song.seed, room=song.room, user=song.user, engine=song.engine,
         lyrics_provider=song.lyrics_provider, file=str(settings.library_dir / song.file),
         format=song.format, url=url, variant_of=song.variant_of, shared=song.shared,
-        created_at=song.created_at,
+        worker=song.worker, created_at=song.created_at,
     )

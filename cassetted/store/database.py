@@ -69,6 +69,8 @@ class Song(BaseModel):
     variant_of = pw.CharField(max_length=32, null=True, index=True)
     # Shared with the household (default) or private to its maker.
     shared = pw.BooleanField(default=True, index=True)
+    # The worker that made it: a local process ("local-0") or a `cassetted worker`'s name.
+    worker = pw.CharField(max_length=64, null=True)
     created_at = pw.DoubleField(default=time.time, index=True)
 
 
@@ -231,9 +233,16 @@ def _household(migrator: SchemaMigrator) -> None:
                                      PartyQueueEntry])
 
 
+def _song_worker(migrator: SchemaMigrator) -> None:
+    """3: which worker made a song (songs made on other machines, issue 16)."""
+    from playhouse.migrate import migrate
+
+    migrate(migrator.add_column("song", "worker", Song.worker))
+
+
 # Step N brings the schema from version N-1 to N. Step 1 is the initial create_tables.
 Migration = Callable[[SchemaMigrator], None]
-MIGRATIONS: list[Migration] = [_household]
+MIGRATIONS: list[Migration] = [_household, _song_worker]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 

@@ -57,7 +57,7 @@ def test_produce_reports_progress_and_hands_back_the_song(settings: Settings) ->
 
     async def test(worker: WorkerProcess) -> Produced:
         spec, request = order(settings)
-        return await worker.produce("song1", spec, request, None,
+        return await worker.produce("job1", "song1", spec, request, None,
                                     lambda state, fraction: reports.append((state, fraction)))
 
     produced = run(test, settings)
@@ -81,7 +81,7 @@ def test_cancel_stops_production(settings: Settings) -> None:
             if state == JobState.composing:
                 composing.set()
 
-        production = asyncio.create_task(worker.produce("song2", spec, request, None, report))
+        production = asyncio.create_task(worker.produce("job2", "song2", spec, request, None, report))
         await composing.wait()
         worker.cancel()
         with pytest.raises(Cancelled):
@@ -95,7 +95,7 @@ def test_an_error_in_the_child_comes_back_as_its_class(settings: Settings) -> No
     async def test(worker: WorkerProcess) -> None:
         spec, request = order(settings, engine="gramophone")
         with pytest.raises(errors.UnknownEngine, match="gramophone"):
-            await worker.produce("song3", spec, request, None, lambda state, fraction: None)
+            await worker.produce("job3", "song3", spec, request, None, lambda state, fraction: None)
         assert worker.alive
 
     run(test, settings)
@@ -111,7 +111,7 @@ def test_a_killed_child_is_an_interruption_and_is_replaced(settings: Settings) -
             if state == JobState.composing:
                 composing.set()
 
-        production = asyncio.create_task(worker.produce("song4", spec, request, None, report))
+        production = asyncio.create_task(worker.produce("job4", "song4", spec, request, None, report))
         await composing.wait()
         assert first.pid is not None
         os.kill(first.pid, signal.SIGKILL)

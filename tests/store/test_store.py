@@ -109,14 +109,15 @@ def test_a_version_1_database_migrates_to_the_household_schema(request: pytest.F
                               store.ChildSafeLog, store.PartyQueueEntry, store.Party])
         migrator = SchemaMigrator.from_database(database)
         migrate(migrator.drop_index("song", "song_shared"), migrator.drop_column("song", "shared"),
-                migrator.drop_index("job", "job_user"), migrator.drop_column("job", "user"))
+                migrator.drop_index("job", "job_user"), migrator.drop_column("job", "user"),
+                migrator.drop_column("song", "worker"))
         store.SchemaVersion.update(version=1).execute()
         database.execute_sql("INSERT INTO job (id, request, state, progress, attempts, "
                              "created_at, updated_at) VALUES ('old', '{}', 'queued', 0, 0, 1, 1)")
         database.close()
 
         database = store.open_database(url, here)
-        assert store.SchemaVersion.get().version == store.SCHEMA_VERSION == 2
+        assert store.SchemaVersion.get().version == store.SCHEMA_VERSION == 3
         old = store.Job.get_by_id("old")
         assert old.user is None and old.state == "queued"
         store.User.create(id="dad", name="Dad", role="owner")
@@ -204,3 +205,28 @@ def test_library_index_knows_every_audio_format() -> None:
     from cassetted.library import index as library_index
 
     assert {ext: fmt for fmt, ext in audio.FORMATS.items()} == library_index._EXTENSIONS
+
+
+def test_a_version_2_database_gains_the_song_worker(request: pytest.FixtureRequest,
+                                                   tmp_path: Path) -> None:
+    """Songs made before workers were recorded keep their rows, with no worker, on SQLite
+    and on PostgreSQL."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    for url in (None, request.getfixturevalue("pg_url")):
+        here = tmp_path / ("pg" if url else "sqlite")
+        database = store.open_database(url, here)
+        migrate(SchemaMigrator.from_database(database).drop_column("song", "worker"))
+        store.SchemaVersion.update(version=2).execute()
+        database.execute_sql(
+            "INSERT INTO song (id, title, prompt, lyrics, style, genre, mood, bpm, key, "
+            "time_signature, duration_s, language, instrumental, seed, child_safe, engine, "
+            "lyrics_provider, file, format, url_token, shared, created_at) VALUES ('s-old', "
+            "'Old', '', '', '', 'jazz', 'relaxing', 90, 'C major', '4/4', 30, 'en', false, 1, "
+            "false, 'builtin', 'builtin', 'old.flac', 'flac', 'tok-old', true, 1)")
+        database.close()
+
+        database = store.open_database(url, here)
+        assert store.SchemaVersion.get().version == store.SCHEMA_VERSION == 3
+        assert store.Song.get_by_id("s-old").worker is None
+        database.close()

@@ -1,0 +1,76 @@
+"""`[cluster] local_workers`: `cassetted worker` processes the daemon runs on its own machine.
+
+They are ordinary workers (they pull from the same queue as any other machine's), started
+as child processes that the kernel kills with the daemon, so a daemon killed with SIGKILL
+leaves none behind to be doubled by the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+from typing import Any
+
+from cassetted.config import Settings
+from cassetted.jobs.worker import die_with_parent
+
+log = logging.getLogger(__name__)
+
+_CONTEXT = multiprocessing.get_context("spawn")
+_STOP_GRACE_S = 10.0
+
+
+def serve(settings: Settings, name: str, *, child: bool = False) -> int:
+    """Run one worker until SIGTERM/SIGINT (the `cassetted worker` command, or a local one)."""
+    from cassetted import redaction
+    from cassetted.cluster.worker import ClusterWorker
+
+    if child:
+        die_with_parent()
+        logging.basicConfig(level=settings.log.level,
+                            format=f"%(levelname)s %(name)s[{name}]: %(message)s")
+    redaction.install(redaction.configured_secrets(settings))
+
+    async def main() -> None:
+        worker = ClusterWorker(settings, name)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0
+
+
+class LocalWorkers:
+    """The daemon's own workers: started after the scheduler, stopped before it."""
+
+    def __init__(self, settings: Settings, names: list[str]) -> None:
+        self._settings = settings
+        self._names = names
+        self._processes: list[Any] = []
+
+    async def start(self) -> None:
+        for name in self._names:
+            process = _CONTEXT.Process(target=serve, args=(self._settings, name),
+                                       kwargs={"child": True}, name=f"cassetted-{name}",
+                                       daemon=True)
+            process.start()
+            self._processes.append(process)
+        if self._names:
+            log.info("cluster: %d local worker(s) started", len(self._names))
+
+    async def stop(self) -> None:
+        processes, self._processes = self._processes, []
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: its job goes back to the queue at once
+        for process in processes:
+            await asyncio.to_thread(process.join, _STOP_GRACE_S)
+            if process.is_alive():
+                process.kill()
+                await asyncio.to_thread(process.join, 5)

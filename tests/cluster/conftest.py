@@ -1,0 +1,97 @@
+"""A private nats-server per test, and `cassetted worker` processes to point at it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.services import NatsServer
+
+pytest.importorskip("nats")
+
+# Fast beats and short leases, so that a dead worker is noticed within seconds here.
+CLUSTER_TIMING = "heartbeat_s = 0.5\nlease_s = 3\nmax_deliver = 3\n"
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    (tmp_path / "nats").mkdir()
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+def cluster_toml(url: str, **values: object) -> str:
+    """A `[cluster]` table: the test's server, fast timing, and `values` on top."""
+    lines = [f'nats_url = "{url}"', CLUSTER_TIMING.strip()]
+    for key, value in values.items():
+        lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
+    return "\n[cluster]\n" + "\n".join(lines) + "\n"
+
+
+class WorkerProcess:
+    """`python -m cassetted worker` as a real subprocess with its own state folder."""
+
+    def __init__(self, workdir: Path, name: str, config_text: str) -> None:
+        self.name = name
+        self.dir = workdir / f"worker-{name}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = self.dir / "cassetted.toml"
+        self.config.write_text(config_text)
+        self.log_path = self.dir / "worker.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CASSETTED_")}
+        env.update({"CASSETTED_STATE_DIR": str(self.dir / "state"), "PYTHONUNBUFFERED": "1",
+                    "CASSETTED_LOG__LEVEL": "INFO"})
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cassetted", "worker", "--config", str(self.config),
+                 "--name", self.name], env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its render child (a power cut takes both)."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):  # it died with its parent
+                os.kill(int(pid), signal.SIGKILL)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    made: list[WorkerProcess] = []
+
+    def make(name: str, config_text: str) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path, name, config_text)
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.stop()

@@ -1,0 +1,204 @@
+"""The daemon as scheduler and `cassetted worker` processes, over a real nats-server.
+
+Every test runs the real daemon (`python -m cassetted run`), real workers (`python -m
+cassetted worker`, each with its own state folder: they share nothing with the daemon but
+the NATS server) and the real broker, and counts songs in the daemon's database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.cluster.conftest import WorkerProcess, cluster_toml
+from tests.fixtures.services import NatsServer, wait_for
+from tests.probe import MqttProbe
+
+SONG = {"prompt": "a song from the basement", "duration_s": 10, "instrumental": False}
+
+
+def _songs(daemon_state: Path) -> list[tuple[str, str | None, str]]:
+    with sqlite3.connect(daemon_state / "cassetted.db") as db:
+        return db.execute("SELECT id, worker, file FROM song ORDER BY created_at").fetchall()
+
+
+def _library_audio(daemon_state: Path) -> list[Path]:
+    return sorted(p for p in (daemon_state / "library").glob("*.flac"))
+
+
+async def _bucket_objects(url: str, bucket: str) -> list[str]:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        store = await (nc.jetstream()).object_store(bucket)
+        try:
+            return [info.name for info in await store.list(ignore_deletes=True)]
+        except Exception:  # noqa: BLE001 - nats-py raises NotFoundError for an empty bucket
+            return []
+    finally:
+        await nc.close()
+
+
+def _rendering(worker: WorkerProcess) -> str | None:
+    """The job id the worker's log says it started last, if any."""
+    lines = [line for line in worker.log().splitlines() if f"worker {worker.name}: job " in line
+             and "(" in line]
+    return lines[-1].split(": job ")[1].split(" ")[0] if lines else None
+
+
+def test_a_song_is_made_by_a_worker_on_another_machine(
+        daemon_factory: Callable[..., Any], probe: MqttProbe, nats_server: NatsServer,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    daemon = daemon_factory(cluster_toml(nats_server.url, local_workers=0)).start()
+    worker = worker_factory("gpu-box", cluster_toml(nats_server.url)).start()
+    probe.wait_online()
+    reply = probe.command("song/create", {**SONG, "seed": 7, "duration_s": 30})
+    assert reply["ok"], reply
+    done = probe.wait_job(reply["job_id"], ("done", "failed"), timeout=120)
+    assert done["state"] == "done", (done, daemon.log()[-3000:], worker.log()[-3000:])
+    assert done["worker"] == "gpu-box"
+    latest = probe.wait(lambda m: m.topic == f"{probe.base}/song/latest").json()
+    assert latest["worker"] == "gpu-box" and Path(latest["file"]).is_file()
+    assert latest["lyrics"] and Path(latest["file"]).with_suffix(".lrc").is_file()
+    assert [(s[0], s[1]) for s in _songs(daemon.state_dir)] == [(latest["id"], "gpu-box")]
+    # Stored, so the files bucket keeps nothing; the daemon's .incoming/ is empty too.
+    assert asyncio.run(_bucket_objects(nats_server.url, "cassetted-files")) == []
+    assert list((daemon.state_dir / "library" / ".incoming").iterdir()) == []
+
+
+def test_a_burst_survives_a_worker_killed_midway_and_another_joining(
+        daemon_factory: Callable[..., Any], probe: MqttProbe, nats_server: NatsServer,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    """The issue's proof: local_workers = 0, two workers share a burst, one is killed -9
+    while it renders, a third joins; every request ends as exactly one song, made by the
+    workers, and the killed worker's job is made by another."""
+    daemon = daemon_factory(cluster_toml(nats_server.url, local_workers=0)).start()
+    worker_toml = cluster_toml(nats_server.url)
+    first, second = (worker_factory(name, worker_toml).start() for name in ("box-a", "box-b"))
+    probe.wait_online()
+    jobs = []
+    for i in range(8):
+        reply = probe.command("song/create", {**SONG, "duration_s": 30, "seed": i,
+                                              "request_id": f"burst-{i}"})
+        assert reply["ok"], reply
+        jobs.append(reply["job_id"])
+    victim_job = wait_for(lambda: _rendering(first), timeout=60)
+    first.kill()
+    third = worker_factory("box-c", worker_toml).start()
+    finals = {job: probe.wait_job(job, ("done", "failed", "cancelled"), timeout=180)
+              for job in jobs}
+    failed = {job: final for job, final in finals.items() if final["state"] != "done"}
+    assert not failed, (failed, daemon.log()[-4000:])
+    assert finals[victim_job]["worker"] in ("box-b", "box-c")
+    songs = _songs(daemon.state_dir)
+    assert len(songs) == 8 and len({s[0] for s in songs}) == 8
+    assert {s[1] for s in songs} <= {"box-a", "box-b", "box-c"}
+    assert len({finals[job]["song_id"] for job in jobs}) == 8
+    assert len(_library_audio(daemon.state_dir)) == 8  # no file without its row
+    # A request sent again maps to its one job.
+    again = probe.command("song/create", {**SONG, "duration_s": 30, "seed": 0,
+                                          "request_id": "burst-0"})
+    assert again["job_id"] == jobs[0]
+    assert "box-c" in {s[1] for s in songs} or third.log()  # it joined (it may have been idle)
+    assert asyncio.run(_bucket_objects(nats_server.url, "cassetted-files")) == []
+    second.stop()
+
+
+def test_the_daemon_killed_and_restarted_mid_run_loses_and_doubles_nothing(
+        daemon_factory: Callable[..., Any], probe: MqttProbe, nats_server: NatsServer,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    daemon = daemon_factory(cluster_toml(nats_server.url, local_workers=0)).start()
+    worker_toml = cluster_toml(nats_server.url)
+    workers = [worker_factory(name, worker_toml).start() for name in ("box-a", "box-b")]
+    probe.wait_online()
+    jobs = [probe.command("song/create", {**SONG, "duration_s": 30, "seed": i,
+                                          "request_id": f"restart-{i}"})["job_id"]
+            for i in range(6)]
+    wait_for(lambda: any(_rendering(w) for w in workers), timeout=60)
+    daemon.kill()
+    # The workers go on while the daemon is away: their results wait in the stream.
+    wait_for(lambda: sum("done" in line for w in workers
+                         for line in w.log().splitlines() if ": job " in line) >= 2,
+             timeout=60)
+    daemon.start()
+    finals = {job: probe.wait_job(job, ("done", "failed", "cancelled"), timeout=180)
+              for job in jobs}
+    assert all(final["state"] == "done" for final in finals.values()), (finals, daemon.log()[-4000:])
+    songs = _songs(daemon.state_dir)
+    assert len(songs) == 6, songs
+    assert len(_library_audio(daemon.state_dir)) == 6
+    assert {s[1] for s in songs} <= {"box-a", "box-b"}
+    assert asyncio.run(_bucket_objects(nats_server.url, "cassetted-files")) == []
+
+
+def test_a_job_for_an_engine_no_worker_has_fails_with_no_worker(
+        daemon_factory: Callable[..., Any], probe: MqttProbe, nats_server: NatsServer,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    daemon_factory(cluster_toml(nats_server.url, local_workers=0, no_worker_s=2.0)).start()
+    worker = worker_factory("cpu-only", cluster_toml(nats_server.url,
+                                                     engines=["builtin"])).start()
+    probe.wait_online()
+    gpu = probe.command("song/create", {**SONG, "engine": "acestep"})
+    assert gpu["ok"], gpu
+    final = probe.wait_job(gpu["job_id"], ("done", "failed"), timeout=60)
+    assert final["state"] == "failed" and final["error"]["code"] == "no_worker", final
+    assert "acestep" in final["error"]["message"]
+    # The builtin worker never saw it, and still makes what it can.
+    assert "acestep" not in worker.log()
+    cpu = probe.command("song/create", SONG)
+    assert probe.wait_job(cpu["job_id"], ("done", "failed"), timeout=60)["worker"] == "cpu-only"
+
+
+def test_cancel_reaches_the_rendering_worker_within_a_second(
+        daemon_factory: Callable[..., Any], probe: MqttProbe, nats_server: NatsServer,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    import time
+
+    daemon_factory(cluster_toml(nats_server.url, local_workers=0)).start()
+    worker = worker_factory("box-a", cluster_toml(nats_server.url)).start()
+    probe.wait_online()
+    long = probe.command("song/create", {**SONG, "duration_s": 600})
+    probe.wait_job(long["job_id"], ("composing",), timeout=60)
+    started = time.monotonic()
+    assert probe.command(f"job/{long['job_id']}/cancel", {})["ok"]
+    final = probe.wait_job(long["job_id"], ("cancelled", "done", "failed"), timeout=30)
+    took = time.monotonic() - started
+    assert final["state"] == "cancelled", final
+    assert took < 3.0, took  # a second on the worker, plus the event's way back
+    assert f"job {long['job_id']} cancelled" in worker.log()
+    # The worker is free again: the next song is made at once.
+    after = probe.command("song/create", SONG)
+    assert probe.wait_job(after["job_id"], ("done", "failed"), timeout=60)["state"] == "done"
+
+
+def test_cluster_status_lists_the_workers_and_the_backlog(
+        daemon_factory: Callable[..., Any], probe: MqttProbe, nats_server: NatsServer,
+        worker_factory: Callable[..., WorkerProcess], tmp_path: Path) -> None:
+    daemon_factory(cluster_toml(nats_server.url, local_workers=0)).start()
+    worker_factory("box-a", cluster_toml(nats_server.url, engines=["builtin"],
+                                         max_duration_s=300.0)).start()
+    probe.wait_online()
+    config = tmp_path / "status.toml"
+    config.write_text(cluster_toml(nats_server.url))
+
+    def status() -> dict[str, Any]:
+        out = subprocess.run([sys.executable, "-m", "cassetted", "cluster", "status", "--json",
+                              "--config", str(config)], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+        return json.loads(out)
+
+    report = wait_for(lambda: (r := status())["workers"] and r, timeout=30)
+    (box,) = report["workers"]
+    assert box["name"] == "box-a" and box["engines"] == ["builtin"]
+    assert box["max_duration_s"] == 300.0 and box["busy"] is None
+    assert report["backlog"].get("builtin", 0) == 0
+    text = subprocess.run([sys.executable, "-m", "cassetted", "cluster", "status", "--config",
+                           str(config)], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "1 worker(s)" in text and "box-a" in text and "songs up to 300 s" in text
