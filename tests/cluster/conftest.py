@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from tests.fixtures.services import NatsServer
 pytest.importorskip("nats")
 
 # Fast beats and short leases, so that a dead worker is noticed within seconds here.
-CLUSTER_TIMING = "heartbeat_s = 0.5\nlease_s = 3\nmax_deliver = 3\n"
+CLUSTER_TIMING: dict[str, object] = {"heartbeat_s": 0.5, "lease_s": 3.0, "max_deliver": 3}
 
 
 @pytest.fixture
@@ -30,9 +31,9 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 def cluster_toml(url: str, **values: object) -> str:
     """A `[cluster]` table: the test's server, fast timing, and `values` on top."""
-    lines = [f'nats_url = "{url}"', CLUSTER_TIMING.strip()]
-    for key, value in values.items():
-        lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
+    lines = [f'nats_url = "{url}"']
+    for key, value in {**CLUSTER_TIMING, **values}.items():
+        lines.append(f"{key} = {json.dumps(value)}")
     return "\n[cluster]\n" + "\n".join(lines) + "\n"
 
 

@@ -202,3 +202,136 @@ def test_cluster_status_lists_the_workers_and_the_backlog(
     text = subprocess.run([sys.executable, "-m", "cassetted", "cluster", "status", "--config",
                            str(config)], capture_output=True, text=True, timeout=60, check=True).stdout
     assert "1 worker(s)" in text and "box-a" in text and "songs up to 300 s" in text
+
+
+async def _take_and_never_ack(url: str, deliveries: int) -> list[int]:
+    """A buggy worker: takes the builtin engine's jobs and never acknowledges them."""
+    import nats
+
+    nc = await nats.connect(url)
+    seen: list[int] = []
+    try:
+        for _ in range(100):  # the daemon creates the consumer once it reached NATS
+            try:
+                sub = await nc.jetstream().pull_subscribe_bind(durable="engine-builtin",
+                                                                stream="cassetted-jobs")
+                break
+            except Exception:  # noqa: BLE001 - not there yet
+                await asyncio.sleep(0.1)
+        # It keeps asking for more, as a live worker does: the server hands a job out (or
+        # gives up on it, with the advisory) only to a worker asking.
+        for _ in range(deliveries + 1):
+            try:
+                seen.extend(m.metadata.num_delivered for m in await sub.fetch(1, timeout=5))
+            except TimeoutError:
+                break
+    finally:
+        await nc.close()
+    return seen
+
+
+def test_a_job_no_worker_finishes_fails_with_worker_lost_after_max_deliver(
+        daemon_factory: Callable[..., Any], probe: MqttProbe, nats_server: NatsServer) -> None:
+    """A worker that takes jobs and dies (or hangs) before its ack, every time: after
+    max_deliver deliveries the server says so, and the job fails plainly, not forever."""
+    daemon_factory(cluster_toml(nats_server.url, local_workers=0, max_deliver=2,
+                                lease_s=1.0)).start()
+    probe.wait_online()
+    reply = probe.command("song/create", SONG)
+    assert asyncio.run(_take_and_never_ack(nats_server.url, 2)) == [1, 2]
+    final = probe.wait_job(reply["job_id"], ("done", "failed"), timeout=60)
+    assert final["state"] == "failed" and final["error"]["code"] == "worker_lost", final
+    assert "2 times" in final["error"]["message"]
+
+
+
+async def _publish_finished_job(url: str, settings_toml: Path) -> None:
+    """A job message for a job the done bucket says was finished (a worker that finished
+    it died before its ack): the layout as the daemon makes it, then the message."""
+    import nats
+
+    from cassetted import config
+    from cassetted.cluster import protocol
+    from cassetted.contract.schemas import SongRequest, SongSpec
+
+    settings = config.load(settings_toml)
+    names = protocol.Names(settings.cluster.prefix)
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await protocol.ensure_layout(js, names, settings.cluster, ["builtin"])
+        await (await js.key_value(names.done_bucket)).put("made-before", b"box-z")
+        spec = SongSpec(prompt="x", genre="pop", mood="uplifting", bpm=100, key="C major",
+                        duration_s=10, seed=1)
+        job = protocol.JobMessage(job_id="made-before", song_id="s1", engine="builtin",
+                                  spec=spec, request=SongRequest(duration_s=10))
+        await js.publish(names.jobs("builtin"), job.model_dump_json().encode())
+    finally:
+        await nc.close()
+
+
+async def _stream_counts(url: str) -> tuple[int, int]:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        jobs = (await js.stream_info("cassetted-jobs")).state.messages
+        results = (await js.stream_info("cassetted-results")).state.messages
+        return jobs, results
+    finally:
+        await nc.close()
+
+
+def test_a_redelivered_job_already_finished_is_acked_not_made_again(
+        nats_server: NatsServer, worker_factory: Callable[..., WorkerProcess],
+        tmp_path: Path) -> None:
+    config = tmp_path / "layout.toml"
+    config.write_text(cluster_toml(nats_server.url))
+    asyncio.run(_publish_finished_job(nats_server.url, config))
+    assert asyncio.run(_stream_counts(nats_server.url)) == (1, 0)
+    worker = worker_factory("box-a", cluster_toml(nats_server.url)).start()
+    wait_for(lambda: "job made-before was finished before" in worker.log(), timeout=60)
+    wait_for(lambda: asyncio.run(_stream_counts(nats_server.url)) == (0, 0), timeout=10)
+    assert "lyrics written" not in worker.log()  # nothing rendered
+
+
+async def _late_result(url: str, job_id: str, song_id: str) -> str:
+    """What a worker that finished a job a second time would send: a result and its file."""
+    import io
+
+    import nats
+
+    from cassetted.cluster import protocol
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        files = await js.object_store("cassetted-files")
+        name = f"{job_id}/late/late.flac"
+        await files.put(name, io.BytesIO(b"not really audio"))
+        result = protocol.ResultMessage(
+            job_id=job_id, song_id=song_id, worker="box-late", status="done",
+            produced={}, files=[protocol.FileRef(name="late.flac", object=name, size=16,
+                                                 sha256="0" * 64)])
+        await js.publish(f"cassetted.results.{job_id}", result.model_dump_json().encode())
+        return name
+    finally:
+        await nc.close()
+
+
+def test_a_second_result_for_a_finished_job_is_dropped_with_its_file(
+        daemon_factory: Callable[..., Any], probe: MqttProbe, nats_server: NatsServer,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    daemon = daemon_factory(cluster_toml(nats_server.url, local_workers=0)).start()
+    worker_factory("box-a", cluster_toml(nats_server.url)).start()
+    probe.wait_online()
+    reply = probe.command("song/create", SONG)
+    done = probe.wait_job(reply["job_id"], ("done", "failed"), timeout=60)
+    assert done["state"] == "done"
+    late = asyncio.run(_late_result(nats_server.url, reply["job_id"], done["song_id"]))
+    wait_for(lambda: "late result from box-late dropped" in daemon.log(), timeout=30)
+    wait_for(lambda: late not in asyncio.run(_bucket_objects(nats_server.url, "cassetted-files")),
+             timeout=10)
+    assert len(_songs(daemon.state_dir)) == 1
+    assert asyncio.run(_stream_counts(nats_server.url))[1] == 0  # acknowledged, gone
