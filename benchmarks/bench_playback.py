@@ -25,7 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpd.asyncio import MPDClient
-from tests.playback.servers import HOST, MpdServer, write_flac
 
 from cassetted.config import MpdSettings, RoomSettings, Settings
 from cassetted.contract.schemas import RoomState
@@ -33,6 +32,8 @@ from cassetted.events import EventBus
 from cassetted.library.access import song_info
 from cassetted.playback.controller import PlaybackController
 from cassetted.store.database import Song, Store
+from tests.fixtures.services import HOST, MpdServer
+from tests.playback.helpers import write_flac
 
 ROOM = "living_room"
 

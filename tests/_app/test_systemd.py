@@ -41,3 +41,16 @@ def test_unit_file_is_notify_hardened_and_unprivileged() -> None:
     for key in ("ProtectSystem", "NoNewPrivileges", "PrivateTmp", "ProtectHome"):
         assert key in service, key
     assert service["ProtectSystem"] == "strict"
+
+
+def test_worker_unit_runs_the_worker_unprivileged_with_its_own_state() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # keep the keys' case
+    unit.read(ROOT / "systemd" / "cassetted-worker.service")
+    service = unit["Service"]
+    assert service["ExecStart"].split()[1:] == ["worker"]
+    assert service["User"] != "root" and service["ProtectSystem"] == "strict"
+    # Its own state, never the daemon's database and library.
+    assert service["StateDirectory"] == "cassetted-worker"
+    assert "CASSETTED_STATE_DIR=/var/lib/cassetted-worker" in service["Environment"].split()
+    assert "PrivateDevices" not in service  # the GPU's device nodes
