@@ -175,6 +175,11 @@ class ClusterScheduler:
         self._adverts, self._adverts_at = adverts, time.monotonic()
         return adverts
 
+    def rendering(self, job_id: str) -> str | None:
+        """The worker that last reported progress on a job in flight (None: not started)."""
+        flight = self._flights.get(job_id)
+        return flight.worker if flight is not None else None
+
     async def can_render(self, engine: str, duration_s: float) -> bool:
         return any(engine in w.engines and (w.max_duration_s is None
                                             or duration_s <= w.max_duration_s)
