@@ -106,7 +106,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
     names = protocol.Names(settings.cluster.prefix)
     nc = await protocol.connect(settings.cluster, "cassetted cluster status")
     try:
-        js = nc.jetstream()
+        js = nc.jetstream(domain=settings.cluster.domain)
         workers = []
         from nats.js.errors import NoKeysError, NotFoundError
 

@@ -125,7 +125,7 @@ class ClusterScheduler:
         while True:
             try:
                 self._nc = await protocol.connect(self.cluster, "cassetted daemon")
-                self._js = self._nc.jetstream()
+                self._js = self._nc.jetstream(domain=self.cluster.domain)
                 await protocol.ensure_layout(self._js, self.names, self.cluster,
                                              list(ENGINE_PLUGINS.names()))
                 self._dispatch = await self._js.key_value(self.names.dispatch_bucket)

@@ -46,6 +46,13 @@ class ClusterSettings(BaseModel):
                                "alive and what it can do")
     no_worker_s: float = Field(60.0, ge=0, le=86400, description="How long a job waits for a "
                                "worker with its engine before it fails (no_worker)")
+    domain: str | None = Field(None, pattern=_NAME, description="The JetStream domain of the "
+                               "home's server, for a worker connected elsewhere (a community "
+                               "hub the home joins as a leaf node)")
+    overflow_after_s: float | None = Field(None, ge=0, le=86400, description="`cassetted "
+                                           "worker` of a shared pool: it takes only jobs that "
+                                           "waited this long, so the home's own workers get "
+                                           "them first")
     engines: list[str] = Field(default_factory=list, description="`cassetted worker`: the "
                                "engines it renders with (empty = [generation] engine)")
     max_duration_s: float | None = Field(None, gt=0, description="`cassetted worker`: the "

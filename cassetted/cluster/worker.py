@@ -124,12 +124,16 @@ class ClusterWorker:
 
     async def _connect(self) -> None:
         self._nc = await protocol.connect(self.cluster, f"cassetted-worker {self.name}")
-        self._js = self._nc.jetstream()
+        self._js = self._nc.jetstream(domain=self.cluster.domain)
         self._workers_kv = await self._js.key_value(self.names.workers_bucket)
         self._done_kv = await self._js.key_value(self.names.done_bucket)
         self._files = await self._js.object_store(self.names.files_bucket)
-        log.info("worker %s: connected to %s; rendering %s", self.name,
-                 protocol.where(self.cluster), ", ".join(self.engines))
+        log.info("worker %s: connected to %s%s; rendering %s%s", self.name,
+                 protocol.where(self.cluster),
+                 f" (JetStream domain {self.cluster.domain})" if self.cluster.domain else "",
+                 ", ".join(self.engines),
+                 f", jobs waiting {self.cluster.overflow_after_s:g} s or more"
+                 if self.cluster.overflow_after_s is not None else "")
 
     async def _close(self) -> None:
         nc, self._nc = self._nc, None
@@ -141,7 +145,7 @@ class ClusterWorker:
         """Leave the workers bucket at once, rather than three heartbeats later."""
         if self._workers_kv is not None and self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
-                await self._workers_kv.delete(self.name)
+                await self._kv_put(self.names.workers_bucket, self.name, b"", delete=True)
 
     # ------------------------------------------------------------------ serving
 
@@ -160,9 +164,12 @@ class ClusterWorker:
         wait_s = 5.0 if len(subs) == 1 else 0.5
         try:
             while not self._stopping.is_set():
-                for sub in subs:
+                for engine, sub in zip(self.engines, subs, strict=True):
                     if self._stopping.is_set():
                         break
+                    if not await self._overdue(engine):
+                        await asyncio.sleep(min(1.0, self.cluster.heartbeat_s))
+                        continue
                     try:
                         messages = await sub.fetch(1, timeout=wait_s)
                     except TimeoutError:
@@ -175,6 +182,33 @@ class ClusterWorker:
             with contextlib.suppress(Exception):
                 await cancels.unsubscribe()
             await self._tasks.cancel("heartbeat")
+
+    async def _kv_put(self, bucket: str, key: str, value: bytes, delete: bool = False) -> None:
+        """A key-value write, also from outside the home: a hub relays a leaf node's
+        `$KV.>` only under the domain's API prefix (nats-server adds that mapping; nats-py's
+        KeyValue does not use it), so with `domain` the write goes there."""
+        assert self._js is not None
+        prefix = f"$JS.{self.cluster.domain}.API." if self.cluster.domain else ""
+        headers = {"KV-Operation": "DEL"} if delete else None
+        await self._js.publish(f"{prefix}$KV.{bucket}.{key}", value, headers=headers)
+
+    async def _overdue(self, engine: str) -> bool:
+        """Whether to ask for a job now. Always, except for a pool worker
+        (`overflow_after_s`): it asks only when the oldest job nobody took yet has waited
+        that long, so the home's own workers, asking at once, get the jobs first."""
+        overflow = self.cluster.overflow_after_s
+        if overflow is None:
+            return True
+        assert self._js is not None
+        info = await self._js.consumer_info(self.names.jobs_stream, self.names.consumer(engine))
+        if not info.num_pending:
+            return False
+        delivered = info.delivered.stream_seq if info.delivered is not None else 0
+        oldest = await self._js.get_msg(self.names.jobs_stream, seq=(delivered or 0) + 1,
+                                        subject=self.names.jobs(engine), next=True)
+        if oldest.time is None:
+            return True
+        return time.time() - oldest.time.timestamp() >= overflow
 
     async def _on_cancel(self, message: Msg) -> None:
         job_id = message.subject.rsplit(".", 1)[-1]
@@ -201,7 +235,8 @@ class ClusterWorker:
             else None,
             max_duration_s=self.cluster.max_duration_s, busy=self._current, done=self._done,
             started_at=self._started_at, ts=time.time())
-        await self._workers_kv.put(self.name, advert.model_dump_json().encode())
+        await self._kv_put(self.names.workers_bucket, self.name,
+                           advert.model_dump_json().encode())
 
     # ------------------------------------------------------------------ one job
 
@@ -235,7 +270,7 @@ class ClusterWorker:
                 job_id=job.job_id, song_id=job.song_id, worker=self.name, status="done",
                 produced=protocol.produced_to_wire(dataclasses.replace(produced, worker=self.name)),
                 files=files))
-            await self._done_kv.put(job.job_id, self.name.encode())
+            await self._kv_put(self.names.done_bucket, job.job_id, self.name.encode())
             await message.ack_sync()
             self._done += 1
             log.info("worker %s: job %s done", self.name, job.job_id)
