@@ -97,6 +97,7 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
 
 
 def test_example_config_is_valid_and_complete() -> None:
+    from cassetted.cluster.settings import ClusterSettings
     from cassetted.household.settings import (
         ChildSafeSettings,
         HouseholdSettings,
@@ -113,7 +114,7 @@ def test_example_config_is_valid_and_complete() -> None:
                            ("voice", config.VoiceSettings), ("hermes", config.HermesSettings),
                            ("household", HouseholdSettings), ("party", PartySettings),
                            ("sleep", SleepSettings), ("child_safe", ChildSafeSettings),
-                           ("karaoke", KaraokeSettings)]:
+                           ("karaoke", KaraokeSettings), ("cluster", ClusterSettings)]:
         for name in model.model_fields:
             assert (f"{name} =" in text or f"# {name} =" in text  # a key, or a table of them
                     or f"[{section}.{name}" in text), f"{section}.{name} undocumented"
