@@ -16,11 +16,13 @@ from typing import Any
 
 from cassetted.config import Settings
 from cassetted.jobs.worker import die_with_parent
+from cassetted.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
 _CONTEXT = multiprocessing.get_context("spawn")
 _STOP_GRACE_S = 10.0
+_CHECK_EVERY_S = 5.0
 
 
 def serve(settings: Settings, name: str, *, child: bool = False) -> int:
@@ -47,25 +49,41 @@ def serve(settings: Settings, name: str, *, child: bool = False) -> int:
 
 
 class LocalWorkers:
-    """The daemon's own workers: started after the scheduler, stopped before it."""
+    """The daemon's own workers: started after the scheduler, stopped before it, started
+    again if one dies (each renders in a child of its own, so it cannot be a daemonic
+    process: the kernel's death signal, not multiprocessing, ties it to the daemon)."""
 
     def __init__(self, settings: Settings, names: list[str]) -> None:
         self._settings = settings
         self._names = names
-        self._processes: list[Any] = []
+        self._processes: dict[str, Any] = {}
+        self._tasks = BackgroundTasks("local-workers")
+
+    def _spawn(self, name: str) -> None:
+        process = _CONTEXT.Process(target=serve, args=(self._settings, name),
+                                   kwargs={"child": True}, name=f"cassetted-{name}")
+        process.start()
+        self._processes[name] = process
 
     async def start(self) -> None:
         for name in self._names:
-            process = _CONTEXT.Process(target=serve, args=(self._settings, name),
-                                       kwargs={"child": True}, name=f"cassetted-{name}",
-                                       daemon=True)
-            process.start()
-            self._processes.append(process)
+            self._spawn(name)
         if self._names:
             log.info("cluster: %d local worker(s) started", len(self._names))
+            self._tasks.spawn(self._supervise(), "supervise")
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(_CHECK_EVERY_S)
+            for name, process in list(self._processes.items()):
+                if not process.is_alive():
+                    log.error("cluster: local worker %s exited (status %s); starting it again",
+                              name, process.exitcode)
+                    self._spawn(name)
 
     async def stop(self) -> None:
-        processes, self._processes = self._processes, []
+        await self._tasks.cancel_all()
+        processes, self._processes = list(self._processes.values()), {}
         for process in processes:
             if process.is_alive():
                 process.terminate()  # SIGTERM: its job goes back to the queue at once

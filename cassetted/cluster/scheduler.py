@@ -410,7 +410,10 @@ class ClusterScheduler:
                 await asyncio.sleep(1)
                 continue
             for message in messages:
-                await self._result(message)
+                try:
+                    await self._result(message)
+                except Exception:  # unacked, it comes again; the loop goes on
+                    log.exception("cluster: could not handle %s", message.subject)
 
     async def _result(self, message: Msg) -> None:
         try:
@@ -454,7 +457,10 @@ class ClusterScheduler:
                 await asyncio.sleep(1)
                 continue
             for message in messages:
-                await self._max_deliveries(message)
+                try:
+                    await self._max_deliveries(message)
+                except Exception:  # unacked, it comes again; the loop goes on
+                    log.exception("cluster: could not handle %s", message.subject)
 
     async def _max_deliveries(self, message: Msg) -> None:
         """A job `max_deliver` workers took and none finished: it fails (`worker_lost`)."""

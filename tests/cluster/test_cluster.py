@@ -335,3 +335,34 @@ def test_a_second_result_for_a_finished_job_is_dropped_with_its_file(
              timeout=10)
     assert len(_songs(daemon.state_dir)) == 1
     assert asyncio.run(_stream_counts(nats_server.url))[1] == 0  # acknowledged, gone
+
+
+def test_the_daemons_own_local_workers_render_and_die_with_it(
+        daemon_factory: Callable[..., Any], probe: MqttProbe, nats_server: NatsServer) -> None:
+    """`local_workers` (default 1): worker processes of the daemon's machine, on the same
+    queue; killed with the daemon, so a restart does not double them."""
+    import socket
+
+    daemon = daemon_factory(cluster_toml(nats_server.url)).start()
+    probe.wait_online()
+    reply = probe.command("song/create", SONG)
+    final = probe.wait_job(reply["job_id"], ("done", "failed"), timeout=120)
+    host = socket.gethostname().split(".")[0]
+    assert final["state"] == "done" and final["worker"] == f"{host}-local-0", (
+        final, daemon.log()[-3000:])
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert children
+    daemon.kill()
+
+    def alive(child: str) -> bool:
+        try:
+            return "cassetted" in Path(f"/proc/{child}/cmdline").read_text(errors="replace")
+        except OSError:  # gone
+            return False
+
+    def gone() -> bool:
+        return not any(alive(child) for child in children)
+
+    wait_for(gone, timeout=15)
