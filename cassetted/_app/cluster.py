@@ -104,7 +104,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
     from cassetted.music.registry import ENGINE_PLUGINS
 
     names = protocol.Names(settings.cluster.prefix)
-    nc = await protocol.connect(settings.cluster, "cassetted cluster status")
+    nc = await protocol.connect(settings.cluster, "cassetted cluster status", once=True)
     try:
         js = nc.jetstream(domain=settings.cluster.domain)
         workers = []

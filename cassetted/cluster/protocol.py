@@ -58,6 +58,12 @@ DUPLICATE_WINDOW_S = 3600  # a job message published twice within this is stored
 OBJECT_CHUNK = 128 * 1024
 
 
+# Ids and file names come from the other side of the wire (a pool worker may serve many
+# homes): they become folder and file names there and here, so nothing but plain names.
+_ID = r"^[A-Za-z0-9_-]{1,64}$"
+_FILE_NAME = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}$"
+
+
 class Names:
     """Subjects, stream, consumer and bucket names for one prefix."""
 
@@ -98,17 +104,18 @@ class Names:
 class FileRef(BaseModel):
     """A file in the files bucket: where it goes, and how to know it arrived whole."""
 
-    name: str = Field(description="Path relative to the library's .incoming/ (or the source's name)")
-    object: str
+    name: str = Field(pattern=_FILE_NAME, description="A plain file name in the library's "
+                      ".incoming/ (or the source's name): no folder, not hidden")
+    object: str = Field(max_length=512)
     size: int = Field(ge=0)
-    sha256: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class JobMessage(BaseModel):
     """A job for a worker: everything it needs, nothing from the library but a cover's source."""
 
-    job_id: str
-    song_id: str
+    job_id: str = Field(pattern=_ID)
+    song_id: str = Field(pattern=_ID)
     engine: str
     spec: SongSpec
     request: SongRequest
@@ -132,8 +139,8 @@ class ProgressMessage(BaseModel):
 class ResultMessage(BaseModel):
     """How a job ended on a worker."""
 
-    job_id: str
-    song_id: str
+    job_id: str = Field(pattern=_ID)
+    song_id: str = Field(pattern=_ID)
     worker: str
     status: Literal["done", "cancelled", "error"]
     error_code: str | None = None
@@ -196,8 +203,15 @@ def connect_options(settings: ClusterSettings, name: str) -> dict[str, Any]:
     """nats.connect() keyword arguments: servers, credentials and TLS from `[cluster]`. The
     secrets are registered with the log redaction first."""
     assert settings.nats_url
+    import urllib.parse
+
+    servers = [url.strip() for url in settings.nats_url.split(",") if url.strip()]
+    for url in servers:  # a password in the URL is a secret too
+        secret = urllib.parse.urlsplit(url).password
+        if secret:
+            redaction.hide(secret)
     options: dict[str, Any] = {
-        "servers": [url.strip() for url in settings.nats_url.split(",") if url.strip()],
+        "servers": servers,
         "name": name,
         "connect_timeout": CONNECT_TIMEOUT_S,
         "allow_reconnect": True,
@@ -227,8 +241,9 @@ def connect_options(settings: ClusterSettings, name: str) -> dict[str, Any]:
     return options
 
 
-async def connect(settings: ClusterSettings, name: str) -> Client:
-    """A connection that reconnects by itself once made; the first attempt raises."""
+async def connect(settings: ClusterSettings, name: str, *, once: bool = False) -> Client:
+    """A connection that reconnects by itself once made. `once` (a command-line query):
+    the first failure raises instead of retrying."""
     import nats
 
     async def error_cb(error: Exception) -> None:
@@ -240,7 +255,10 @@ async def connect(settings: ClusterSettings, name: str) -> Client:
     async def reconnected_cb() -> None:
         log.info("NATS: reconnected")
 
-    return await nats.connect(**connect_options(settings, name), error_cb=error_cb,
+    options = connect_options(settings, name)
+    if once:
+        options.update(allow_reconnect=False, max_reconnect_attempts=0)
+    return await nats.connect(**options, error_cb=error_cb,
                               disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb)
 
 
@@ -306,7 +324,7 @@ async def ensure_layout(js: JetStreamContext, names: Names, settings: ClusterSet
                 ack_wait=RESULT_ACK_WAIT_S, max_ack_pending=-1))
     buckets = [
         api.KeyValueConfig(bucket=names.workers_bucket, ttl=max(1.0, settings.heartbeat_s * 3),
-                           storage=api.StorageType.MEMORY),
+                           storage=api.StorageType.FILE),  # kept across a server restart
         api.KeyValueConfig(bucket=names.dispatch_bucket, storage=api.StorageType.FILE),
         api.KeyValueConfig(bucket=names.done_bucket, ttl=DONE_TTL_S, storage=api.StorageType.FILE),
     ]
@@ -316,8 +334,9 @@ async def ensure_layout(js: JetStreamContext, names: Names, settings: ClusterSet
         except BadRequestError:  # it exists with other settings (an older heartbeat_s)
             log.warning("cluster: bucket %s exists with other settings; kept as it is",
                         bucket.bucket)
-    try:
-        await js.create_object_store(names.files_bucket)
+    try:  # objects a crash left behind go after a week; stored ones are deleted at once
+        await js.create_object_store(names.files_bucket, config=api.ObjectStoreConfig(
+            bucket=names.files_bucket, ttl=DONE_TTL_S, storage=api.StorageType.FILE))
     except BadRequestError:
         log.warning("cluster: bucket %s exists with other settings; kept", names.files_bucket)
 

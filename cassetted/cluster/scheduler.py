@@ -35,6 +35,7 @@ from cassetted.cluster.protocol import FileRef, JobMessage, Names, ResultMessage
 from cassetted.config import Settings
 from cassetted.contract import errors
 from cassetted.contract.schemas import JobState, SongRequest, SongSpec
+from cassetted.jobs import diskfaults
 from cassetted.jobs.pipeline import Produced, TaskOrder
 from cassetted.library.incoming import incoming_dir
 from cassetted.music.base import Cancelled
@@ -57,7 +58,10 @@ _RECONNECT_MAX_S = 30.0
 _CANCEL_GRACE_S = 5.0     # a cancelled job whose worker does not answer ends anyway
 _ERRORS: dict[str, type[errors.CassettedError]] = {
     cls.code: cls for cls in errors.CassettedError.__subclasses__()}
-_FINAL = {JobState.done.value, JobState.failed.value, JobState.cancelled.value}
+_RUNNING = {JobState.writing_lyrics, JobState.composing, JobState.encoding}
+# Past production: a result for such a job is late and dropped.
+_FINAL = {JobState.done.value, JobState.failed.value, JobState.cancelled.value,
+          JobState.ready.value, JobState.playing.value}
 
 
 @dataclass
@@ -74,6 +78,8 @@ class _Flight:
     worker: str | None = None          # the worker that last reported progress
     source_object: str | None = None
     cancelled_at: float | None = None
+    reattached: bool = False           # followed from a dispatch record after a restart
+    result_seq: int | None = None      # the result being taken (its redelivery is no second)
     result_msg: Msg | None = field(default=None, repr=False)
 
 
@@ -95,6 +101,7 @@ class ClusterScheduler:
         self._flights: dict[str, _Flight] = {}
         self._orphans: dict[str, tuple[ResultMessage, Msg | None]] = {}
         self._committing: dict[str, tuple[_Flight, ResultMessage]] = {}  # until the row is in
+        self._cancelled_early: set[str] = set()  # cancelled before NATS had the job
         self._adverts: list[WorkerAdvert] = []
         self._adverts_at = 0.0
 
@@ -134,6 +141,7 @@ class ClusterScheduler:
                 await self._nc.subscribe(self.names.progress("*"), cb=self._on_progress)
                 self._tasks.spawn(self._results(), "results", replace=True)
                 self._tasks.spawn(self._advisories(), "advisories", replace=True)
+                self._tasks.spawn(self._sweep_dispatch(), "sweep", replace=True)
                 self._ready.set()
                 log.info("cluster: connected to NATS %s", protocol.where(self.cluster))
                 return
@@ -149,6 +157,26 @@ class ClusterScheduler:
                     self._nc = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RECONNECT_MAX_S)
+
+    async def _sweep_dispatch(self) -> None:
+        """Dispatch records of jobs that ended while this daemon was away (failed at the
+        restart, cancelled while queued): nothing will re-attach to them, so they go."""
+        assert self._dispatch is not None
+        from nats.js.errors import NoKeysError
+
+        try:
+            keys = await self._dispatch.keys()
+        except NoKeysError:
+            return
+        for job_id in keys:
+            state = await self._job_state(job_id)
+            if (state is None or state in _FINAL) and job_id not in self._flights:
+                record = await protocol.kv_value(self._dispatch, job_id)
+                source = json.loads(record).get("source") if record else None
+                await self._dispatch.delete(job_id)
+                await self._delete_objects([source] if source else [])
+                log.info("cluster: job %s is %s; its dispatch record removed", job_id,
+                         state or "unknown")
 
     # ------------------------------------------------------------------ workers
 
@@ -204,20 +232,24 @@ class ClusterScheduler:
     async def produce(self, job_id: str, song_id: str, spec: SongSpec, request: SongRequest,
                       order: TaskOrder | None,
                       report: Callable[[JobState, float], None]) -> Produced:
-        await self._ready.wait()
-        assert self._js is not None and self._dispatch is not None
+        self._committing.pop(job_id, None)  # an earlier attempt whose row was not stored
         engine = request.engine or self.settings.generation.engine
         loop = asyncio.get_running_loop()
         flight = _Flight(job_id, song_id, engine, spec.duration_s, report, loop.create_future())
-        record = await protocol.kv_value(self._dispatch, job_id)
-        if record is not None:  # dispatched before this daemon restarted: follow that one
-            earlier = json.loads(record)
-            flight.song_id, flight.seq = earlier["song_id"], earlier.get("seq")
-            flight.source_object = earlier.get("source")
-            log.info("cluster: job %s re-attached to its dispatch (song %s)", job_id,
-                     flight.song_id)
-        self._flights[job_id] = flight
+        self._flights[job_id] = flight  # from here on a cancel finds it
         try:
+            await self._ready.wait()
+            assert self._js is not None and self._dispatch is not None
+            if job_id in self._cancelled_early:
+                raise Cancelled()
+            record = await protocol.kv_value(self._dispatch, job_id)
+            if record is not None:  # dispatched before this daemon restarted: follow it
+                earlier = json.loads(record)
+                flight.song_id, flight.seq = earlier["song_id"], earlier.get("seq")
+                flight.source_object = earlier.get("source")
+                flight.reattached = True
+                log.info("cluster: job %s re-attached to its dispatch (song %s)", job_id,
+                         flight.song_id)
             orphan = self._orphans.pop(job_id, None)
             if orphan is not None:
                 self._settle(flight, *orphan)
@@ -225,8 +257,18 @@ class ClusterScheduler:
                 await self._dispatch_job(flight, spec, request, order)
             result, message = await self._await_outcome(flight)
             return await self._take(flight, result, message)
+        except (Cancelled, errors.CassettedError, asyncio.CancelledError):
+            raise
+        except Exception as error:  # noqa: BLE001 - NATS away or refusing: the system's fault
+            # Retried with the runner's backoff, but only once NATS is back: an outage of
+            # any length costs the job no attempts beyond this one.
+            while self._nc is not None and not self._nc.is_connected and not self._nc.is_closed:  # noqa: ASYNC110 - nats-py has no reconnected event to await
+                await asyncio.sleep(1)
+            raise errors.Interrupted(f"the cluster's queue could not be used ("
+                                     f"{type(error).__name__}); the job is tried again") from None
         finally:
             self._flights.pop(job_id, None)
+            self._cancelled_early.discard(job_id)
 
     async def _dispatch_job(self, flight: _Flight, spec: SongSpec, request: SongRequest,
                             order: TaskOrder | None) -> None:
@@ -246,6 +288,8 @@ class ClusterScheduler:
             "source": flight.source_object, "at": time.time()}).encode())
         log.info("cluster: job %s published to %s (seq %d)", flight.job_id,
                  self.names.jobs(flight.engine), ack.seq)
+        if flight.cancelled_at is not None:  # cancelled while it was being published
+            self._tasks.spawn(self._cancel(flight), self._tasks.unique(f"cancel-{flight.job_id}"))
 
     async def _upload_source(self, flight: _Flight, path: Path) -> FileRef:
         assert self._files is not None
@@ -261,11 +305,20 @@ class ClusterScheduler:
     async def _await_outcome(self, flight: _Flight) -> tuple[ResultMessage, Msg | None]:
         """Wait for the worker's result, watching that some worker can still render it."""
         since_none: float | None = None
+        lost_by: float | None = None
+        if flight.reattached and not await self._still_queued(flight):
+            # Taken and acknowledged by a worker, so its result is in the results stream,
+            # handed out to the daemon that died: it comes again within the ack window.
+            lost_by = time.monotonic() + protocol.RESULT_ACK_WAIT_S + 15
         while True:
             done, _ = await asyncio.wait({flight.outcome}, timeout=self.cluster.heartbeat_s)
             if done:
                 return flight.outcome.result()
             now = time.monotonic()
+            if lost_by is not None and now > lost_by:
+                await self._forget(flight)
+                raise errors.Interrupted("the job's dispatch was lost (neither queued nor "
+                                         "answered); it is dispatched again")
             if flight.cancelled_at is not None and now - flight.cancelled_at > _CANCEL_GRACE_S:
                 await self._forget(flight)
                 raise Cancelled()
@@ -285,6 +338,19 @@ class ClusterScheduler:
                     + (f" songs of {flight.duration_s:.0f} s" if flight.duration_s else "")
                     + f" (waited {self.cluster.no_worker_s:.0f} s)", "engine")
 
+    async def _still_queued(self, flight: _Flight) -> bool:
+        """Whether the job message is still in the queue (waiting or being rendered)."""
+        assert self._js is not None
+        from nats.js.errors import NotFoundError
+
+        if flight.seq is None:
+            return False
+        try:
+            await self._js.get_msg(self.names.jobs_stream, flight.seq)
+        except NotFoundError:
+            return False
+        return True
+
     async def _take(self, flight: _Flight, result: ResultMessage, message: Msg | None) -> Produced:
         """A result into what the runner stores: the files verified into .incoming/."""
         if result.status != "done":
@@ -294,24 +360,43 @@ class ClusterScheduler:
                 raise Cancelled()
             raise _ERRORS.get(result.error_code or "", errors.GenerationFailed)(
                 result.error_message or "the worker gave no reason")
-        assert self._files is not None and result.produced is not None
+        assert self._files is not None
         incoming = incoming_dir(self.settings.library_dir)
+        flight.result_seq = message.metadata.sequence.stream if message is not None else None
         try:
+            produced = self._checked(result)
             for ref in result.files:
-                target = incoming / ref.name
-                if not target.resolve().is_relative_to(incoming.resolve()) or "/" in ref.name:
-                    raise errors.GenerationFailed(f"worker {result.worker} sent a bad file name")
-                await protocol.download(self._files, ref, target)
+                if message is not None:
+                    await message.in_progress()  # a long download keeps the result ours
+                await protocol.download(self._files, ref, incoming / ref.name)
+        except OSError as error:  # our disk: the result stays for the retry
+            fault = diskfaults.write_failure(error, self.settings.library_dir)
+            raise fault or errors.Interrupted(f"the song could not be stored: {error}") from None
         except errors.CassettedError:
             await self._ack(message)  # a damaged result: this attempt fails (and is retried)
             await self._forget(flight, result)
             raise
         flight.result_msg = message
         self._committing[flight.job_id] = (flight, result)
-        produced = protocol.produced_from_wire(result.produced)
         log.info("cluster: job %s made by %s (%s)", flight.job_id, result.worker,
                  ", ".join(ref.name for ref in result.files))
         return dataclasses.replace(produced, worker=result.worker, song_id=flight.song_id)
+
+    def _checked(self, result: ResultMessage) -> Produced:
+        """A worker's result as far as the daemon trusts it: the files it names are the
+        files it sent, each a plain name, their objects under this job."""
+        bad = errors.GenerationFailed(f"worker {result.worker} sent a malformed result")
+        if result.produced is None:
+            raise bad
+        try:
+            produced = protocol.produced_from_wire(result.produced)
+        except (ValueError, TypeError, KeyError):
+            raise bad from None
+        sent = {ref.name for ref in result.files}
+        if not {produced.relative_file, *produced.variant_files} <= sent or any(
+                not ref.object.startswith(f"{result.job_id}/") for ref in result.files):
+            raise bad
+        return produced
 
     async def committed(self, job_id: str) -> None:
         """The runner stored the song: acknowledge the result, drop the objects and record."""
@@ -325,9 +410,13 @@ class ClusterScheduler:
     def cancel(self, job_id: str) -> None:
         """Tell the worker (it stops within a second); withdraw the job if none has it yet."""
         flight = self._flights.get(job_id)
-        if flight is None or self._nc is None:
+        if flight is None:
             return
         flight.cancelled_at = time.monotonic()
+        if self._nc is None or flight.seq is None:
+            self._cancelled_early.add(job_id)  # before NATS had it: never dispatched
+            if flight.seq is None:
+                return
         self._tasks.spawn(self._cancel(flight), self._tasks.unique(f"cancel-{job_id}"))
 
     async def _cancel(self, flight: _Flight) -> None:
@@ -383,6 +472,8 @@ class ClusterScheduler:
             progress = protocol.ProgressMessage.model_validate_json(message.data)
         except ValueError:
             return
+        if progress.state not in _RUNNING:
+            return  # a worker reports production, never a job's other states
         if flight.worker != progress.worker:
             log.info("cluster: job %s is being rendered by %s", job_id, progress.worker)
         flight.worker = progress.worker
@@ -422,8 +513,14 @@ class ClusterScheduler:
             log.error("cluster: a result that is not one; dropped")
             await self._ack(message)
             return
+        seq = message.metadata.sequence.stream
+        committing = self._committing.get(result.job_id)
+        if committing is not None and committing[0].result_seq == seq:
+            return  # the result being stored, delivered again: it is acked once stored
         flight = self._flights.get(result.job_id)
         if flight is not None:
+            if flight.result_seq == seq:
+                return  # being downloaded: the same result, not a second one
             if self._settle(flight, result, message):
                 return
             log.warning("cluster: job %s: a second result (from %s) dropped", result.job_id,
@@ -465,12 +562,14 @@ class ClusterScheduler:
     async def _max_deliveries(self, message: Msg) -> None:
         """A job `max_deliver` workers took and none finished: it fails (`worker_lost`)."""
         assert self._js is not None
+        from nats.js.errors import NotFoundError
+
         try:
             advisory: dict[str, Any] = json.loads(message.data)
             seq = int(advisory["stream_seq"])
             job = JobMessage.model_validate_json(
                 (await self._js.get_msg(self.names.jobs_stream, seq)).data or b"")
-        except Exception:  # noqa: BLE001 - the job message is gone already (withdrawn)
+        except (NotFoundError, ValueError, KeyError, TypeError):  # gone already, or garbage
             await self._ack(message)
             return
         with contextlib.suppress(Exception):

@@ -241,7 +241,7 @@ class ClusterWorker:
     # ------------------------------------------------------------------ one job
 
     async def _handle(self, message: Msg) -> None:
-        assert self._js is not None and self._done_kv is not None
+        assert self._js is not None and self._done_kv is not None and self._files is not None
         try:
             job = JobMessage.model_validate_json(message.data)
         except ValueError as error:
@@ -249,7 +249,7 @@ class ClusterWorker:
                       str(error).splitlines()[0])
             await message.term()
             return
-        if await protocol.kv_value(self._done_kv, job.job_id) is not None:
+        if await protocol.kv_value(self._done_kv, _done_key(job)) is not None:
             log.info("worker %s: job %s was finished before; acknowledged", self.name, job.job_id)
             await message.ack()
             return
@@ -265,12 +265,16 @@ class ClusterWorker:
             source = await self._fetch_source(job, job_dir) if job.source else None
             produced = await self._render.produce(job.job_id, job.song_id, job.spec, job.request,
                                                   job.task_order(source), progress.report)
-            files = await self._upload(job, produced)
-            await self._publish(ResultMessage(
+            files = await self._upload(job, produced, message.metadata.num_delivered)
+            fresh = await self._publish(ResultMessage(
                 job_id=job.job_id, song_id=job.song_id, worker=self.name, status="done",
                 produced=protocol.produced_to_wire(dataclasses.replace(produced, worker=self.name)),
                 files=files))
-            await self._kv_put(self.names.done_bucket, job.job_id, self.name.encode())
+            if not fresh:  # another delivery's result was stored first: ours is not needed
+                for ref in files:
+                    with contextlib.suppress(Exception):
+                        await self._files.delete(ref.object)
+            await self._kv_put(self.names.done_bucket, _done_key(job), self.name.encode())
             await message.ack_sync()
             self._done += 1
             log.info("worker %s: job %s done", self.name, job.job_id)
@@ -313,7 +317,8 @@ class ClusterWorker:
         await protocol.download(self._files, job.source, path)
         return path
 
-    async def _upload(self, job: JobMessage, produced: Produced) -> list[FileRef]:
+    async def _upload(self, job: JobMessage, produced: Produced,
+                      delivery: int) -> list[FileRef]:
         assert self._files is not None
         incoming = self.scratch / "files" / ".incoming"
         refs = []
@@ -322,7 +327,10 @@ class ClusterWorker:
                 if not path.is_file():
                     continue  # an engine that writes no timed lyrics
                 name = path.relative_to(incoming).as_posix()
-                ref = FileRef(name=name, object=f"{job.job_id}/{job.song_id}/{name}",
+                # Each delivery its own objects: two workers that both rendered the job
+                # (a lease lost in a network blip) never overwrite each other's files.
+                ref = FileRef(name=name, object=f"{job.job_id}/{job.song_id}/{self.name}-"
+                                               f"{delivery}/{name}",
                               size=path.stat().st_size,
                               sha256=await asyncio.to_thread(protocol.sha256_of, path))
                 with path.open("rb") as handle:
@@ -330,11 +338,14 @@ class ClusterWorker:
                 refs.append(ref)
         return refs
 
-    async def _publish(self, result: ResultMessage) -> None:
+    async def _publish(self, result: ResultMessage) -> bool:
+        """Store the result; False when the server already had one for this job and song
+        (the results stream deduplicates by id)."""
         assert self._js is not None
-        await self._js.publish(
+        ack = await self._js.publish(
             self.names.results(result.job_id), result.model_dump_json().encode(),
             headers={"Nats-Msg-Id": f"{result.job_id}.{result.song_id}.{result.status}"})
+        return not ack.duplicate
 
     async def publish_progress(self, job_id: str, state: JobState, fraction: float) -> None:
         if self._nc is None:
@@ -343,6 +354,11 @@ class ClusterWorker:
                                         fraction=max(0.0, min(1.0, fraction)))
         with contextlib.suppress(Exception):  # progress is best effort
             await self._nc.publish(self.names.progress(job_id), body.model_dump_json().encode())
+
+
+def _done_key(job: JobMessage) -> str:
+    """Per dispatch (job and song id): a job dispatched anew after a lost dispatch is made."""
+    return f"{job.job_id}_{job.song_id}"
 
 
 class _ProgressPump:

@@ -260,7 +260,7 @@ async def _publish_finished_job(url: str, settings_toml: Path) -> None:
     try:
         js = nc.jetstream()
         await protocol.ensure_layout(js, names, settings.cluster, ["builtin"])
-        await (await js.key_value(names.done_bucket)).put("made-before", b"box-z")
+        await (await js.key_value(names.done_bucket)).put("made-before_s1", b"box-z")
         spec = SongSpec(prompt="x", genre="pop", mood="uplifting", bpm=100, key="C major",
                         duration_s=10, seed=1)
         job = protocol.JobMessage(job_id="made-before", song_id="s1", engine="builtin",
@@ -366,3 +366,25 @@ def test_the_daemons_own_local_workers_render_and_die_with_it(
         return not any(alive(child) for child in children)
 
     wait_for(gone, timeout=15)
+
+
+def test_a_nats_restart_mid_burst_costs_no_song(
+        daemon_factory: Callable[..., Any], probe: MqttProbe, nats_server: NatsServer,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    """The NATS server restarts (its store kept, as a real one's is) while jobs are queued
+    and rendering: the daemon and the worker reconnect, and every job ends as one song."""
+    import time
+
+    daemon = daemon_factory(cluster_toml(nats_server.url, local_workers=0)).start()
+    worker = worker_factory("box-a", cluster_toml(nats_server.url)).start()
+    probe.wait_online()
+    jobs = [probe.command("song/create", {**SONG, "duration_s": 30, "seed": i})["job_id"]
+            for i in range(4)]
+    wait_for(lambda: _rendering(worker), timeout=60)
+    nats_server.stop()
+    time.sleep(3)
+    nats_server.start()
+    finals = [probe.wait_job(job, ("done", "failed", "cancelled"), timeout=240) for job in jobs]
+    assert all(final["state"] == "done" for final in finals), (finals, daemon.log()[-4000:])
+    assert len(_songs(daemon.state_dir)) == 4
+    assert len(_library_audio(daemon.state_dir)) == 4
