@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from cassetted.cluster.scheduler import ClusterScheduler
 from cassetted.contract.schemas import JobState, SongRequest
 from cassetted.jobs import spec as spec_module
 from cassetted.store.database import new_id
-from tests.fixtures.services import NatsServer
+from tests.fixtures.services import NatsServer, kill_with_children
 
 
 def _settings(url: str, state: Path, lease_s: float) -> config.Settings:
@@ -56,16 +55,6 @@ def _worker(url: str, workdir: Path, name: str, lease_s: float) -> subprocess.Po
     log = (folder / "worker.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "cassetted", "worker", "--config", str(conf),
                              "--name", name], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    pid = proc.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    for child in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(child), signal.SIGKILL)
 
 
 class Bench:
@@ -112,7 +101,7 @@ async def _redelivery(bench: Bench, procs: list[subprocess.Popen[bytes]], lease_
         while (first := bench.scheduler.rendering(job_id)) is None:  # noqa: ASYNC110 - a benchmark's probe of state
             await asyncio.sleep(0.02)
     killed = time.perf_counter()
-    _kill(procs[int(first.removeprefix("w"))])
+    kill_with_children(procs[int(first.removeprefix("w"))])
     async with asyncio.timeout(lease_s * 4 + 30):
         while bench.scheduler.rendering(job_id) in (first, None):  # noqa: ASYNC110 - a benchmark's probe of state
             await asyncio.sleep(0.02)

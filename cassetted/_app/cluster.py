@@ -35,13 +35,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 
 
 def _cluster_settings(args: argparse.Namespace) -> Settings:
-    from cassetted import config
+    from cassetted._app.cli import _settings
 
-    try:
-        settings = config.load(args.config)
-    except config.ConfigError as error:
-        print(f"cassetted: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = _settings(args)
     if not settings.cluster.enabled:
         print("cassetted: no [cluster] nats_url in the configuration", file=sys.stderr)
         raise SystemExit(2)
@@ -107,18 +103,13 @@ async def _status(settings: Settings) -> dict[str, Any]:
     nc = await protocol.connect(settings.cluster, "cassetted cluster status", once=True)
     try:
         js = nc.jetstream(domain=settings.cluster.domain)
-        workers = []
-        from nats.js.errors import NoKeysError, NotFoundError
+        from nats.js.errors import NotFoundError
 
         try:
             bucket = await js.key_value(names.workers_bucket)
-            keys = await bucket.keys()
-        except (NoKeysError, NotFoundError):
-            keys = []
-        for key in keys:
-            value = await protocol.kv_value(bucket, key)
-            if value is not None:
-                workers.append(json.loads(value))
+            workers = [a.model_dump(mode="json") for a in await protocol.adverts(bucket)]
+        except NotFoundError:  # no daemon has made the layout yet
+            workers = []
         backlog: dict[str, int] = {}
         for engine in ENGINE_PLUGINS.names():
             try:

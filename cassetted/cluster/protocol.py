@@ -374,3 +374,23 @@ async def download(files: ObjectStore, ref: FileRef, path: Path) -> None:
         await asyncio.to_thread(partial.replace, path)
     finally:
         await asyncio.to_thread(partial.unlink, missing_ok=True)
+
+
+async def adverts(bucket: KeyValue) -> list[WorkerAdvert]:
+    """The live workers' adverts in the workers bucket (an unreadable one is skipped)."""
+    from nats.js.errors import NoKeysError
+
+    try:
+        keys = await bucket.keys()
+    except NoKeysError:  # nobody alive
+        return []
+    found = []
+    for key in keys:
+        value = await kv_value(bucket, key)
+        if value is None:
+            continue
+        try:
+            found.append(WorkerAdvert.model_validate_json(value))
+        except ValueError:
+            log.warning("cluster: worker %r advertises something unreadable", key)
+    return found

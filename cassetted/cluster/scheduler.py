@@ -139,8 +139,12 @@ class ClusterScheduler:
                 self._workers = await self._js.key_value(self.names.workers_bucket)
                 self._files = await self._js.object_store(self.names.files_bucket)
                 await self._nc.subscribe(self.names.progress("*"), cb=self._on_progress)
-                self._tasks.spawn(self._results(), "results", replace=True)
-                self._tasks.spawn(self._advisories(), "advisories", replace=True)
+                self._tasks.spawn(self._consume(self.names.results_stream,
+                                                self.names.results_consumer, self._result,
+                                                "results"), "results", replace=True)
+                self._tasks.spawn(self._consume(self.names.advisories_stream, "daemon",
+                                                self._max_deliveries, "advisories"),
+                                  "advisories", replace=True)
                 self._tasks.spawn(self._sweep_dispatch(), "sweep", replace=True)
                 self._ready.set()
                 log.info("cluster: connected to NATS %s", protocol.where(self.cluster))
@@ -185,21 +189,7 @@ class ClusterScheduler:
         if not fresh and time.monotonic() - self._adverts_at < self.cluster.heartbeat_s / 2:
             return self._adverts
         assert self._workers is not None
-        from nats.js.errors import NoKeysError
-
-        adverts = []
-        try:
-            keys = await self._workers.keys()
-        except NoKeysError:
-            keys = []
-        for key in keys:
-            value = await protocol.kv_value(self._workers, key)
-            if value is None:
-                continue
-            try:
-                adverts.append(WorkerAdvert.model_validate_json(value))
-            except ValueError:
-                log.warning("cluster: worker %r advertises something unreadable", key)
+        adverts = await protocol.adverts(self._workers)
         self._adverts, self._adverts_at = adverts, time.monotonic()
         return adverts
 
@@ -212,20 +202,6 @@ class ClusterScheduler:
         return any(engine in w.engines and (w.max_duration_s is None
                                             or duration_s <= w.max_duration_s)
                    for w in await self.workers())
-
-    async def backlog(self) -> dict[str, int]:
-        """Jobs waiting in the stream per engine (not yet taken by a worker), and in flight."""
-        assert self._js is not None
-        waiting: dict[str, int] = {}
-        for engine in ENGINE_PLUGINS.names():
-            try:
-                info = await self._js.consumer_info(self.names.jobs_stream,
-                                                    self.names.consumer(engine))
-            except Exception:  # noqa: BLE001 - an engine nobody ever rendered has no consumer
-                continue
-            waiting[engine] = int(info.num_pending or 0)
-        waiting["in_flight"] = len(self._flights)
-        return waiting
 
     # ------------------------------------------------------------------ one job
 
@@ -487,23 +463,25 @@ class ClusterScheduler:
         flight.outcome.set_result((result, message))
         return True
 
-    async def _results(self) -> None:
+    async def _consume(self, stream: str, durable: str, handle: Callable[[Msg], Awaitable[None]],
+                       what: str) -> None:
+        """Hand each message of a durable pull consumer to `handle`, forever; one it cannot
+        handle stays unacked and comes again, and the loop goes on."""
         assert self._js is not None
-        sub = await self._js.pull_subscribe_bind(durable=self.names.results_consumer,
-                                                 stream=self.names.results_stream)
+        sub = await self._js.pull_subscribe_bind(durable=durable, stream=stream)
         while True:
             try:
                 messages = await sub.fetch(16, timeout=5)
             except TimeoutError:
                 continue
             except Exception as error:  # noqa: BLE001 - a reconnect in progress
-                log.warning("cluster: reading results: %s", type(error).__name__)
+                log.warning("cluster: reading %s: %s", what, type(error).__name__)
                 await asyncio.sleep(1)
                 continue
             for message in messages:
                 try:
-                    await self._result(message)
-                except Exception:  # unacked, it comes again; the loop goes on
+                    await handle(message)
+                except Exception:
                     log.exception("cluster: could not handle %s", message.subject)
 
     async def _result(self, message: Msg) -> None:
@@ -539,25 +517,6 @@ class ClusterScheduler:
     async def _drop(self, result: ResultMessage, message: Msg | None) -> None:
         await self._ack(message)
         await self._delete_objects([ref.object for ref in result.files])
-
-    async def _advisories(self) -> None:
-        assert self._js is not None
-        sub = await self._js.pull_subscribe_bind(durable="daemon",
-                                                 stream=self.names.advisories_stream)
-        while True:
-            try:
-                messages = await sub.fetch(16, timeout=5)
-            except TimeoutError:
-                continue
-            except Exception as error:  # noqa: BLE001 - a reconnect in progress
-                log.warning("cluster: reading advisories: %s", type(error).__name__)
-                await asyncio.sleep(1)
-                continue
-            for message in messages:
-                try:
-                    await self._max_deliveries(message)
-                except Exception:  # unacked, it comes again; the loop goes on
-                    log.exception("cluster: could not handle %s", message.subject)
 
     async def _max_deliveries(self, message: Msg) -> None:
         """A job `max_deliver` workers took and none finished: it fails (`worker_lost`)."""

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.services import NatsServer
+from tests.fixtures.services import NatsServer, kill_with_children, stop_process
 
 pytest.importorskip("nats")
 
@@ -62,23 +60,11 @@ class WorkerProcess:
     def kill(self) -> None:
         """SIGKILL the worker and its render child (a power cut takes both)."""
         assert self.proc is not None
-        pid = self.proc.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):  # it died with its parent
-                os.kill(int(pid), signal.SIGKILL)
+        kill_with_children(self.proc)
 
-    def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
+    def stop(self) -> None:
+        """SIGTERM: it hands its job back and leaves; SIGKILL if it does not within 30 s."""
+        stop_process(self.proc, grace_s=30)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
