@@ -64,11 +64,10 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(_status(settings))
     except Exception as error:  # noqa: BLE001 - one line for a person, not a traceback
-        from cassetted import redaction
-        from cassetted.cluster.protocol import where
+        from cassetted.cluster.protocol import explain, where
 
         print(f"cassetted: cannot read the cluster at {where(settings.cluster)}: "
-              f"{redaction.redact(str(error) or type(error).__name__)}", file=sys.stderr)
+              f"{explain(error, settings.cluster)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report, indent=2))

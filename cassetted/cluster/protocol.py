@@ -247,7 +247,9 @@ async def connect(settings: ClusterSettings, name: str, *, once: bool = False) -
     import nats
 
     async def error_cb(error: Exception) -> None:
-        log.warning("NATS: %s", redaction.redact(str(error) or type(error).__name__))
+        # A one-shot query says the error itself, in one line: no second copy here.
+        log.log(logging.DEBUG if once else logging.WARNING, "NATS: %s",
+                redaction.redact(str(error) or type(error).__name__))
 
     async def disconnected_cb() -> None:
         log.warning("NATS: disconnected; reconnecting")
@@ -256,10 +258,41 @@ async def connect(settings: ClusterSettings, name: str, *, once: bool = False) -
         log.info("NATS: reconnected")
 
     options = connect_options(settings, name)
+    if "tls" in options:
+        _quiet_asyncio_tls_eof()
     if once:
         options.update(allow_reconnect=False, max_reconnect_attempts=0)
     return await nats.connect(**options, error_cb=error_cb,
                               disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb)
+
+
+class _TlsEofNoise(logging.Filter):
+    """nats-py's protocol answers end-of-file with True, which asyncio cannot honour on TLS
+    and says so at WARNING on every closed TLS connection; nothing is wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("returning true from eof_received()")
+
+
+def _quiet_asyncio_tls_eof() -> None:
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _TlsEofNoise) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_TlsEofNoise())
+
+
+def explain(error: BaseException, settings: ClusterSettings) -> str:
+    """A connection failure in words a person can act on, without secrets. A TLS server
+    that wants a client certificate just hangs up, which Python reports as a broken pipe."""
+    text = redaction.redact(str(error) or type(error).__name__)
+    tls = bool(settings.tls_ca_file or settings.tls_cert_file) or "tls://" in (
+        settings.nats_url or "")
+    if tls and settings.tls_cert_file is None and isinstance(
+            error, (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError)):
+        return (f"{text} (the server closed the TLS connection: does it require a client "
+                "certificate? set [cluster] tls_cert_file and tls_key_file)")
+    if "CERTIFICATE_VERIFY_FAILED" in text and settings.tls_ca_file is None:
+        return f"{text} (set [cluster] tls_ca_file to the CA that signed the server's certificate)"
+    return text
 
 
 def where(settings: ClusterSettings) -> str:

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cassetted import redaction
 from cassetted.cluster import protocol
 from cassetted.cluster.protocol import FileRef, JobMessage, Names, ResultMessage, WorkerAdvert
 from cassetted.config import Settings
@@ -153,8 +152,8 @@ class ClusterScheduler:
                 raise
             except Exception as error:  # noqa: BLE001 - unreachable or refused: retried
                 log.warning("cluster: NATS %s: %s; trying again in %.0f s",
-                            protocol.where(self.cluster),
-                            redaction.redact(str(error) or type(error).__name__), delay)
+                            protocol.where(self.cluster), protocol.explain(error, self.cluster),
+                            delay)
                 if self._nc is not None:
                     with contextlib.suppress(Exception):
                         await self._nc.close()

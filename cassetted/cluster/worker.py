@@ -25,8 +25,9 @@ import logging
 import shutil
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from cassetted import redaction
 from cassetted.cluster import protocol
@@ -49,7 +50,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 _PROGRESS_EVERY_S = 0.25   # progress messages at most this often
+HAND_BACK_S = 300.0        # how long a finished render waits for NATS to come back
 _RECONNECT_MAX_S = 30.0
 
 
@@ -104,7 +108,7 @@ class ClusterWorker:
                     if self._stopping.is_set():
                         break
                     log.warning("worker %s: %s; trying again in %.0f s", self.name,
-                                redaction.redact(str(error) or type(error).__name__), delay)
+                                protocol.explain(error, self.cluster), delay)
                     await self._close()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), delay)
@@ -265,17 +269,7 @@ class ClusterWorker:
             source = await self._fetch_source(job, job_dir) if job.source else None
             produced = await self._render.produce(job.job_id, job.song_id, job.spec, job.request,
                                                   job.task_order(source), progress.report)
-            files = await self._upload(job, produced, message.metadata.num_delivered)
-            fresh = await self._publish(ResultMessage(
-                job_id=job.job_id, song_id=job.song_id, worker=self.name, status="done",
-                produced=protocol.produced_to_wire(dataclasses.replace(produced, worker=self.name)),
-                files=files))
-            if not fresh:  # another delivery's result was stored first: ours is not needed
-                for ref in files:
-                    with contextlib.suppress(Exception):
-                        await self._files.delete(ref.object)
-            await self._kv_put(self.names.done_bucket, _done_key(job), self.name.encode())
-            await message.ack_sync()
+            await self._hand_back(job, produced, message)
             self._done += 1
             log.info("worker %s: job %s done", self.name, job.job_id)
         except Cancelled:
@@ -302,6 +296,50 @@ class ClusterWorker:
                 leftover.unlink(missing_ok=True)
             with contextlib.suppress(Exception):
                 await self._advertise()
+
+    async def _hand_back(self, job: JobMessage, produced: Produced, message: Msg) -> None:
+        """Upload the files, store the result, mark the job done, ack. A NATS blip here
+        would otherwise throw a finished render away (the job redelivered and made again):
+        each step is retried while the client reconnects (see _retrying), with the lease
+        still extended. Repeating a step is harmless: objects are per delivery, the results
+        stream deduplicates by id, and the done record and the ack are idempotent."""
+
+        async def store() -> tuple[list[FileRef], bool]:
+            files = await self._upload(job, produced, message.metadata.num_delivered)
+            return files, await self._publish(ResultMessage(
+                job_id=job.job_id, song_id=job.song_id, worker=self.name, status="done",
+                produced=protocol.produced_to_wire(dataclasses.replace(produced,
+                                                                       worker=self.name)),
+                files=files))
+
+        files, fresh = await self._retrying(job, "storing its result", store)
+        assert self._files is not None
+        if not fresh:  # another delivery's result was stored first: ours is not needed
+            for ref in files:
+                with contextlib.suppress(Exception):
+                    await self._files.delete(ref.object)
+        await self._retrying(job, "recording it done", lambda: self._kv_put(
+            self.names.done_bucket, _done_key(job), self.name.encode()))
+        await self._retrying(job, "acknowledging it", message.ack_sync)
+
+    async def _retrying(self, job: JobMessage, what: str,
+                        step: Callable[[], Awaitable[T]]) -> T:
+        """`step()`, again after a failure while NATS reconnects, for up to HAND_BACK_S;
+        then (or when stopping, or the connection is closed for good) the error."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HAND_BACK_S
+        delay = 0.5
+        while True:
+            try:
+                return await step()
+            except Exception as error:
+                if (self._stopping.is_set() or loop.time() + delay > deadline
+                        or self._nc is None or self._nc.is_closed):
+                    raise
+                log.warning("worker %s: job %s rendered; %s failed (%s), trying again in "
+                            "%.1f s", self.name, job.job_id, what, type(error).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _extend_lease(self, message: Msg) -> None:
         """Tell the server the job is still being worked on, well within `lease_s`."""

@@ -179,8 +179,18 @@ class WorkerProcess:
         assert self._conn is not None
         self._conn.send(("job", song_id, spec.model_dump_json(), request.model_dump_json(),
                          order))
+        stall_s = self._settings.generation.stall_s
         while True:
-            message = await self._inbox.get()
+            try:
+                message = await asyncio.wait_for(self._inbox.get(), stall_s)
+            except TimeoutError:
+                # A hung engine (a wedged driver, a deadlock) would hold the job, and in a
+                # cluster its lease, forever: the child is killed and the job retried.
+                log.error("worker %s: song %s made no progress for %.0f s; restarting its "
+                          "process", self.name, song_id, stall_s)
+                await self.restart()
+                raise errors.Interrupted(f"the engine made no progress for {stall_s:.0f} s; "
+                                         "its process was restarted") from None
             kind = message[0]
             if kind == "progress":
                 report(JobState(message[1]), message[2])

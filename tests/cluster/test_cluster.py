@@ -388,3 +388,25 @@ def test_a_nats_restart_mid_burst_costs_no_song(
     assert all(final["state"] == "done" for final in finals), (finals, daemon.log()[-4000:])
     assert len(_songs(daemon.state_dir)) == 4
     assert len(_library_audio(daemon.state_dir)) == 4
+
+
+def test_a_render_finished_during_a_nats_outage_is_handed_back_not_made_again(
+        daemon_factory: Callable[..., Any], probe: MqttProbe, nats_server: NatsServer,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    """NATS goes away while the worker renders and stays away past the end of the render:
+    the worker keeps the finished files and retries handing them back until the server is
+    back, instead of dropping them for the job to be redelivered and rendered again."""
+    daemon = daemon_factory(cluster_toml(nats_server.url, local_workers=0,
+                                         lease_s=30.0)).start()
+    worker = worker_factory("box-a", cluster_toml(nats_server.url, lease_s=30.0)).start()
+    probe.wait_online()
+    job = probe.command("song/create", {**SONG, "duration_s": 30})["job_id"]
+    wait_for(lambda: _rendering(worker) == job, timeout=60)
+    nats_server.stop()
+    wait_for(lambda: "storing its result failed" in worker.log(), timeout=120)
+    nats_server.start()
+    final = probe.wait_job(job, ("done", "failed", "cancelled"), timeout=120)
+    assert final["state"] == "done" and final["worker"] == "box-a", (final, worker.log()[-3000:])
+    started = [line for line in worker.log().splitlines() if f": job {job} (" in line]
+    assert len(started) == 1, started  # rendered once, delivered once
+    assert len(_songs(daemon.state_dir)) == 1 and len(_library_audio(daemon.state_dir)) == 1

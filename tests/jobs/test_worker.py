@@ -132,3 +132,34 @@ def test_stop_ends_the_child(settings: Settings) -> None:
 
     child = run(test, settings)
     assert not child.is_alive() and child.exitcode == 0  # asked to stop, not killed
+
+
+def test_a_hung_child_is_killed_after_stall_s_and_is_an_interruption(settings: Settings) -> None:
+    """SIGSTOP freezes the child mid-song as a wedged driver would: it neither dies nor
+    answers. After `stall_s` without progress it is killed and replaced, and the job is an
+    interruption (retried), not held forever."""
+    settings = settings.model_copy(update={"generation": settings.generation.model_copy(
+        update={"stall_s": 5.0})})
+
+    async def test(worker: WorkerProcess) -> float:
+        spec, request = order(settings, duration_s=120)
+        first = our_child()
+        composing = asyncio.Event()
+
+        def report(state: JobState, fraction: float) -> None:
+            if state == JobState.composing:
+                composing.set()
+
+        production = asyncio.create_task(worker.produce("job5", "song5", spec, request, None, report))
+        await composing.wait()
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGSTOP)
+        frozen = asyncio.get_running_loop().time()
+        with pytest.raises(errors.Interrupted, match="no progress for 5 s") as caught:
+            await asyncio.wait_for(production, 30)
+        waited = asyncio.get_running_loop().time() - frozen
+        assert caught.value.system_fault
+        assert not first.is_alive() and worker.alive and our_child().pid != first.pid
+        return waited
+
+    assert 4.0 <= run(test, settings) < 15  # the clock runs from the last report
