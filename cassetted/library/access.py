@@ -8,6 +8,7 @@ Only the maker or an owner may share, keep or drop a song's takes. Store-thread 
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -36,6 +37,7 @@ class Caller(Protocol):
     def may_manage(self, user: str | None) -> bool: ...
 
 _SCORE = pw.fn.COALESCE(pw.fn.SUM(Vote.value), 0)
+_WORD = re.compile(r"\w+")
 
 
 def visible(select: pw.ModelSelect, caller: Caller) -> pw.ModelSelect:
@@ -48,25 +50,45 @@ def visible(select: pw.ModelSelect, caller: Caller) -> pw.ModelSelect:
 
 
 def query(query: LibraryQuery, caller: Caller) -> tuple[int, list[tuple[Song, int]]]:
-    """(total matches, [(song, score)] of the requested page)."""
-    select = Song.select(Song, _SCORE.alias("score")).join(Vote, pw.JOIN.LEFT_OUTER).group_by(Song)
-    select = visible(select, caller)
+    """(total matches, [(song, score)] of the requested page). Reads only the page's rows
+    off an index (the score is kept on the song; see store.database), so the first page
+    costs the same in a library of 100 songs or 10,000; the total is one index count."""
+    select = visible(Song.select(), caller)
     for field in ("genre", "mood", "room", "user", "shared"):
         value = getattr(query, field)
         if value is not None:
             select = select.where(getattr(Song, field) == value)
     if query.text:
-        # peewee's contains() is case-insensitive on SQLite and PostgreSQL alike.
-        select = select.where(Song.title.contains(query.text) | Song.prompt.contains(query.text)
-                              | Song.lyrics.contains(query.text))
+        select = select.where(_text_match(query.text))
     total = select.count()
     order = {
         "newest": [Song.created_at.desc()], "oldest": [Song.created_at.asc()],
         "title": [Song.title.asc()], "duration": [Song.duration_s.asc()],
-        "top_voted": [_SCORE.desc(), Song.created_at.desc()],
+        "top_voted": [Song.score.desc(), Song.created_at.desc()],
     }[query.sort]
     rows = select.order_by(*order, Song.id).paginate(query.page, query.page_size)
-    return total, [(song, int(song.score)) for song in rows]
+    return total, [(song, song.score) for song in rows]
+
+
+def _text_match(text: str) -> pw.Expression:
+    """Songs whose title, prompt or lyrics have words starting with each word of `text`
+    (case and accents ignored), from the text index: "rain" finds "Rainy Monday". Text
+    with no word in it (punctuation only) falls back to a substring scan."""
+    words = _WORD.findall(text.lower())
+    db = Song._meta.database
+    if not words:
+        return (Song.title.contains(text) | Song.prompt.contains(text)
+                | Song.lyrics.contains(text))
+    if isinstance(db, pw.PostgresqlDatabase) or isinstance(
+            getattr(db, "obj", None), pw.PostgresqlDatabase):
+        from cassetted.store.database import PG_TEXT_VECTOR
+
+        terms = " & ".join(f"{word}:*" for word in words)
+        return pw.SQL(f"{PG_TEXT_VECTOR} @@ to_tsquery('simple', %s)", (terms,))
+    terms = " ".join(f'"{word}"*' for word in words)
+    # The song table's own rowid (unqualified: peewee aliases the table), so SQLite reads
+    # the matching rows by rowid instead of testing every song against the match list.
+    return pw.SQL("rowid IN (SELECT rowid FROM song_fts WHERE song_fts MATCH ?)", (terms,))
 
 
 def readable(song_id: str, caller: Caller) -> Song:
@@ -88,11 +110,13 @@ def vote(song_id: str, caller: Caller, value: int) -> tuple[Song, int, int]:
     song = _song(song_id, caller)
     voter = caller.user or "household"
     old = Vote.get_or_none((Vote.song == song) & (Vote.user == voter))
-    Vote.delete().where((Vote.song == song) & (Vote.user == voter)).execute()
-    if value:
-        Vote.create(song=song, user=voter, value=value)
-    score = Vote.select(_SCORE).where(Vote.song == song).scalar()
-    return song, int(score), value - (old.value if old else 0)
+    with Song._meta.database.atomic():
+        Vote.delete().where((Vote.song == song) & (Vote.user == voter)).execute()
+        if value:
+            Vote.create(song=song, user=voter, value=value)
+        score = int(Vote.select(_SCORE).where(Vote.song == song).scalar())
+        Song.update(score=score).where(Song.id == song.id).execute()
+    return song, score, value - (old.value if old else 0)
 
 
 def share(song_id: str, caller: Caller, shared: bool) -> Song:
@@ -132,9 +156,9 @@ def stats() -> LibraryStats:
     shared = Song.select().where(Song.shared == True).count()  # noqa: E712
     by_user = {(user or "household"): count for user, count in
                Song.select(Song.user, pw.fn.COUNT(Song.id)).group_by(Song.user).tuples()}
-    top = (Song.select(Song.id, Song.title, _SCORE.alias("score")).join(Vote)
-           .where(Song.shared == True).group_by(Song.id, Song.title)  # noqa: E712
-           .having(_SCORE > 0).order_by(_SCORE.desc(), Song.id).limit(5))
+    top = (Song.select(Song.id, Song.title, Song.score)
+           .where((Song.shared == True) & (Song.score > 0))  # noqa: E712
+           .order_by(Song.score.desc(), Song.id).limit(5))
     return LibraryStats(
         songs=songs, shared=shared, private=songs - shared, votes=Vote.select().count(),
         by_user=by_user, top_voted=[{"id": s.id, "title": s.title, "score": int(s.score)} for s in top],

@@ -39,6 +39,17 @@ class BaseModel(pw.Model):  # type: ignore[misc]  # peewee ships no type informa
         legacy_table_names = False
 
 
+# The orders and filters of library pages (see library.access.query), each an index that
+# ends in created_at: shared for what a member sees, genre and mood the common filters.
+SONG_PAGE_INDEXES: tuple[tuple[str, ...], ...] = (
+    ("shared", "created_at"), ("score", "created_at"), ("shared", "score", "created_at"),
+    ("genre", "shared", "created_at"), ("mood", "shared", "created_at"))
+
+
+# The queue (the oldest queued job) and a member's quota window (their recent jobs).
+JOB_INDEXES: tuple[tuple[str, ...], ...] = (("state", "created_at"), ("user", "created_at"))
+
+
 class Song(BaseModel):
     """One finished song: every parameter it was made with, its lyrics and its file."""
 
@@ -71,7 +82,15 @@ class Song(BaseModel):
     shared = pw.BooleanField(default=True, index=True)
     # The worker that made it: a local process ("local-0") or a `cassetted worker`'s name.
     worker = pw.CharField(max_length=64, null=True)
+    # The sum of its votes, kept by library.access.vote, so `top_voted` reads an index
+    # instead of summing every song's votes.
+    score = pw.IntegerField(default=0)
     created_at = pw.DoubleField(default=time.time, index=True)
+
+    class Meta:
+        # Every library page is "these songs, newest (or best) first, twenty of them": an
+        # index ending in created_at answers it without reading the rest of the library.
+        indexes = tuple((columns, False) for columns in SONG_PAGE_INDEXES)
 
 
 class Job(BaseModel):
@@ -91,6 +110,10 @@ class Job(BaseModel):
     started_at = pw.DoubleField(null=True)
     finished_at = pw.DoubleField(null=True)
     updated_at = pw.DoubleField(default=time.time)
+
+    class Meta:
+        # The queue: the oldest queued job is one index step away, however long it is.
+        indexes = tuple((columns, False) for columns in JOB_INDEXES)
 
 
 class Credential(BaseModel):
@@ -240,9 +263,55 @@ def _song_worker(migrator: SchemaMigrator) -> None:
     migrate(migrator.add_column("song", "worker", Song.worker))
 
 
+def _growth(migrator: SchemaMigrator) -> None:
+    """4: costs that do not grow with the library or the queue (issue 17): the vote score
+    kept on the song, the indexes of the queue and of library pages, and a text index."""
+    from playhouse.migrate import migrate
+
+    # A plain ADD COLUMN with an SQL default: no copy of the song table.
+    migrator.database.execute_sql("ALTER TABLE song ADD COLUMN score INTEGER NOT NULL DEFAULT 0")
+    migrate(*(migrator.add_index("song", columns) for columns in SONG_PAGE_INDEXES),
+            *(migrator.add_index("job", columns) for columns in JOB_INDEXES))
+    migrator.database.execute_sql(
+        "UPDATE song SET score = (SELECT COALESCE(SUM(value), 0) FROM vote "
+        "WHERE vote.song_id = song.id)")
+    create_text_index(migrator.database)
+
+
+def create_text_index(db: pw.Database) -> None:
+    """Full-text search of title, prompt and lyrics: SQLite FTS5 (an external-content table
+    the triggers keep in step with `song`), PostgreSQL a GIN index on a tsvector. The
+    'simple' configuration: no stemming, no stop words; lyrics are in any language."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS song_text ON song USING GIN "
+                       f"({PG_TEXT_VECTOR})")
+        return
+    statements = [
+        ("CREATE VIRTUAL TABLE IF NOT EXISTS song_fts USING fts5(title, prompt, lyrics, "
+         "content='song', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')"),
+        ("CREATE TRIGGER IF NOT EXISTS song_fts_insert AFTER INSERT ON song BEGIN "
+         f"{_FTS_ADD} END"),
+        ("CREATE TRIGGER IF NOT EXISTS song_fts_delete AFTER DELETE ON song BEGIN "
+         f"{_FTS_REMOVE} END"),
+        ("CREATE TRIGGER IF NOT EXISTS song_fts_update AFTER UPDATE OF title, prompt, lyrics "
+         f"ON song BEGIN {_FTS_REMOVE} {_FTS_ADD} END"),
+        "INSERT INTO song_fts(song_fts) VALUES ('rebuild')",
+    ]
+    for sql in statements:
+        db.execute_sql(sql)
+
+
+_FTS_ADD = ("INSERT INTO song_fts(rowid, title, prompt, lyrics) "
+            "VALUES (new.rowid, new.title, new.prompt, new.lyrics);")
+_FTS_REMOVE = ("INSERT INTO song_fts(song_fts, rowid, title, prompt, lyrics) "
+               "VALUES ('delete', old.rowid, old.title, old.prompt, old.lyrics);")
+PG_TEXT_VECTOR = ("to_tsvector('simple', coalesce(title, '') || ' ' || coalesce(prompt, '') "
+                  "|| ' ' || coalesce(lyrics, ''))")
+
+
 # Step N brings the schema from version N-1 to N. Step 1 is the initial create_tables.
 Migration = Callable[[SchemaMigrator], None]
-MIGRATIONS: list[Migration] = [_household, _song_worker]
+MIGRATIONS: list[Migration] = [_household, _song_worker, _growth]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 
@@ -337,9 +406,25 @@ def _open(url: str | None, state_dir: Path) -> pw.Database:
         check = db.execute_sql("PRAGMA quick_check(1)").fetchone()[0]
         if check != "ok":
             raise StoreError(_corrupt(describe(url, state_dir), check))
+    sqlite = isinstance(db, pw.SqliteDatabase)
+    if sqlite:
+        # SQLite changes a column by copying the table and dropping the old one; with
+        # foreign keys on, that drop would cascade (every vote of every song deleted).
+        # The pragma only takes effect outside a transaction.
+        db.execute_sql("PRAGMA foreign_keys = OFF")
+    try:
+        _create_or_migrate(db, url, state_dir)
+    finally:
+        if sqlite:
+            db.execute_sql("PRAGMA foreign_keys = ON")
+    return db
+
+
+def _create_or_migrate(db: pw.Database, url: str | None, state_dir: Path) -> None:
     with db.atomic():
         if not _has_table(db, SchemaVersion._meta.table_name):
             db.create_tables([*MODELS, SchemaVersion])
+            create_text_index(db)
             SchemaVersion.create(version=SCHEMA_VERSION)
             log.info("database created at schema version %d", SCHEMA_VERSION)
         else:
@@ -355,7 +440,6 @@ def _open(url: str | None, state_dir: Path) -> pw.Database:
             if row.version != SCHEMA_VERSION:
                 row.version = SCHEMA_VERSION
                 row.save()
-    return db
 
 
 def describe(url: str | None, state_dir: Path) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cassetted.contract import errors
-from cassetted.contract.schemas import JobState, SongRequest
+from cassetted.contract.schemas import JobState, LibraryQuery, SongRequest
 from cassetted.jobs import runner as jobs
+from cassetted.library import access
 from cassetted.store import database as store
 
 
@@ -96,34 +98,78 @@ def test_describe_hides_password() -> None:
     assert "hunter2" not in text and "db.local" in text
 
 
-def test_a_version_1_database_migrates_to_the_household_schema(request: pytest.FixtureRequest,
-                                                               tmp_path: Path) -> None:
+def test_a_version_1_database_migrates_to_the_current_schema(request: pytest.FixtureRequest,
+                                                             tmp_path: Path) -> None:
     """A database made before the household (schema 1: no song.shared, no job.user, none of
-    its tables) keeps its rows and gains what is missing, on SQLite and on PostgreSQL."""
-    from playhouse.migrate import SchemaMigrator, migrate
-
+    its tables, no song.worker, no score, indexes or text index) keeps its rows and gains
+    what is missing, on SQLite and on PostgreSQL: the score is summed from the votes it
+    had, and its songs are found by the text search."""
     for url in (None, request.getfixturevalue("pg_url")):
         here = tmp_path / ("pg" if url else "sqlite")
         database = store.open_database(url, here)
-        database.drop_tables([store.User, store.RoomPreference, store.RoomModeRow,
-                              store.ChildSafeLog, store.PartyQueueEntry, store.Party])
-        migrator = SchemaMigrator.from_database(database)
-        migrate(migrator.drop_index("song", "song_shared"), migrator.drop_column("song", "shared"),
-                migrator.drop_index("job", "job_user"), migrator.drop_column("job", "user"),
-                migrator.drop_column("song", "worker"))
-        store.SchemaVersion.update(version=1).execute()
+        _downgrade(database, url, 1)
         database.execute_sql("INSERT INTO job (id, request, state, progress, attempts, "
                              "created_at, updated_at) VALUES ('old', '{}', 'queued', 0, 0, 1, 1)")
+        database.execute_sql(
+            "INSERT INTO song (id, title, prompt, lyrics, style, genre, mood, bpm, key, "
+            "time_signature, duration_s, language, instrumental, seed, child_safe, engine, "
+            "lyrics_provider, file, format, url_token, created_at) VALUES ('s1', 'Old Garden', "
+            "'a garden at dusk', '', '', 'jazz', 'relaxing', 90, 'C major', '4/4', 10, 'en', "
+            "false, 1, false, 'builtin', 'builtin', 'old.flac', 'flac', 'tok', 1)")
+        for user, value in (("anna", 1), ("bob", 1), ("carl", -1)):
+            database.execute_sql("INSERT INTO vote (song_id, \"user\", value, created_at) "
+                                 f"VALUES ('s1', '{user}', {value}, 1)")
         database.close()
 
         database = store.open_database(url, here)
-        assert store.SchemaVersion.get().version == store.SCHEMA_VERSION == 3
+        assert store.SchemaVersion.get().version == store.SCHEMA_VERSION == 4
         old = store.Job.get_by_id("old")
         assert old.user is None and old.state == "queued"
         store.User.create(id="dad", name="Dad", role="owner")
         store.RoomPreference.create(room="living_room", dimension="genre", value="jazz", weight=1)
-        assert store.Song.shared.default is True
+        # SQLite copies the song table to add a NOT NULL column: the votes survive it.
+        assert store.Vote.select().where(store.Vote.song == "s1").count() == 3
+        assert store.Song.get_by_id("s1").score == 1 and store.Song.get_by_id("s1").shared
+        owner = _Owner()
+        assert [s.id for s, _ in access.query(LibraryQuery(text="GARD"), owner)[1]] == ["s1"]
+        assert access.query(LibraryQuery(text="dusk old"), owner)[0] == 1
+        assert access.query(LibraryQuery(text="dawn"), owner)[0] == 0
         database.close()
+
+
+def _downgrade(database: Any, url: str | None, version: int) -> None:
+    """Take a current database back to schema `version`, as that release made it."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    migrator = SchemaMigrator.from_database(database)
+    if version < 4:
+        if url:
+            database.execute_sql("DROP INDEX song_text")
+        else:
+            for trigger in ("insert", "delete", "update"):
+                database.execute_sql(f"DROP TRIGGER song_fts_{trigger}")
+            database.execute_sql("DROP TABLE song_fts")
+        migrate(*(migrator.drop_index("song", "_".join(("song", *columns)))
+                  for columns in store.SONG_PAGE_INDEXES),
+                *(migrator.drop_index("job", "_".join(("job", *columns)))
+                  for columns in store.JOB_INDEXES),
+                migrator.drop_column("song", "score"))
+    if version < 3:
+        migrate(migrator.drop_column("song", "worker"))
+    if version < 2:
+        database.drop_tables([store.User, store.RoomPreference, store.RoomModeRow,
+                              store.ChildSafeLog, store.PartyQueueEntry, store.Party])
+        migrate(migrator.drop_index("song", "song_shared"), migrator.drop_column("song", "shared"),
+                migrator.drop_index("job", "job_user"), migrator.drop_column("job", "user"))
+    store.SchemaVersion.update(version=version).execute()
+
+
+class _Owner:
+    user = None
+    is_owner = True
+
+    def may_manage(self, user: str | None) -> bool:
+        return True
 
 
 def test_a_resent_request_id_retries_only_a_system_failure(db) -> None:
@@ -211,13 +257,10 @@ def test_a_version_2_database_gains_the_song_worker(request: pytest.FixtureReque
                                                    tmp_path: Path) -> None:
     """Songs made before workers were recorded keep their rows, with no worker, on SQLite
     and on PostgreSQL."""
-    from playhouse.migrate import SchemaMigrator, migrate
-
     for url in (None, request.getfixturevalue("pg_url")):
         here = tmp_path / ("pg" if url else "sqlite")
         database = store.open_database(url, here)
-        migrate(SchemaMigrator.from_database(database).drop_column("song", "worker"))
-        store.SchemaVersion.update(version=2).execute()
+        _downgrade(database, url, 2)
         database.execute_sql(
             "INSERT INTO song (id, title, prompt, lyrics, style, genre, mood, bpm, key, "
             "time_signature, duration_s, language, instrumental, seed, child_safe, engine, "
@@ -227,6 +270,6 @@ def test_a_version_2_database_gains_the_song_worker(request: pytest.FixtureReque
         database.close()
 
         database = store.open_database(url, here)
-        assert store.SchemaVersion.get().version == store.SCHEMA_VERSION == 3
+        assert store.SchemaVersion.get().version == store.SCHEMA_VERSION == 4
         assert store.Song.get_by_id("s-old").worker is None
         database.close()
