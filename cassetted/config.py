@@ -106,6 +106,9 @@ class GenerationSettings(_Section):
                          "fault (disk, database, a killed worker); then it fails until resent")
     retry_min_s: float = Field(2.0, gt=0, le=600, description="Wait before the first retry; "
                                "doubled for each next one, at most 60 s")
+    worker_idle_s: float = Field(300, ge=0, le=86400, description="A render process idle this "
+                                 "long is retired (its memory, and an ACE-Step model's VRAM, "
+                                 "given back) and started again for the next song; 0 = kept")
     stall_s: float = Field(900, ge=5, le=86400, description="A render that reports no progress "
                            "for this long is stuck (a hung engine or driver): its process is "
                            "killed and the song retried (interrupted)")

@@ -42,7 +42,7 @@ class SongDesk:
                                 echo: bool = False, **extra: Any) -> Reply:
         """Admission (household), then the queue; the Reply of a song request (with the
         request as admitted when `echo`: a voice command shows what it was read as)."""
-        async with self._household.admission(caller):
+        async with self._household.admission(request.request_id):
             # A repeat (QoS 1 redelivery) is answered, never charged or learned from twice.
             if request.request_id and (self._household.counts_songs or request.room):
                 existing = await self._store.call(Job.get_or_none, Job.request_id == request.request_id)
@@ -52,11 +52,15 @@ class SongDesk:
                                  state=JobState(existing.state), duplicate=True, quota=quota, **extra)
             if request.party:
                 self._party.admit(request, caller)  # e.g. a party closed to guests
-            request, quota, extras = await self._household.admit(request, caller)
+            request, charge, extras = await self._household.admit(request, caller)
             if echo:
                 extras["request"] = request.model_dump(exclude_none=True,
                                                        exclude=set(ENVELOPE_FIELDS))
-            job, duplicate = await self._runner.submit(request)
+            job, duplicate = await self._runner.submit(request, charge)
+            if charge is not None and charge.quota is not None:
+                quota = charge.quota
+            else:  # not charged: the household is off, or the request_id was a repeat
+                quota = await self._household.quota(caller)
         if request.party:
             extras.update(await self._party.enqueue(job.id, request, caller))
         return Reply(ok=True, request_id=request.request_id, job_id=job.id,

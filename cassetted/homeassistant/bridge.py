@@ -46,6 +46,7 @@ from cassetted.events import BrokerConnected, EventBus, JobChanged, SongReady
 from cassetted.homeassistant import discovery
 from cassetted.homeassistant.discovery import Topics
 from cassetted.homeassistant.panel import STATE_FILE_NAME, Panel, PanelValueError
+from cassetted.mqtt.publisher import LatestWins
 from cassetted.mqtt.router import match
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class HomeAssistantBridge:
         self.topics = Topics(settings.mqtt.base_topic, settings.mqtt.discovery_prefix)
         self._settings = settings
         self._publish = publish
+        self._latest = LatestWins(publish)
         self._submit = submit
         self._vote = vote
         self._room_command = room_command
@@ -180,8 +182,9 @@ class HomeAssistantBridge:
                       retain=True, qos=1)
 
     def _publish_generation(self) -> None:
-        self._publish(self.topics.generation, self._generation.model_dump_json(),
-                      retain=True, qos=1)
+        # Changes with every job event: latest wins, at most every 100 ms.
+        self._latest.send(self.topics.generation, self._generation.model_dump_json(),
+                          retain=True, qos=1)
 
     # ------------------------------------------------------------------ commands
 
@@ -280,12 +283,13 @@ class HomeAssistantBridge:
     # ------------------------------------------------------------------ what the bus says
 
     def job_changed(self, event: JobEvent) -> None:
-        if event.state.terminal:
-            self._active.pop(event.job_id, None)
-        else:
+        # Kept in the order of their last event (a dict keeps insertion order), so the
+        # newest active job is the last one: O(1) per event, however many are active.
+        self._active.pop(event.job_id, None)
+        if not event.state.terminal:
             self._active[event.job_id] = event
         # The newest active job is shown; when none is left, the one that just finished.
-        shown = max(self._active.values(), key=lambda e: e.ts) if self._active else event
+        shown = next(reversed(self._active.values())) if self._active else event
         self._generation = GenerationState(
             state=shown.state.value, progress_pct=round(shown.progress * 100),
             job_id=shown.job_id, request_id=shown.request_id, song_id=shown.song_id,

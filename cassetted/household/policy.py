@@ -85,8 +85,11 @@ def quota(settings: Settings, caller: Caller, adding: int = 0) -> QuotaInfo:
 
 
 def charge(settings: Settings, caller: Caller, songs: int = 1) -> QuotaInfo:
-    """The quota after `songs` more, or QuotaExceeded (with the current standing)."""
+    """The quota after `songs` more, or QuotaExceeded (with the current standing). One
+    read of the caller's window: the standing after is the standing now plus `songs`."""
     now = quota(settings, caller)
+    if not settings.household.enabled:
+        return now
     if now.limit is not None and now.used + songs > now.limit:
         when = ""
         if now.resets_at is not None:
@@ -94,4 +97,11 @@ def charge(settings: Settings, caller: Caller, songs: int = 1) -> QuotaInfo:
         raise errors.QuotaExceeded(
             f"{caller.user or 'this requester'} has used {now.used} of {now.limit} songs{when}",
             "user", quota=now.model_dump(mode="json"))
-    return quota(settings, caller, adding=songs)
+    resets_at = now.resets_at
+    if resets_at is None and now.window_h is not None and (
+            caller.user is not None or caller.via == "anonymous"):
+        resets_at = time.time() + now.window_h * 3600  # the song added is the window's oldest
+    used = now.used + songs
+    return now.model_copy(update={
+        "used": used, "resets_at": resets_at,
+        "remaining": None if now.limit is None else max(0, now.limit - used)})

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -55,6 +54,22 @@ class ModeScreen(Protocol):
                                   caller: Caller) -> RoomCommand: ...
 
 
+class Charge:
+    """One request's quota charge, run by the job intake on the store thread inside the
+    transaction that queues the job (cassetted.jobs.runner): counting and queuing are one
+    step there, so two requests of one user cannot both take the last song of a quota,
+    and nobody's requests wait for anybody else's."""
+
+    def __init__(self, settings: Settings, caller: Caller, songs: int) -> None:
+        self._settings = settings
+        self._caller = caller
+        self._songs = songs
+        self.quota: QuotaInfo | None = None  # the standing after this request, once charged
+
+    def __call__(self) -> None:
+        self.quota = policy.charge(self._settings, self._caller, self._songs)
+
+
 class Household:
     """Owns identity, quotas, guests, the library's social side and room learning."""
 
@@ -73,7 +88,7 @@ class Household:
         self._tasks = BackgroundTasks("household")
         bus.subscribe(SongReady, self._song_ready)
         self._learned: dict[str, LearnedPreference] = {}
-        self._locks: defaultdict[str | None, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # request_id -> lock, holders
         self._stats_pending = False
         household = settings.household
         self._rates = RateLimiter(household.rate_per_s if household.enabled else None,
@@ -135,20 +150,31 @@ class Household:
         return Caller(user=user, role=role, via="bridge")
 
     @contextlib.asynccontextmanager
-    async def admission(self, caller: Caller) -> AsyncIterator[None]:
-        """Held from `admit` until the job exists, so two requests of one user cannot both
-        take the last song of a quota. Without the household there is no quota to race for,
-        and requests are not serialised (they are written in batches)."""
-        if not self.settings.household.enabled:
+    async def admission(self, request_id: str | None) -> AsyncIterator[None]:
+        """Held from the duplicate check until the job exists, per request_id, so a QoS 1
+        redelivery arriving while its first copy is admitted is answered as a repeat,
+        never charged or learned from twice. Nothing else is serialised: the quota is
+        charged in the transaction that queues the job (see Charge)."""
+        if request_id is None:
             yield
             return
-        async with self._locks[caller.user]:
-            yield
+        lock, holders = self._locks.get(request_id, (asyncio.Lock(), 0))
+        self._locks[request_id] = (lock, holders + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, holders = self._locks[request_id]
+            if holders == 1:
+                del self._locks[request_id]  # kept only while someone holds or waits
+            else:
+                self._locks[request_id] = (lock, holders - 1)
 
     async def admit(self, request: SongRequest,
-                    caller: Caller) -> tuple[SongRequest, QuotaInfo, dict[str, Any]]:
-        """The request as it will be queued, the caller's quota after it, and reply extras
-        (`learned`: the defaults the room filled in). Raises Forbidden, ModeRefused,
+                    caller: Caller) -> tuple[SongRequest, Charge | None, dict[str, Any]]:
+        """The request as it will be queued, its quota charge (None: the household is off,
+        nothing to count) for the job intake to run, and reply extras (`learned`: the
+        defaults the room filled in). Raises Forbidden, ModeRefused; the charge raises
         QuotaExceeded.
 
         Order: room permission; what the request says (its fields, else its prompt) becomes
@@ -175,12 +201,9 @@ class Household:
             request, extras = await self._learn_and_fill(request)
         if self.modes is not None:
             request = await self.modes.screen_song(request, caller)
-        if settings.household.enabled:
-            # Every take is a song made: "variants": 4 costs four.
-            quota = await self._store.call(policy.charge, settings, caller, request.variants)
-        else:
-            quota = policy.quota(settings, caller)  # no limits: nothing to read
-        return request, quota, extras
+        # Every take is a song made: "variants": 4 costs four.
+        charge = Charge(settings, caller, request.variants) if settings.household.enabled else None
+        return request, charge, extras
 
     async def _learn_and_fill(self, request: SongRequest) -> tuple[SongRequest, dict[str, Any]]:
         said_genre, said_mood = self._read_prompt(request.prompt) if request.prompt else (None, None)

@@ -130,15 +130,20 @@ def _find_by_request_id(request_id: str) -> Job | None:
     return job
 
 
-def _insert(request: SongRequest, max_pending: int) -> tuple[Job, bool]:
-    if request.request_id:
-        existing = _find_by_request_id(request.request_id)
-        if existing is not None and retryable(existing):
-            return _retry_failed(existing), False
-        if existing is not None:
-            return existing, True
-    if Job.select().where(Job.state == JobState.queued.value).count() >= max_pending:
+def _insert(request: SongRequest, max_pending: int, queued: int | None = None,
+            charge: Callable[[], None] | None = None) -> tuple[Job, bool]:
+    """Queue one request, `queued` jobs waiting already (counted if not known). (job, True)
+    for a request_id seen before: the job it made. `charge` (the household's quota) runs
+    just before the job is written, in the same transaction, and may refuse it."""
+    existing = _find_by_request_id(request.request_id) if request.request_id else None
+    if existing is not None and not retryable(existing):
+        return existing, True
+    if (_queue_counts() if queued is None else queued) >= max_pending:
         raise errors.QueueFull(f"{max_pending} requests are already waiting; try again later")
+    if charge is not None:
+        charge()
+    if existing is not None:  # failed for the system's fault: a new attempt
+        return _retry_failed(existing), False
     job = Job.create(
         id=new_id(), request_id=request.request_id,
         request=request.model_dump_json(exclude=set(ENVELOPE_FIELDS)), user=request.user,
@@ -167,16 +172,22 @@ def _retry_failed(job: Job) -> Job:
     return requeued
 
 
-def _insert_batch(requests: list[SongRequest],
-                  max_pending: int) -> list[tuple[Job, bool] | errors.CassettedError]:
-    """Several requests in one transaction: one commit instead of one per request."""
+def _insert_batch(requests: list[SongRequest], max_pending: int,
+                  charges: list[Callable[[], None] | None] | None = None,
+                  ) -> list[tuple[Job, bool] | errors.CassettedError]:
+    """Several requests in one transaction: one commit instead of one per request, and
+    the queue counted once (an index count), not once per request."""
     results: list[tuple[Job, bool] | errors.CassettedError] = []
     with Job._meta.database.atomic():
-        for request in requests:
+        queued = _queue_counts()
+        for request, charge in zip(requests, charges or [None] * len(requests), strict=True):
             try:
-                results.append(_insert(request, max_pending))
+                result = _insert(request, max_pending, queued, charge)
             except errors.CassettedError as error:
                 results.append(error)
+                continue
+            queued += not result[1]
+            results.append(result)
     return results
 
 
@@ -275,6 +286,9 @@ def _store_song(job_id: str, song_id: str, produced: Produced,
 
 # ----------------------------------------------------------------------------- the runner
 
+# A request waiting to be written: the request, its quota charge, who waits for the job.
+_Intake = tuple[SongRequest, Callable[[], None] | None, "asyncio.Future[tuple[Job, bool]]"]
+
 
 class JobRunner:
     """Owns the queue: intake, workers, cancellation, recovery and progress reporting."""
@@ -301,7 +315,7 @@ class JobRunner:
         self._wakeup = asyncio.Event()
         self._running: dict[str, _Running] = {}
         self._pending = 0
-        self._intake: list[tuple[SongRequest, asyncio.Future[tuple[Job, bool]]]] = []
+        self._intake: list[_Intake] = []
         self._retry_at: dict[str, float] = {}  # job id -> loop time its retry may start
         self._stranded: set[str] = set()  # jobs whose end a failed database write lost
         self._where = store.where  # for storage errors, without credentials
@@ -340,11 +354,13 @@ class JobRunner:
 
     # ------------------------------------------------------------------ intake
 
-    async def submit(self, request: SongRequest) -> tuple[Job, bool]:
+    async def submit(self, request: SongRequest,
+                     charge: Callable[[], None] | None = None) -> tuple[Job, bool]:
         """Queue a request (or find the job its request_id already made).
 
         Requests arriving together are written in one transaction (see `_write_intake`);
-        they keep their arrival order.
+        they keep their arrival order. `charge` (the household's quota, on the store
+        thread) runs in that transaction just before the job is written, and may refuse it.
         """
         self._check_names(request)
         if request.source_song_id is not None:
@@ -353,7 +369,7 @@ class JobRunner:
         elif request.seed is None:  # a cover keeps its source's seed unless told otherwise
             request = request.model_copy(update={"seed": spec_module.new_seed()})
         future: asyncio.Future[tuple[Job, bool]] = asyncio.get_running_loop().create_future()
-        self._intake.append((request, future))
+        self._intake.append((request, charge, future))
         if self._tasks.get("intake") is None:
             self._tasks.spawn(self._write_intake(), "intake")
         return await future
@@ -361,33 +377,32 @@ class JobRunner:
     async def _write_intake(self) -> None:
         """Write waiting requests in batches. Every waiting request is answered, whatever
         fails here: a future left pending would hang its command and never ack it."""
-        batch: list[tuple[SongRequest, asyncio.Future[tuple[Job, bool]]]] = []
+        batch: list[_Intake] = []
         try:
             await self._write_batches(batch)
         except Exception as error:
             log.exception("job intake failed")
-            for _, future in batch + self._intake:
+            for _, _, future in batch + self._intake:
                 if not future.done():
                     future.set_exception(error)
             self._intake = []
 
-    async def _write_batches(self, batch: list[tuple[SongRequest, asyncio.Future[tuple[Job, bool]]]]
-                             ) -> None:
+    async def _write_batches(self, batch: list[_Intake]) -> None:
         while self._intake:
             batch[:], self._intake = self._intake[:_INTAKE_BATCH], self._intake[_INTAKE_BATCH:]
             try:
                 results = await self._store.call(
-                    _insert_batch, [request for request, _ in batch],
-                    self._settings.generation.max_pending)
+                    _insert_batch, [request for request, _, _ in batch],
+                    self._settings.generation.max_pending, [charge for _, charge, _ in batch])
             except Exception as error:  # noqa: BLE001 - every waiting request gets the error
                 fault = diskfaults.database_failure(error, self._where)
                 if fault is not None:
                     log.error("requests could not be stored: %s", fault.message)
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(fault or error)
                 continue
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, _, future), result in zip(batch, results, strict=True):
                 if isinstance(result, errors.CassettedError):
                     if not future.done():
                         future.set_exception(result)
@@ -466,16 +481,26 @@ class JobRunner:
         job held is kept for later, and the loop carries on after a growing pause."""
         first_delay = self._settings.generation.retry_min_s
         delay = first_delay
+        # A local render process is started for the first song (produce() starts it) and
+        # retired after `worker_idle_s` without one, so an idle daemon holds no engine.
+        idle_s = self._settings.generation.worker_idle_s
+        retires = idle_s > 0 and isinstance(process, WorkerProcess)
+        loop = asyncio.get_running_loop()
+        idle_since = loop.time()
         while True:
             job: Job | None = None
             try:
-                if not process.alive:  # here, not in start(): the daemon goes online meanwhile
-                    await process.restart()
                 await self._rescue_stranded()
-                job = await self._next_job()
+                idle_until = idle_since + idle_s if retires and process.alive else None
+                job = await self._next_job(idle_until)
                 if job is None:
+                    if idle_until is not None and loop.time() >= idle_until:
+                        log.info("job worker %s idle for %.0f s: its process retired",
+                                 process.index, idle_s)
+                        await process.stop()
                     continue
                 await self._run(job, process)
+                idle_since = loop.time()
                 delay = first_delay
             except asyncio.CancelledError:
                 raise
@@ -506,8 +531,9 @@ class JobRunner:
         except Exception:
             log.exception("job %s: could not announce its retry", job.id)
 
-    async def _next_job(self) -> Job | None:
-        """The next job to run, waiting for one (None: look again)."""
+    async def _next_job(self, idle_until: float | None = None) -> Job | None:
+        """The next job to run, waiting for one (None: look again; at the latest at
+        `idle_until`, loop time)."""
         now = asyncio.get_running_loop().time()
         for job_id, at in list(self._retry_at.items()):
             if at <= now:
@@ -519,8 +545,8 @@ class JobRunner:
             # Re-check after clearing so a submit between claim and clear is not missed.
             job = await self._store.call(_claim_next, waiting)
             if job is None:
-                timeout = (min(self._retry_at.values()) - asyncio.get_running_loop().time()
-                           if self._retry_at else None)
+                wake = [*self._retry_at.values(), *([idle_until] if idle_until else [])]
+                timeout = (min(wake) - asyncio.get_running_loop().time()) if wake else None
                 with contextlib.suppress(TimeoutError):  # a retry is due
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
                 return None

@@ -139,6 +139,8 @@ class WorkerProcess:
         self._process: Any = None
         self._conn: Connection | None = None
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._producing = False        # inside produce(): a cancel is for this job
+        self._cancel_asked = False     # ... and was asked before the child had the job
 
     @property
     def index(self) -> int:
@@ -174,11 +176,25 @@ class WorkerProcess:
                       order: TaskOrder | None,
                       report: Callable[[JobState, float], None]) -> Produced:
         """Run one job in the child; raises Cancelled or a CassettedError."""
+        self._producing, self._cancel_asked = True, False
+        try:
+            return await self._produce(song_id, spec, request, order, report)
+        finally:
+            self._producing = False
+
+    async def _produce(self, song_id: str, spec: SongSpec, request: SongRequest,
+                       order: TaskOrder | None,
+                       report: Callable[[JobState, float], None]) -> Produced:
         if self._process is None or not self._process.is_alive():
-            await self.restart()
+            try:  # started for the first song, and again after an idle retirement
+                await self.restart()
+            except (RuntimeError, OSError) as error:  # the system's fault: retried
+                raise errors.Interrupted(f"the render process could not start: {error}") from None
         assert self._conn is not None
         self._conn.send(("job", song_id, spec.model_dump_json(), request.model_dump_json(),
                          order))
+        if self._cancel_asked:  # while the child was starting: it reads this with the job
+            self._conn.send(("cancel",))
         stall_s = self._settings.generation.stall_s
         while True:
             try:
@@ -211,6 +227,8 @@ class WorkerProcess:
         """Nothing to release: the files are already in the library's .incoming/."""
 
     def cancel(self) -> None:
+        if self._producing:
+            self._cancel_asked = True
         if self._conn is not None:
             with contextlib.suppress(OSError):  # the child is gone; produce() reports that
                 self._conn.send(("cancel",))

@@ -90,6 +90,47 @@ class ReplyFirst:
             self._schedule()
 
 
+class LatestWins:
+    """State whose latest value is all that matters (the queue, Home Assistant's generation
+    sensor), published at most every `interval_s` per topic: at once when the topic was
+    quiet, else at the end of the interval with the newest value. A burst of a thousand
+    requests then costs ten messages a second on these topics instead of a thousand, and
+    the final value is always sent."""
+
+    def __init__(self, publish: Publish, interval_s: float = 0.1) -> None:
+        self._publish = publish
+        self._interval = interval_s
+        self._sent_at: dict[str, float] = {}
+        self._waiting: dict[str, tuple[bytes | str, dict[str, Any]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def send(self, topic: str, payload: bytes | str, **options: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a unit test, a shutdown): nothing to wait on
+            self._publish(topic, payload, **options)
+            return
+        now = loop.time()
+        if topic not in self._waiting and now - self._sent_at.get(topic, -1e9) >= self._interval:
+            self._sent_at[topic] = now
+            self._publish(topic, payload, **options)
+            return
+        self._waiting[topic] = (payload, options)
+        if self._timer is None:
+            self._timer = loop.call_at(self._sent_at[topic] + self._interval, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        for topic in [t for t in self._waiting if now - self._sent_at[t] >= self._interval]:
+            payload, options = self._waiting.pop(topic)
+            self._sent_at[topic] = now
+            self._publish(topic, payload, **options)
+        if self._waiting:
+            due = min(self._sent_at[t] for t in self._waiting) + self._interval
+            self._timer = asyncio.get_running_loop().call_at(due, self._flush)
+
+
 class MqttPublisher:
     """Publishes what the bus says about jobs, the queue and new songs, and the state and
     events other parts hand it; re-sends retained state on every (re)connection."""
@@ -98,6 +139,7 @@ class MqttPublisher:
         self._base = base_topic
         self._publish = publish
         self._retained: dict[str, str] = {}
+        self._state = LatestWins(publish)
         bus.subscribe(BrokerConnected, lambda connected: self.republish())
         bus.subscribe(JobChanged, lambda changed: self.job_changed(changed.event))
         bus.subscribe(QueueChanged, lambda changed: self.queue_changed(changed.state))
@@ -116,7 +158,10 @@ class MqttPublisher:
         self._publish(f"{self._base}/job/{event.job_id}", event.model_dump_json(exclude_none=True))
 
     def queue_changed(self, state: QueueState) -> None:
-        self._retain(f"{self._base}/queue", state.model_dump_json())
+        # Changes with every request: latest wins, at most every 100 ms (see LatestWins).
+        topic, payload = f"{self._base}/queue", state.model_dump_json()
+        self._retained[topic] = payload
+        self._state.send(topic, payload, retain=True)
 
     def song_ready(self, song: SongInfo, job_id: str) -> None:
         if song.shared:
