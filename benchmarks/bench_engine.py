@@ -8,10 +8,13 @@ Run from the repository root:
 
     .venv/bin/python benchmarks/bench_engine.py [--duration 30 --duration 180 ...] [--genre jazz ...]
 
---vocals renders each song with lyrics, so the voice sings them: the words themselves when
-piper-tts and a Piper voice are installed (else the wordless voice). With --repeat 1 the
-time includes loading the voice and reading every word once (a daemon pays that once per
-voice and word); with more repeats the fastest, warm run is reported.
+Each song is rendered twice, as the default path makes it (`sung`: with lyrics, so the
+voice sings them - the words themselves when piper-tts and a Piper voice are installed,
+else the wordless voice) and `instrumental`, side by side: the voice is most of a sung
+song's engine time, so a figure without it flatters the default. `--path sung` or
+`--path instrumental` renders one of them. With --repeat 1 the sung time includes loading
+the voice and reading every word once (a daemon pays that once per voice and word); with
+more repeats the fastest, warm run is reported.
 """
 
 from __future__ import annotations
@@ -84,7 +87,9 @@ def main() -> None:
                     help="song length in seconds (repeatable; default 30, 180 and 600)")
     ap.add_argument("--genre", action="append", choices=GENRES)
     ap.add_argument("--repeat", type=int, default=1, help="runs per song; the fastest is reported")
-    ap.add_argument("--vocals", action="store_true", help="sing lyrics (see above)")
+    ap.add_argument("--path", choices=("both", "sung", "instrumental"), default="both",
+                    help="sung (the default path: lyrics and voice), instrumental, or both")
+    ap.add_argument("--vocals", action="store_true", help=argparse.SUPPRESS)  # the child's
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     durations = args.duration or [30.0, 180.0, 600.0]
@@ -94,17 +99,20 @@ def main() -> None:
 
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}")
-    print(f"{'genre':<11} {'bpm':>4} {'audio s':>8} {'engine s':>9} {'loudness s':>11} {'render s':>9} "
-          f"{'RTF':>7} {'CPU s':>7} {'peak RSS MB':>12}")
+    print(f"{'genre':<11} {'path':<13} {'bpm':>4} {'audio s':>8} {'engine s':>9} "
+          f"{'loudness s':>11} {'render s':>9} {'RTF':>7} {'CPU s':>7} {'peak RSS MB':>12}")
+    paths = {"both": (True, False), "sung": (True,), "instrumental": (False,)}[args.path]
     for duration in durations:
         for genre in args.genre or GENRES:
-            child = [sys.executable, __file__, "--child", genre, "--duration", str(duration),
-                     "--repeat", str(args.repeat), *["--vocals"] * args.vocals]
-            out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
-            print(f"{r['genre']:<11} {r['bpm']:>4} {r['audio_s']:>8.1f} {r['engine_s']:>9.2f} "
-                  f"{r['loudness_s']:>11.2f} {r['render_s']:>9.2f} {r['rtf']:>7.4f} {r['cpu_s']:>7.2f} "
-                  f"{r['peak_rss_mb']:>12.0f}", flush=True)
+            for sung in paths:
+                child = [sys.executable, __file__, "--child", genre, "--duration", str(duration),
+                         "--repeat", str(args.repeat), *["--vocals"] * sung]
+                out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                path = "sung" if sung else "instrumental"
+                print(f"{r['genre']:<11} {path:<13} {r['bpm']:>4} {r['audio_s']:>8.1f} "
+                      f"{r['engine_s']:>9.2f} {r['loudness_s']:>11.2f} {r['render_s']:>9.2f} "
+                      f"{r['rtf']:>7.4f} {r['cpu_s']:>7.2f} {r['peak_rss_mb']:>12.0f}", flush=True)
 
 
 if __name__ == "__main__":
