@@ -57,7 +57,8 @@ class SongDesk:
                 extras["request"] = request.model_dump(exclude_none=True,
                                                        exclude=set(ENVELOPE_FIELDS))
             job, duplicate = await self._runner.submit(request, charge)
-            if charge is not None and charge.quota is not None:
+            self._household.admitted(charge)
+            if charge.quota is not None:
                 quota = charge.quota
             else:  # not charged: the household is off, or the request_id was a repeat
                 quota = await self._household.quota(caller)

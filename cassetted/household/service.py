@@ -55,19 +55,31 @@ class ModeScreen(Protocol):
 
 
 class Charge:
-    """One request's quota charge, run by the job intake on the store thread inside the
-    transaction that queues the job (cassetted.jobs.runner): counting and queuing are one
-    step there, so two requests of one user cannot both take the last song of a quota,
-    and nobody's requests wait for anybody else's."""
+    """What admitting one request writes, run by the job intake on the store thread inside
+    the transaction that queues the job (cassetted.jobs.runner): the quota charge (with the
+    household on) and the room's lesson. Counting and queuing are one step there, so two
+    requests of one user cannot both take the last song of a quota, nobody's requests wait
+    for anybody else's, and a request refused (by its mode, its quota, a full queue) or
+    repeated teaches its room nothing."""
 
-    def __init__(self, settings: Settings, caller: Caller, songs: int) -> None:
+    def __init__(self, settings: Settings, caller: Caller, songs: int, room: str | None,
+                 observed: dict[str, str]) -> None:
         self._settings = settings
         self._caller = caller
         self._songs = songs
+        self.room = room
+        self._observed = observed
         self.quota: QuotaInfo | None = None  # the standing after this request, once charged
+        self.learned: LearnedPreference | None = None  # the room's preference after it
 
     def __call__(self) -> None:
-        self.quota = policy.charge(self._settings, self._caller, self._songs)
+        if self._settings.household.enabled:
+            self.quota = policy.charge(self._settings, self._caller, self._songs)
+        if self.room is not None and self._observed:
+            rule = self._settings.household.learning
+            for dimension, value in self._observed.items():
+                learning.observe(rule, self.room, dimension, value, 1.0)
+            self.learned = learning.preference(rule, self.room)
 
 
 class Household:
@@ -171,16 +183,15 @@ class Household:
                 self._locks[request_id] = (lock, holders - 1)
 
     async def admit(self, request: SongRequest,
-                    caller: Caller) -> tuple[SongRequest, Charge | None, dict[str, Any]]:
-        """The request as it will be queued, its quota charge (None: the household is off,
-        nothing to count) for the job intake to run, and reply extras (`learned`: the
-        defaults the room filled in). Raises Forbidden, ModeRefused; the charge raises
-        QuotaExceeded.
+                    caller: Caller) -> tuple[SongRequest, Charge, dict[str, Any]]:
+        """The request as it will be queued, its Charge for the job intake to run (the
+        quota, and what it teaches its room), and reply extras (`learned`: the defaults the
+        room filled in). Raises Forbidden, ModeRefused; the charge raises QuotaExceeded.
 
         Order: room permission; what the request says (its fields, else its prompt) becomes
-        explicit and teaches the room; the room's learned preference fills the rest (only
-        with values the room's mode allows); the mode screens the result; the quota last, so
-        a refused request costs nothing."""
+        explicit; the room's learned preference fills the rest (only with values the room's
+        mode allows); the mode screens the result; the quota and the lesson last, with the
+        job, so a refused request costs nothing and teaches nothing."""
         settings = self.settings
         if caller.via == "bridge":  # the panel's topics are open on the broker: one allowance
             self._rates.check("bridge")
@@ -197,19 +208,29 @@ class Household:
         user = ANONYMOUS_USER if caller.via == "anonymous" else caller.user
         request = request.model_copy(update={"user": user, "private": private})
         extras: dict[str, Any] = {}
+        observed: dict[str, str] = {}
         if request.task == "text2music":
-            request, extras = await self._learn_and_fill(request)
+            request, extras, observed = self._fill(request)
         if self.modes is not None:
             request = await self.modes.screen_song(request, caller)
         # Every take is a song made: "variants": 4 costs four.
-        charge = Charge(settings, caller, request.variants) if settings.household.enabled else None
-        return request, charge, extras
+        return request, Charge(settings, caller, request.variants, request.room, observed), extras
 
-    async def _learn_and_fill(self, request: SongRequest) -> tuple[SongRequest, dict[str, Any]]:
+    def admitted(self, charge: Charge) -> None:
+        """The job of `charge` is queued: its room shows what it learned."""
+        if charge.room is not None and charge.learned is not None:
+            self._learned[charge.room] = charge.learned
+            self._show(charge.room)
+
+    def _fill(self, request: SongRequest) -> tuple[SongRequest, dict[str, Any], dict[str, str]]:
+        """The request with what it says made explicit and the room's preference filling
+        the rest; the reply's extras; and what it teaches the room once admitted (what the
+        person chose, never what the room filled in)."""
         said_genre, said_mood = self._read_prompt(request.prompt) if request.prompt else (None, None)
         chosen = {"genre": request.genre or said_genre, "mood": request.mood or said_mood}
         room = request.room
         filled: dict[str, str] = {}
+        observed: dict[str, str] = {}
         if room is not None:
             learned = self._learned.get(room) or LearnedPreference()
             allowed = dict(self.modes.allowed(room)) if self.modes is not None else {}
@@ -222,11 +243,9 @@ class Household:
                 if value is None and candidate is not None and candidate in allowed.get(dim, (candidate,)):
                     filled[dim] = candidate
             observed = {dim: value for dim, value in chosen.items() if value is not None}
-            if observed:
-                await self._observe(room, observed, 1.0)
         update = {dim: value for dim, value in chosen.items() if value is not None} | filled
         request = request.model_copy(update=update) if update else request
-        return request, ({"learned": filled} if filled else {})
+        return request, ({"learned": filled} if filled else {}), observed
 
     async def _observe(self, room: str, values: dict[str, str], weight: float) -> None:
         settings = self.settings.household.learning

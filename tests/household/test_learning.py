@@ -78,3 +78,41 @@ def test_requests_and_votes_teach_a_room(daemon_factory, probe: MqttProbe) -> No
     _state(probe, room, lambda learned: learned.get("genre") == "rock")
     again = probe.command("song/create", {"room": room, "duration_s": 10})
     assert again["learned"] == {"genre": "rock", "mood": "energetic"}
+
+
+QUOTA = """
+[household]
+enabled = true
+trusted_user_field = true
+unknown_user_role = "family"
+
+[household.quotas.family]
+songs = 1
+per_hours = 24
+"""
+
+
+def test_refused_requests_teach_a_room_nothing(daemon_factory, probe: MqttProbe) -> None:
+    """The kids' room is child-safe: a rock request there is refused, and must not teach the
+    room rock. A request refused for its quota, or a repeated request_id, teaches nothing
+    either; an admitted one does, once."""
+    daemon_factory(QUOTA).start()
+    probe.wait_online()
+    rock = probe.command("song/create", {"prompt": "loud", "genre": "rock", "room": "kids_room",
+                                         "user": "tom", "duration_s": 10})
+    assert rock["error"]["code"] == "mode_refused", rock
+    pop = {"genre": "pop", "mood": "uplifting", "room": "kids_room", "user": "tom",
+           "duration_s": 10, "request_id": "tom-pop"}
+    first = probe.command("song/create", pop)
+    assert first["ok"] and first["quota"]["used"] == 1, first
+    again = probe.command("song/create", pop)  # the same request_id: a repeat
+    assert again["ok"] and again["duplicate"] and again["job_id"] == first["job_id"]
+    over = probe.command("song/create", {"genre": "ambient", "room": "kids_room",
+                                         "user": "tom", "duration_s": 10})
+    assert over["error"]["code"] == "quota_exceeded", over
+    learned = _state(probe, "kids_room", lambda learned: learned.get("genres", {}).get("pop"))
+    assert learned["learned"]["genres"] == {"pop": 1.0}, learned  # once, and only pop
+    # After the refusals too, nothing else was learned: the retained state says the same.
+    states = [m.json().get("learned") or {} for m in probe.on("room/kids_room/state")]
+    assert all(set(s.get("genres", {})) <= {"pop"} for s in states), states
+    assert all(s.get("genres", {}).get("pop", 0) <= 1.0 for s in states), states
