@@ -67,6 +67,10 @@ BUTTONS = ("generate", "skip", "like", "dislike")
 _FAILED = object()  # what `_call` returns when the injected action raised
 
 
+# The retained topics of a room (playback state, the lyrics display): cleared with its
+# entities when the room leaves the configuration.
+ROOM_RETAINED = ("state", "lyrics")
+
 class HomeAssistantBridge:
     """Discovery, the entity panel, and the generation sensor for Home Assistant.
 
@@ -175,6 +179,11 @@ class HomeAssistantBridge:
                  ", ".join(removed))
         for topic in discovery.room_config_topics(self.topics, removed):
             self._publish(topic, b"", retain=True, qos=1)
+        # And the room's own retained state, which nothing would ever update again.
+        base = self._settings.mqtt.base_topic
+        for room in removed:
+            for what in ROOM_RETAINED:
+                self._publish(f"{base}/room/{room}/{what}", b"", retain=True, qos=1)
         self._publish(self.topics.rooms, json.dumps(sorted(current)), retain=True, qos=1)
 
     def _publish_panel(self) -> None:

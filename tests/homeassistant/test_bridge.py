@@ -237,9 +237,16 @@ def test_a_removed_room_loses_its_entities(start, broker_port: int, probe: MqttP
                and m.json() == ["kids_room", "living_room"])
     kids_volume = _config_topic(prefix, base_topic, "number", "room_kids_room_volume")
     ha.wait(lambda m: m.topic == kids_volume and m.payload)
+    # The room's retained state, as the daemon left it before the room was removed.
+    for what in ("state", "lyrics"):
+        probe.client.publish(f"{base_topic}/room/kids_room/{what}", b'{"room": "kids_room"}',
+                             qos=1, retain=True).wait_for_publish(10)
     bridge.stop()
     start(rooms={"living_room": {"name": "Living Room"}})
     ha.wait(lambda m: m.topic == kids_volume and m.payload == b"")
+    for what in ("state", "lyrics"):
+        probe.wait(lambda m, what=what: m.topic == f"{base_topic}/room/kids_room/{what}"
+                   and m.payload == b"")
     probe.wait(lambda m: m.topic == f"{base_topic}/ha/rooms" and m.json() == ["living_room"])
     # A newcomer (Home Assistant starting later) sees only the living room's retained configs.
     time.sleep(0.3)
@@ -249,6 +256,12 @@ def test_a_removed_room_loses_its_entities(start, broker_port: int, probe: MqttP
         retained = {m.topic for m in late.messages if m.payload}
         assert not any("kids_room" in topic for topic in retained)
         assert _config_topic(prefix, base_topic, "number", "room_living_room_volume") in retained
+    finally:
+        late.close()
+    late = MqttProbe(HOST, broker_port, base_topic)  # the daemon's own topics, retained
+    try:
+        time.sleep(0.5)
+        assert not [m.topic for m in late.messages if m.payload and "kids_room" in m.topic]
     finally:
         late.close()
 
