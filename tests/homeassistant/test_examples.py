@@ -28,9 +28,12 @@ const flow = { get: (k) => context[k], set: (k, v) => { context[k] = v; } };
 const env = { get: () => undefined };
 const out = [];
 for (let [id, msg] of steps) {
+  const asked = out.length ? out[0][1].payload.request_id : undefined;
   if (msg === 'REPLY') {  // the daemon's reply to the request built first
-    msg = { payload: { ok: true, request_id: out[0][1].payload.request_id, job_id: 'j1',
-                       state: 'queued' } };
+    msg = { payload: { ok: true, request_id: asked, job_id: 'j1', state: 'queued' } };
+  } else if (typeof msg === 'string') {  // a job event of that request, as the daemon sends it
+    msg = { payload: { job_id: 'j1', request_id: asked, state: msg,
+                       progress: msg === 'done' ? 1.0 : 0.0 } };
   }
   const fnNode = flowJson.find((n) => n.id === id);
   const node = { status: () => {}, warn: () => {}, error: () => {} };
@@ -97,6 +100,37 @@ def test_node_red_functions_follow_a_job() -> None:
     assert progress is None and done["payload"]["song_id"] == "s1"
     assert done["request_id"] == request.request_id
     assert out[6] is None  # a finished job is forgotten
+
+
+def _run_flow(steps: list[list[Any]]) -> list[Any]:
+    result = subprocess.run(["node", "-e", HARNESS, str(FLOW)], input=json.dumps(steps),
+                            capture_output=True, text=True, check=True, timeout=30)
+    return [value for _, value in json.loads(result.stdout)]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+def test_node_red_shows_queued_though_the_event_comes_before_the_reply() -> None:
+    """The daemon publishes a job's `queued` event before its reply; the flow knows the job
+    by the event's request_id until the reply names it (it never showed `queued`)."""
+    flow = json.loads(FLOW.read_text())
+    ask = json.loads(next(n for n in flow if n["id"] == "ask")["payload"])
+    out = _run_flow([["build", {"payload": ask}], ["job", "queued"], ["reply", "REPLY"],
+                     ["job", "composing"], ["job", "done"], ["job", "composing"]])
+    queued, done = out[1]
+    assert queued["payload"]["state"] == "queued" and done is None
+    accepted, refused = out[2]
+    assert accepted["job_id"] == "j1" and refused is None
+    assert out[3][0]["payload"]["state"] == "composing"
+    assert out[4][1]["payload"]["state"] == "done"
+    assert out[4][1]["request_id"] == out[0]["payload"]["request_id"]
+    assert out[5] is None  # finished: forgotten
+
+    # A job that ends before its reply arrives: done once, and the reply does not revive it.
+    out = _run_flow([["build", {"payload": ask}], ["job", "queued"], ["job", "done"],
+                     ["reply", "REPLY"], ["job", "composing"]])
+    assert out[2][1]["payload"]["state"] == "done"
+    assert out[3][0]["job_id"] == "j1"  # the reply is still passed on
+    assert out[4] is None
 
 
 def _entity_ids(tmp_path: Path) -> set[str]:
