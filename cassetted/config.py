@@ -162,6 +162,10 @@ class VoiceSettings(_Section):
         None, pattern=ROOM_ID_PATTERN, description="Room for requests with no room and no site.")
     llm_fallback: bool = Field(
         False, description="Ask the lyrics LLM when the rules find neither genre nor mood.")
+    any_utterance: bool = Field(
+        False, description="Make a song of any sentence (a satellite that only takes song "
+                           "requests); off: a sentence with no sign of one ('what is the "
+                           "weather like') is answered not_understood")
 
     @field_validator("site_rooms")
     @classmethod

@@ -80,6 +80,12 @@ class LyricsFailed(CassettedError):
     code = "lyrics_failed"
 
 
+class NotUnderstood(CassettedError):
+    """A voice command with no sign of a song request ("what is the weather like")."""
+
+    code = "not_understood"
+
+
 class Interrupted(CassettedError):
     code = "interrupted"
     system_fault = True

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cassetted.config import Settings
+from cassetted.contract import errors
 from cassetted.contract.schemas import Genre, Mood, SongRequest, VoiceCommand
 from cassetted.voice import intent
 
@@ -67,6 +68,10 @@ def voice_request(command: VoiceCommand, settings: Settings,
         llm = intent_llm(settings, credentials, command.user)
     name, text = speaker(command.text)
     parsed = intent.parse(text, rooms, default_room=default_room, llm=llm)
+    if not settings.voice.any_utterance and not intent.is_song_request(text, parsed):
+        raise errors.NotUnderstood(
+            "that does not ask for a song: name a genre or a mood, or say 'song', 'play', "
+            "'make'... ([voice] any_utterance makes a song of any sentence)", "text")
     request = parsed.request.model_copy(update={
         "user": command.user or name, "request_id": command.request_id,
     })

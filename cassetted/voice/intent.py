@@ -821,6 +821,21 @@ class _Parse:
                 return
 
 
+# What the rules read from the words themselves that only a song request says. Not a
+# length ("set a timer for ten minutes") or a language ("translate this to French") alone.
+_SONG_FIELDS = ("genre", "mood", "bpm", "key", "instrumental")
+
+
+def is_song_request(text: str, parsed: ParsedIntent) -> bool:
+    """Whether an utterance asks for a song at all: the rules found a genre, mood, tempo,
+    key or instrumental in its words (not an LLM's guess, not the satellite's room), or it
+    has a song word ("song", "play", "lullaby"...). "What is the weather like" has none."""
+    if any(parsed.evidence.get(name) not in (None, "(llm)") for name in _SONG_FIELDS):
+        return True
+    words = re.findall(r"[a-z]+", _normalize(text)[0].lower())
+    return any(word in lex.SONG_REQUEST_WORDS for word in words)
+
+
 def parse(
     text: str,
     rooms: Mapping[str, RoomSettings],

@@ -180,3 +180,16 @@ COMMON_REQUEST_WORDS: tuple[str, ...] = (
     "their", "them", "they", "this", "that", "these", "those", "what", "when", "where",
     "which", "while", "your", "mind", "kind", "google", "alexa", "rhasspy", "nabu",
 )
+
+
+# Words that make an utterance a song request even when it names no genre, mood, tempo,
+# key or length ("play something for grandma"). Without one of them, or of those, a voice
+# command is not a song request (`not_understood`; `[voice] any_utterance` turns it off).
+SONG_REQUEST_WORDS: frozenset[str] = frozenset({
+    "song", "songs", "music", "musical", "tune", "tunes", "track", "tracks", "melody",
+    "melodies", "lullaby", "lullabies", "ballad", "ballads", "anthem", "anthems", "jingle",
+    "beat", "beats", "make", "create", "compose", "play", "sing", "generate",
+    "instrumental", "lyrics", "chorus", "verse", "rap", "jam", "serenade", "hymn",
+    "playlist", "groove", "remix", "karaoke", "soundtrack", "bop", "banger", "rhyme",
+    "rhymes", "surprise",
+})
