@@ -91,8 +91,11 @@ class MpdZone:
             client = MPDClient()
             client.IMMEDIATE_COMMAND_TIMEOUT = _IDLE_AFTER_S
             try:
-                await asyncio.wait_for(client.connect(self._endpoint.host, self._endpoint.port),
-                                       CONNECT_TIMEOUT_S)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for turns a cancel that
+                # meets a finished connect (refused at once) into the connect's error, and
+                # this loop would reconnect for ever behind a stop waiting for it.
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await client.connect(self._endpoint.host, self._endpoint.port)
                 if self._endpoint.password is not None:
                     await client.password(self._endpoint.password.get_secret_value())
                 self._client = client
@@ -124,6 +127,9 @@ class MpdZone:
                             self.room_id, self.where, reason)
             self._set_status(ZoneStatus(
                 "unavailable", extra={"reason": f"MPD at {self.where} unreachable: {reason}"}))
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # a cancel some await swallowed
+                raise asyncio.CancelledError
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._reconnect_max_s)
 

@@ -95,9 +95,12 @@ class SnapcastClient:
             reader_task: asyncio.Task[None] | None = None
             reason = "stopped"
             try:
-                reader, self._writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port, limit=_LINE_LIMIT),
-                    self._request_timeout_s)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for turns a cancel that
+                # meets a finished connect (refused at once) into the connect's error, and
+                # this loop would then reconnect for ever behind a stop that waits for it.
+                async with asyncio.timeout(self._request_timeout_s):
+                    reader, self._writer = await asyncio.open_connection(
+                        self.host, self.port, limit=_LINE_LIMIT)
                 reader_task = self._tasks.spawn(self._read(reader), "reader", replace=True)
                 result = await self.request("Server.GetStatus")
                 self.server = result["server"]
@@ -130,6 +133,9 @@ class SnapcastClient:
                 if was_connected:
                     log.warning("snapserver %s lost (%s); reconnecting", self.where, reason)
                     self._notify("disconnected")
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # a cancel some await swallowed
+                raise asyncio.CancelledError
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._reconnect_max_s)
 
@@ -178,7 +184,8 @@ class SnapcastClient:
         try:
             writer.write(json.dumps(message).encode() + b"\r\n")
             await writer.drain()
-            return await asyncio.wait_for(future, self._request_timeout_s)
+            async with asyncio.timeout(self._request_timeout_s):  # see _run: not wait_for
+                return await future
         except TimeoutError:
             raise SnapcastError(f"snapserver {self.where} did not answer {method}") from None
         except OSError as error:
