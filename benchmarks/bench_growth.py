@@ -23,6 +23,7 @@ figures; the README quotes them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -43,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cassetted.contract.schemas import GENRES, MOODS
+from tests.fixtures.services import free_port, pg_schema, start_mosquitto, stop_process
 
 WORDS = ["rain", "river", "night", "summer", "window", "coffee", "train", "city", "ocean",
          "garden", "winter", "light", "dance", "road", "fire", "morning", "star", "paper",
@@ -282,24 +284,6 @@ def burst(probe: Probe, count: int, tag: str) -> float:
     return count / (last - t0)
 
 
-def pg_schema(url: str) -> tuple[str, Callable[[], None]]:
-    """A fresh schema in the PostgreSQL database at `url`: its URL, and what drops it."""
-    import psycopg2
-
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE SCHEMA {schema}")
-
-    def drop() -> None:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP SCHEMA {schema} CASCADE")
-        conn.close()
-
-    return f"{url}?options=-csearch_path%3D{schema}", drop
-
-
 def requests_vs_floor(port: int, bursts: list[int], single: int, postgres: str | None) -> None:
     print(f"\nsong/create against a minimal aiomqtt responder (the floor), same broker: "
           f"{single} one at a time, then bursts of {', '.join(map(str, bursts))}")
@@ -312,23 +296,22 @@ def requests_vs_floor(port: int, bursts: list[int], single: int, postgres: str |
     if postgres:
         runs.append(("PostgreSQL", False, False, postgres))
     for name, floor, household, database in runs:
-        url, drop = pg_schema(database) if database else (None, None)
-        proc, probe, _ = serve(port, floor, household, url)
-        try:
-            samples = [probe.command("song/create", {"prompt": f"one {i}", "duration_s": 10,
-                                                     "request_id": f"one-{i}",
-                                                     "user": f"user{i % 10}"})[0]
-                       for i in range(single)]
-            row = {"p50": median_ms(samples),
-                   "p99": sorted(samples)[int(0.99 * (len(samples) - 1))] * 1000}
-            for size in bursts:
-                row[f"b{size}"] = burst(probe, size, f"b{size}")
-        finally:
-            proc.terminate()
-            proc.wait(60)
-            probe.close()
-            if drop is not None:
-                drop()
+        with contextlib.ExitStack() as schema:  # a fresh PostgreSQL schema, dropped after
+            url = schema.enter_context(pg_schema(database)) if database else None
+            proc, probe, _ = serve(port, floor, household, url)
+            try:
+                samples = [probe.command("song/create", {"prompt": f"one {i}", "duration_s": 10,
+                                                         "request_id": f"one-{i}",
+                                                         "user": f"user{i % 10}"})[0]
+                           for i in range(single)]
+                row = {"p50": median_ms(samples),
+                       "p99": sorted(samples)[int(0.99 * (len(samples) - 1))] * 1000}
+                for size in bursts:
+                    row[f"b{size}"] = burst(probe, size, f"b{size}")
+            finally:
+                proc.terminate()
+                proc.wait(60)
+                probe.close()
         floor_row = floor_row or row
         print(f"{name:>16} {row['p50']:>9.2f} {row['p99']:>9.2f} "
               + " ".join(f"{row[f'b{b}']:>16.0f}" for b in bursts))
@@ -426,21 +409,12 @@ async def _never(*args: Any, **kwargs: Any) -> Any:
 
 def private_broker() -> tuple[subprocess.Popen[bytes], int]:
     """A Mosquitto of our own with `set_tcp_nodelay true`: with the default (Nagle) every
-    reply waits for the client's delayed ACK (~40 ms) and hides what the daemon costs."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    conf = Path(tempfile.mkdtemp(prefix="cassetted-growth-broker-")) / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-                    "max_queued_messages 100000\n")  # a burst of 8,000 is queued, not dropped
-    broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return broker, port
-        time.sleep(0.05)
-    raise SystemExit("mosquitto did not start")
+    reply waits for the client's delayed ACK (~40 ms) and hides what the daemon costs. A
+    burst of 8,000 is queued for the daemon, not dropped."""
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="cassetted-growth-broker-"))
+    return start_mosquitto(port, workdir, extra="set_tcp_nodelay true\n"
+                                                "max_queued_messages 100000\n"), port
 
 
 def main() -> None:
@@ -469,8 +443,7 @@ def main() -> None:
             library_growth(port, sizes, args.repeat)
     finally:
         if broker is not None:
-            broker.terminate()
-            broker.wait(10)
+            stop_process(broker)
     queue_growth([0, *sizes[1:]], sizes[1:])
     bridge_growth([1, *sizes[1:]])
 

@@ -79,8 +79,7 @@ def _text_match(text: str) -> pw.Expression:
     if not words:
         return (Song.title.contains(text) | Song.prompt.contains(text)
                 | Song.lyrics.contains(text))
-    if isinstance(db, pw.PostgresqlDatabase) or isinstance(
-            getattr(db, "obj", None), pw.PostgresqlDatabase):
+    if isinstance(db.obj, pw.PostgresqlDatabase):  # the proxy's database, as policy._takes
         from cassetted.store.database import PG_TEXT_VECTOR
 
         terms = " & ".join(f"{word}:*" for word in words)

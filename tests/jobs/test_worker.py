@@ -52,6 +52,27 @@ def our_child() -> multiprocessing.process.BaseProcess:
     return child
 
 
+async def _signal_mid_song(worker: WorkerProcess, settings: Settings, job_id: str,
+                           sig: signal.Signals) -> tuple[multiprocessing.process.BaseProcess,
+                                                         asyncio.Task[Produced]]:
+    """Start a 120 s song and send the child `sig` once it composes: the child and the
+    production task, still running."""
+    spec, request = order(settings, duration_s=120)
+    first = our_child()
+    composing = asyncio.Event()
+
+    def report(state: JobState, fraction: float) -> None:
+        if state == JobState.composing:
+            composing.set()
+
+    production = asyncio.create_task(worker.produce(job_id, f"song-{job_id}", spec, request,
+                                                    None, report))
+    await composing.wait()
+    assert first.pid is not None
+    os.kill(first.pid, sig)
+    return first, production
+
+
 def test_produce_reports_progress_and_hands_back_the_song(settings: Settings) -> None:
     reports: list[tuple[JobState, float]] = []
 
@@ -103,18 +124,7 @@ def test_an_error_in_the_child_comes_back_as_its_class(settings: Settings) -> No
 
 def test_a_killed_child_is_an_interruption_and_is_replaced(settings: Settings) -> None:
     async def test(worker: WorkerProcess) -> None:
-        spec, request = order(settings, duration_s=120)
-        first = our_child()
-        composing = asyncio.Event()
-
-        def report(state: JobState, fraction: float) -> None:
-            if state == JobState.composing:
-                composing.set()
-
-        production = asyncio.create_task(worker.produce("job4", "song4", spec, request, None, report))
-        await composing.wait()
-        assert first.pid is not None
-        os.kill(first.pid, signal.SIGKILL)
+        first, production = await _signal_mid_song(worker, settings, "job4", signal.SIGKILL)
         with pytest.raises(errors.Interrupted, match="died") as caught:
             await asyncio.wait_for(production, 30)
         assert caught.value.system_fault  # retried by the runner, not failed for good
@@ -142,18 +152,7 @@ def test_a_hung_child_is_killed_after_stall_s_and_is_an_interruption(settings: S
         update={"stall_s": 5.0})})
 
     async def test(worker: WorkerProcess) -> float:
-        spec, request = order(settings, duration_s=120)
-        first = our_child()
-        composing = asyncio.Event()
-
-        def report(state: JobState, fraction: float) -> None:
-            if state == JobState.composing:
-                composing.set()
-
-        production = asyncio.create_task(worker.produce("job5", "song5", spec, request, None, report))
-        await composing.wait()
-        assert first.pid is not None
-        os.kill(first.pid, signal.SIGSTOP)
+        first, production = await _signal_mid_song(worker, settings, "job5", signal.SIGSTOP)
         frozen = asyncio.get_running_loop().time()
         with pytest.raises(errors.Interrupted, match="no progress for 5 s") as caught:
             await asyncio.wait_for(production, 30)
